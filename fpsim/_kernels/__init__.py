@@ -1,0 +1,1 @@
+"""Numba kernels: the only package of fpsim that imports numba."""
