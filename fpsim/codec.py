@@ -146,6 +146,12 @@ def _hi16_ok(fmt) -> bool:
     return fmt.max_int <= 127 and fmt.min_int >= -128
 
 
+def _sr_ok(fmt) -> bool:
+    """The stochastic table path also needs float32 subnormal inputs to stay below
+    the format's normal range (not so for float8_e8m0fnu, emin = -127)."""
+    return not isinstance(fmt, FloatFormat) or fmt.emin >= -126
+
+
 def _generic_fixed_r(x: np.ndarray, fmt, mode: int, saturate: bool, r: int) -> np.ndarray:
     view, mbits, ebits = _FLOAT_LAYOUT[x.dtype]
     out = np.empty(x.shape, dtype=fmt.code_dtype)
@@ -191,12 +197,19 @@ def _f16_table(fmt, mode: int, saturate: bool, dtype) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _sr_tables(fmt, saturate: bool, dtype):
-    """(down, up, shift) tables for stochastic rounding of float32 inputs."""
-    down = _generic_fixed_r(_hi16_inputs(0), fmt, cast.STOCHASTIC, saturate, 0xFFFFFFFF)
+    """Tables for stochastic rounding of float32 inputs.
+
+    ``table`` stacks four 65536-entry parts indexed by the top 16 bits: the
+    code when not rounding up for an exact low half, for an inexact one, then
+    twice the code when rounding up.  ``shift`` gives, per input exponent
+    field, where the rounding point lies (the 32-bit fraction is taken there).
+    """
+    down0 = _generic_fixed_r(_hi16_inputs(0), fmt, cast.STOCHASTIC, saturate, 0xFFFFFFFF)
+    down1 = _generic_fixed_r(_hi16_inputs(1), fmt, cast.STOCHASTIC, saturate, 0xFFFFFFFF)
     up = _generic_fixed_r(_hi16_inputs(0xFFFF), fmt, cast.STOCHASTIC, saturate, 0)
+    table = np.concatenate([down0, down1, up, up])
     if dtype is not None:
-        down = _codes_to_values(fmt, down, dtype)
-        up = _codes_to_values(fmt, up, dtype)
+        table = _codes_to_values(fmt, table, dtype)
     shift = np.zeros(256, dtype=np.int64)
     for be in range(256):
         e = max(be, 1) - 127
@@ -216,31 +229,43 @@ def _sr_tables(fmt, saturate: bool, dtype):
             p = e - fmt.scale_exp
             s = 0 if (p > fmt.bits + 1 or be == 255) else 23 - p
         shift[be] = min(max(s, 0), 56)
-    for t in (down, up, shift):
+    for t in (table, shift):
         t.setflags(write=False)
-    return down, up, shift
+    return table, shift
+
+
+def _as_numba(a: np.ndarray) -> np.ndarray:
+    """Numba has no float16 arrays: pass their bit patterns (copies are exact)."""
+    return a.view(np.uint16) if a.dtype == np.float16 else a
 
 
 def _run(arr, fmt, mode, saturate, seed, flat_out, *, values: bool) -> None:
     """Encode (or quantize, if ``values``) ``arr`` into ``flat_out``."""
     view, mbits, ebits = _FLOAT_LAYOUT[arr.dtype]
     flat = np.ascontiguousarray(arr).reshape(-1)
+    if values and arr.dtype == np.float16 and mode == cast.STOCHASTIC:
+        # the generic loops compute in float: go through codes
+        codes = np.empty(flat.shape, fmt.code_dtype)
+        _run(arr, fmt, mode, saturate, seed, codes, values=False)
+        flat_out[...] = _codes_to_values(fmt, codes, np.float16)
+        return
+    flat_out = _as_numba(flat_out)
     parallel = flat.size >= _util.PARALLEL_THRESHOLD
     vdtype = arr.dtype if values else None
-    if arr.dtype == np.float32 and _hi16_ok(fmt):
+    if arr.dtype == np.float32 and _hi16_ok(fmt) and (mode != cast.STOCHASTIC or _sr_ok(fmt)):
         xb = flat.view(np.uint32)
         if mode == cast.STOCHASTIC:
-            down, up, shift = _sr_tables(fmt, saturate, vdtype)
+            table, shift = _sr_tables(fmt, saturate, vdtype)
             k = lut.sr_hi16_parallel if parallel else lut.sr_hi16_serial
             with np.errstate(over="ignore"):
-                k(xb, flat_out, down, up, shift, seed)
+                k(xb, flat_out, _as_numba(table), shift, seed)
         else:
             k = lut.hi16_parallel if parallel else lut.hi16_serial
-            k(xb, flat_out, _hi16_table(fmt, mode, saturate, vdtype))
+            k(xb, flat_out, _as_numba(_hi16_table(fmt, mode, saturate, vdtype)))
         return
     if arr.dtype == np.float16 and mode != cast.STOCHASTIC:
         k = lut.direct_parallel if parallel else lut.direct_serial
-        k(flat.view(np.uint16), flat_out, _f16_table(fmt, mode, saturate, vdtype))
+        k(flat.view(np.uint16), flat_out, _as_numba(_f16_table(fmt, mode, saturate, vdtype)))
         return
     xb = flat.view(view)
     with np.errstate(over="ignore"):
@@ -422,10 +447,13 @@ def decode(codes, fmt, *, dtype=np.float32, out=None):
                 f"the first is {flat[first]} at flat index {first}"
             )
     if isinstance(fmt, IntFormat) and not fmt.bit_patterns:
-        generic.decode_int_serial(flat, flat_out, dtype.type(2.0**fmt.scale_exp))
+        if dtype == np.float16:
+            flat_out[...] = flat * np.float16(2.0**fmt.scale_exp)
+        else:
+            generic.decode_int_serial(flat, flat_out, dtype.type(2.0**fmt.scale_exp))
         return _result(res, arr.ndim == 0)
     lut = _lut(fmt, dtype)
     parallel = flat.size >= _util.PARALLEL_THRESHOLD
     k = generic.decode_lut_parallel if parallel else generic.decode_lut_serial
-    k(flat, flat_out, lut)
+    k(flat, _as_numba(flat_out), _as_numba(lut))
     return _result(res, arr.ndim == 0)

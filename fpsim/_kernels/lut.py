@@ -7,14 +7,18 @@ zero.  ``fpsim.codec`` builds a 2 x 65536-entry table with the generic scalar
 kernel, so these loops give the generic kernel's codes bit for bit at a
 fraction of the cost.  Float16 inputs index a 65536-entry table directly.
 ``quantize`` uses the same loops with tables of values instead of codes.
-Stochastic rounding uses two tables (the code below and above) and compares
-the 32-bit fraction with the element's random bits.
+Stochastic rounding stacks the codes below (for exact and inexact low
+halves) and above, and compares the 32-bit fraction with the element's
+random bits.
 """
 
 import numpy as np
 
-from ._util import jit, pjit, prange
-from .scalar import stochastic_bits
+from ._util import inline, jit, pjit, prange
+from .scalar import stochastic_bits, stochastic_pair
+
+_LOW32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
 
 _LOW = 0xFFFF
 _SECOND = 1 << 16
@@ -46,27 +50,37 @@ def direct_parallel(xb, out, table):
         out[i] = table[np.int64(xb[i])]
 
 
+@inline
+def _sr_one(b, table, shift_tab, r):
+    """Code of one float32 (bits ``b``) given its 32 random bits ``r``."""
+    a = b & 0x7FFFFFFF
+    be = a >> 23
+    sig = (a & 0x7FFFFF) | ((np.int64(1) << 23) if be != 0 else 0)
+    s = shift_tab[be]
+    frac32 = ((sig << (32 - s)) & 0xFFFFFFFF) if s <= 32 else (sig >> (s - 32))
+    # table = [down exact; down inexact; up; up]: an index, not a branch (the
+    # choice is a coin flip)
+    j = (b >> 16) + (_SECOND if (b & _LOW) != 0 else 0)
+    return table[j + (np.int64(frac32 > r) << 17)]
+
+
 @jit
-def sr_hi16_serial(xb, out, down, up, shift_tab, seed):
-    for i in range(xb.size):
-        b = np.int64(xb[i])
-        a = b & 0x7FFFFFFF
-        be = a >> 23
-        sig = (a & 0x7FFFFF) | ((np.int64(1) << 23) if be != 0 else 0)
-        s = shift_tab[be]
-        frac32 = ((sig << (32 - s)) & 0xFFFFFFFF) if s <= 32 else (sig >> (s - 32))
-        j = b >> 16
-        out[i] = up[j] if frac32 > stochastic_bits(seed, i) else down[j]
+def sr_hi16_serial(xb, out, table, shift_tab, seed):
+    n = xb.size
+    for k in range(n >> 1):
+        z = stochastic_pair(seed, k)
+        out[2 * k] = _sr_one(np.int64(xb[2 * k]), table, shift_tab, np.int64(z & _LOW32))
+        out[2 * k + 1] = _sr_one(np.int64(xb[2 * k + 1]), table, shift_tab, np.int64(z >> _S32))
+    if n & 1:
+        out[n - 1] = _sr_one(np.int64(xb[n - 1]), table, shift_tab, stochastic_bits(seed, n - 1))
 
 
 @pjit
-def sr_hi16_parallel(xb, out, down, up, shift_tab, seed):
-    for i in prange(xb.size):
-        b = np.int64(xb[i])
-        a = b & 0x7FFFFFFF
-        be = a >> 23
-        sig = (a & 0x7FFFFF) | ((np.int64(1) << 23) if be != 0 else 0)
-        s = shift_tab[be]
-        frac32 = ((sig << (32 - s)) & 0xFFFFFFFF) if s <= 32 else (sig >> (s - 32))
-        j = b >> 16
-        out[i] = up[j] if frac32 > stochastic_bits(seed, i) else down[j]
+def sr_hi16_parallel(xb, out, table, shift_tab, seed):
+    n = xb.size
+    for k in prange(n >> 1):
+        z = stochastic_pair(seed, k)
+        out[2 * k] = _sr_one(np.int64(xb[2 * k]), table, shift_tab, np.int64(z & _LOW32))
+        out[2 * k + 1] = _sr_one(np.int64(xb[2 * k + 1]), table, shift_tab, np.int64(z >> _S32))
+    if n & 1:
+        out[n - 1] = _sr_one(np.int64(xb[n - 1]), table, shift_tab, stochastic_bits(seed, n - 1))

@@ -24,6 +24,7 @@ _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _S32 = np.uint64(32)
+_LOW32 = np.uint64(0xFFFFFFFF)
 
 NEAREST_EVEN, NEAREST_AWAY, TOWARD_ZERO, TOWARD_POSITIVE, TOWARD_NEGATIVE, ODD, STOCHASTIC = range(7)
 
@@ -52,13 +53,19 @@ IP_SCALE_EXP, IP_MIN_INT, IP_MAX_INT, IP_BITS, IP_BIT_PATTERNS = range(5)
 
 
 @inline
-def stochastic_bits(seed, index):
-    """32 random bits for element ``index``: splitmix64 keyed by (seed, index)."""
-    z = seed + np.uint64(index + 1) * _GOLDEN
+def stochastic_pair(seed, k):
+    """64 random bits for elements 2k and 2k+1: splitmix64 keyed by (seed, k)."""
+    z = seed + np.uint64(k + 1) * _GOLDEN
     z = (z ^ (z >> _S30)) * _MIX1
     z = (z ^ (z >> _S27)) * _MIX2
-    z = z ^ (z >> _S31)
-    return np.int64(z >> _S32)
+    return z ^ (z >> _S31)
+
+
+@inline
+def stochastic_bits(seed, index):
+    """The 32 random bits of element ``index``: low half of its pair's draw if even."""
+    z = stochastic_pair(seed, index >> 1)
+    return np.int64((z >> np.uint64(32 * (index & 1))) & _LOW32)
 
 
 @inline
@@ -162,6 +169,8 @@ def encode_float(b, in_mbits, in_ebits, fp, mode, saturate, r):
     else:
         mag = round_code(0, sig, in_mbits + (emin - e), mode, neg, r) << mbits
     if mag > fp[FP_MAX_CODE]:
+        if neg and fp[FP_SIGNED] == 0:  # a negative overflow is no zero: NaN
+            return 0 if (saturate or fp[FP_HAS_NAN] == 0) else fp[FP_NAN_POS]
         to_max = (
             saturate
             or mode == TOWARD_ZERO

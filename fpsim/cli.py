@@ -1,0 +1,277 @@
+"""Command-line front end: ``fpsim formats | values | verify | bench``.
+
+A thin argparse layer over the library. User errors (an unknown format name,
+a bad option value) print one line to stderr and exit with status 2; a
+``verify`` that finds an unexplained mismatch exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__
+from .formats import FloatFormat, finfo, get_format, iinfo, list_formats
+
+__all__ = ["ML_DTYPES_FORMATS", "format_table", "main"]
+
+PROG = "fpsim"
+
+#: Registered formats that ml_dtypes also implements (8 bits or fewer): the ones
+#: ``verify`` checks against ``x.astype(ml_dtypes.<name>)``.
+ML_DTYPES_FORMATS = (
+    "float8_e4m3fn",
+    "float8_e5m2",
+    "float8_e4m3fnuz",
+    "float8_e5m2fnuz",
+    "float8_e4m3b11fnuz",
+    "float8_e3m4",
+    "float8_e4m3",
+    "float8_e8m0fnu",
+    "float6_e2m3fn",
+    "float6_e3m2fn",
+    "float4_e2m1fn",
+)
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line on stderr (status 2)."""
+
+    def error(self, message):
+        hint = "" if f"'{PROG} formats'" in message else f" (see '{self.prog} --help')"
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
+
+
+def _short_message(err: Exception) -> str:
+    """The library's message without its (long) list of every known format."""
+    msg = str(err)
+    cut = msg.find(" Known formats:")
+    if cut == -1:
+        cut = msg.find("; known:")
+    if cut != -1:
+        msg = msg[:cut].rstrip() + f" ('{PROG} formats' lists them all)"
+    return msg
+
+
+def _format_arg(name: str):
+    """argparse ``type=`` for a format name: the format, or a one-line error."""
+    try:
+        return get_format(name)
+    except (ValueError, TypeError) as err:
+        raise argparse.ArgumentTypeError(_short_message(err)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+# ---- formatting helpers -------------------------------------------------------
+def _num(v: float) -> str:
+    return f"{v:.6g}"
+
+
+def _yn(b: bool) -> str:
+    return "yes" if b else "no"
+
+
+def format_table(header: list[str], rows: list[list[str]], right=frozenset()) -> str:
+    """Plain-text table: columns padded, those indexed in ``right`` right-aligned.
+
+    Examples
+    --------
+    >>> print(format_table(["a", "n"], [["x", "1"], ["yy", "10"]], right={1}))
+    a    n
+    --  --
+    x    1
+    yy  10
+    """
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i])
+              for i in range(len(header))]
+
+    def line(cells):
+        out = [c.rjust(w) if i in right else c.ljust(w)
+               for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(out).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])
+
+
+# ---- formats --------------------------------------------------------------------
+def cmd_formats(args) -> int:
+    header = ["name", "bits", "signed", "e/m", "bias", "max", "smallest normal",
+              "smallest subnormal", "eps", "Inf", "NaN", "-0", "aliases"]
+    rows = []
+    for name in list_formats(args.kind):
+        fmt = get_format(name)
+        aliases = ", ".join(fmt.aliases)
+        if isinstance(fmt, FloatFormat):
+            fi = finfo(fmt)
+            rows.append([
+                name, str(fmt.bits), _yn(fmt.signed),
+                f"e{fmt.exponent_bits}m{fmt.mantissa_bits}", str(fmt.bias), _num(fi.max),
+                _num(fi.smallest_normal), _num(fi.smallest_subnormal), _num(fi.eps),
+                _yn(fmt.has_inf), _yn(fmt.has_nan), _yn(fmt.has_negative_zero), aliases,
+            ])
+        else:
+            ii = iinfo(fmt)
+            step = 2.0 ** fmt.scale_exp
+            rows.append([
+                name, str(fmt.bits), _yn(fmt.signed), "int", "-", _num(ii.max),
+                "-", _num(step), "-", "no", "no", "no", aliases,
+            ])
+    print(format_table(header, rows, right={1, 4, 5, 6, 7, 8}))
+    print(f"\n{len(rows)} formats. Integer formats: 'smallest subnormal' is the step "
+          "(2^scale_exp); P3109 formats of other widths: p3109_k{K}p{P}{s|u}{e|f}.")
+    return 0
+
+
+# ---- values ----------------------------------------------------------------------
+def _bits(v: int, n: int) -> str:
+    return format(v, f"0{n}b") if n > 0 else "-"
+
+
+def cmd_values(args) -> int:
+    fmt = args.format
+    hexw = (fmt.bits + 3) // 4
+    rows = []
+    if isinstance(fmt, FloatFormat):
+        e, m = fmt.exponent_bits, fmt.mantissa_bits
+        for code, (v, cls) in enumerate(zip(fmt.values(), fmt.classify())):
+            sign = str(code >> (e + m)) if fmt.signed else "-"
+            rows.append([f"0x{code:0{hexw}X}", sign, _bits((code >> m) & ((1 << e) - 1), e),
+                         _bits(code & ((1 << m) - 1), m), repr(float(v)), str(cls)])
+        header = ["code", "sign", "exponent", "mantissa", "value", "class"]
+        right = {4}
+    else:
+        vals = fmt.values()
+        if fmt.bit_patterns:
+            codes = range(1 << fmt.bits)
+        else:
+            lo = -(1 << (fmt.bits - 1)) if fmt.signed else 0
+            codes = range(lo, lo + (1 << fmt.bits))
+        for code, v in zip(codes, vals):
+            pattern = code & ((1 << fmt.bits) - 1)
+            label = f"0x{pattern:0{hexw}X}" if fmt.bit_patterns else str(code)
+            in_range = fmt.min <= v <= fmt.max
+            rows.append([label, _bits(pattern, fmt.bits), repr(float(v)),
+                         "int" if in_range else "unused"])
+        header = ["code", "bits", "value", "class"]
+        right = {0, 2}
+    print(f"{fmt.name}: {fmt.bits} bits, {len(rows)} codes")
+    print(format_table(header, rows, right=right))
+    return 0
+
+
+# ---- verify / bench ----------------------------------------------------------------
+def cmd_verify(args) -> int:
+    from .verify import run_verify
+
+    names = []
+    for fmt in args.formats or [get_format(n) for n in ML_DTYPES_FORMATS]:
+        if fmt.name not in ML_DTYPES_FORMATS:
+            raise UserError(
+                f"argument --formats: {fmt.name!r} has no ml_dtypes counterpart to verify "
+                f"against; choose from {', '.join(ML_DTYPES_FORMATS)}"
+            )
+        if fmt.name not in names:
+            names.append(fmt.name)
+    return run_verify(names, exhaustive=args.exhaustive, sample=args.sample,
+                      chunk=args.chunk, seed=args.seed, max_shown=args.show)
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    names = [f.name for f in args.formats] if args.formats else None
+    return run_bench(names, log2_size=args.log2_size, repeat=args.repeat, seed=args.seed)
+
+
+# ---- parser --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Bit-exact simulation of low-precision number formats.")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    s = sub.add_parser("formats", help="table of every registered format",
+                       description="Print a table of every registered format with its "
+                                   "finfo/iinfo limits.")
+    s.add_argument("--kind", choices=("float", "int"), help="show only float or int formats")
+    s.set_defaults(func=cmd_formats)
+
+    s = sub.add_parser("values", help="every code of a format with its bits, value and class",
+                       description="List every code of FMT: sign/exponent/mantissa bits, "
+                                   "value and class (zero, subnormal, normal, inf, nan).")
+    s.add_argument("format", metavar="FMT", type=_format_arg,
+                   help="format name or alias, e.g. float4_e2m1fn or e4m3fn")
+    s.set_defaults(func=cmd_values)
+
+    s = sub.add_parser(
+        "verify", help="compare fpsim.encode with ml_dtypes casts",
+        description="Compare fpsim.encode(x, fmt) with x.astype(ml_dtypes.<fmt>) on float32 "
+                    "inputs, for the ml_dtypes formats of 8 bits or fewer. Default: a sample "
+                    "(a fixed stride over all 2^32 bit patterns, random patterns, and the "
+                    "format's rounding boundaries); --exhaustive: all 2^32 patterns. "
+                    "Exit status 1 if a mismatch is not explained by a known ml_dtypes bug. "
+                    "Needs ml_dtypes (pip install 'fpsim[test]').")
+    s.add_argument("--exhaustive", action="store_true",
+                   help="check all 2^32 float32 bit patterns (minutes per format)")
+    s.add_argument("--formats", nargs="+", metavar="F", type=_format_arg,
+                   help=f"formats to check (default: all {len(ML_DTYPES_FORMATS)})")
+    s.add_argument("--sample", type=_positive_int, default=1 << 24, metavar="N",
+                   help="sample size without --exhaustive (default 2^24)")
+    s.add_argument("--chunk", type=_positive_int, default=1 << 24, metavar="N",
+                   help="inputs per chunk (default 2^24)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random sample (default 0)")
+    s.add_argument("--show", type=int, default=5, metavar="K",
+                   help="mismatching inputs to print per format (default 5)")
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser(
+        "bench", help="time encode/decode/quantize against ml_dtypes and memcpy",
+        description="Time fpsim.encode/decode/quantize on N(0,1) float32 values next to "
+                    "ml_dtypes casts and a memcpy; print medians, values per second and "
+                    "ratios. Needs ml_dtypes.")
+    s.add_argument("--formats", nargs="+", metavar="F", type=_format_arg,
+                   help="formats (default: float8_e4m3fn float8_e5m2 float4_e2m1fn int8)")
+    s.add_argument("--log2-size", type=_positive_int, default=24, metavar="K",
+                   help="2^K values (default 24)")
+    s.add_argument("--repeat", type=_positive_int, default=7, help="timed runs (default 7)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the data (default 0)")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, TypeError, ImportError) as err:
+        print(f"{PROG} {args.command}: error: {_short_message(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # e.g. `fpsim values float16 | head`: stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

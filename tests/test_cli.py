@@ -1,0 +1,148 @@
+"""The command line: fpsim formats / values / verify (bench is timed by hand, not tested)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fpsim
+from fpsim.cli import ML_DTYPES_FORMATS, main
+
+
+def run(capsys, *argv):
+    """(exit status, stdout, stderr) of ``fpsim *argv`` run in-process."""
+    try:
+        status = main(list(argv))
+    except SystemExit as exc:  # argparse exits for --help and usage errors
+        status = exc.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_formats_lists_every_format(capsys):
+    status, out, err = run(capsys, "formats")
+    assert status == 0 and err == ""
+    first_column = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert set(fpsim.list_formats()) <= first_column
+    row = next(line for line in out.splitlines() if line.startswith("float8_e4m3fn "))
+    assert "448" in row.split() and "e4m3fn" in row.split()
+
+
+def test_formats_kind_filter(capsys):
+    status, out, _ = run(capsys, "formats", "--kind", "int")
+    assert status == 0
+    assert "int8" in out and "float8_e4m3fn" not in out
+
+
+@pytest.mark.parametrize("name", ["float4_e2m1fn", "e2m1fn"])
+def test_values_e2m1fn_has_one_row_per_code(capsys, name):
+    status, out, err = run(capsys, "values", name)
+    assert status == 0 and err == ""
+    rows = [line.split() for line in out.splitlines() if line.startswith("0x")]
+    assert len(rows) == 2**4
+    assert [r[0] for r in rows] == [f"0x{c:X}" for c in range(16)]
+    values = [float(r[4]) for r in rows]
+    np.testing.assert_array_equal(values, fpsim.get_format("float4_e2m1fn").values())
+    assert rows[7][1:] == ["0", "11", "1", "6.0", "normal"]
+    assert rows[1][-1] == "subnormal" and rows[8][-1] == "zero"
+
+
+@pytest.mark.parametrize("name", ["float8_e4m3fn", "float8_e8m0fnu", "p3109_p1", "ocp_int8", "int4"])
+def test_values_row_count(capsys, name):
+    status, out, _ = run(capsys, "values", name)
+    assert status == 0
+    bits = fpsim.get_format(name).bits
+    assert f"{2**bits} codes" in out.splitlines()[0]
+    assert len(out.splitlines()) == 2**bits + 3  # title, header, rule
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["values", "e4m3f"], ["FMT", "'e4m3f'", "'e4m3fn'"]),
+        (["values", "flaot4_e2m1fn"], ["FMT", "'flaot4_e2m1fn'", "'float4_e2m1fn'"]),
+        (["verify", "--formats", "e5m3"], ["--formats", "'e5m3'", "'e5m2'"]),
+        (["verify", "--formats", "float16"], ["--formats", "float16", "float8_e4m3fn"]),
+        (["verify", "--chunk", "0"], ["--chunk", "'0'"]),
+        (["bench", "--formats", "int9"], ["--formats", "'int9'", "'int8'"]),
+        (["nosuchcommand"], ["nosuchcommand"]),
+        ([], ["COMMAND"]),
+    ],
+)
+def test_user_errors_are_one_line_with_status_2(capsys, argv, names):
+    status, out, err = run(capsys, *argv)
+    assert status == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "error" in err and "Traceback" not in err
+    for name in names:
+        assert name in err
+
+
+@pytest.mark.parametrize("command", ["formats", "values", "verify", "bench"])
+def test_every_command_has_help(capsys, command):
+    status, out, _ = run(capsys, command, "--help")
+    assert status == 0
+    assert out.startswith("usage: fpsim " + command)
+
+
+def test_verify_small_sample(capsys):
+    pytest.importorskip("ml_dtypes")
+    status, out, err = run(capsys, "verify", "--formats", "e2m1fn", "e4m3fn",
+                           "--sample", "4096", "--chunk", "1024")
+    assert status == 0, out + err
+    assert "float4_e2m1fn" in out and "float8_e4m3fn" in out
+    assert "OK:" in out and "FAIL" not in out
+
+
+def test_verify_e8m0_counts_the_known_ml_dtypes_bug_apart(capsys):
+    pytest.importorskip("ml_dtypes")
+    status, out, _ = run(capsys, "verify", "--formats", "float8_e8m0fnu", "--sample", "1024")
+    assert status == 0
+    row = next(line for line in out.splitlines() if line.startswith("float8_e8m0fnu "))
+    _, _, mismatches, known, *_ = row.split()
+    assert mismatches == "0"
+    # the boundary points include inputs in (2^-127, 1.5 * 2^-127)
+    assert int(known.replace(",", "")) > 0
+    assert "known ml_dtypes bug" in out
+
+
+def test_verify_reports_unexplained_mismatches(capsys, monkeypatch):
+    """A wrong encode makes verify print the inputs and exit 1."""
+    pytest.importorskip("ml_dtypes")
+    real = fpsim.encode
+
+    def off_by_one(x, fmt, **kw):
+        codes = real(x, fmt, **kw)
+        codes[np.asarray(x) == 1.0] += 1
+        return codes
+
+    monkeypatch.setattr(fpsim, "encode", off_by_one)
+    status, out, _ = run(capsys, "verify", "--formats", "e4m3fn", "--sample", "256")
+    assert status == 1
+    assert "mismatch: float8_e4m3fn: input 0x3F800000 (1.0): fpsim 0x39, ml_dtypes 0x38" in out
+    assert "FAILED" in out
+
+
+def test_verify_without_ml_dtypes(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # makes `import ml_dtypes` fail
+    status, _, err = run(capsys, "verify", "--formats", "e4m3fn", "--sample", "16")
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "pip install ml_dtypes" in err
+
+
+def test_ml_dtypes_formats_are_registered():
+    for name in ML_DTYPES_FORMATS:
+        assert fpsim.get_format(name).bits <= 8
+    assert len(ML_DTYPES_FORMATS) == 11
+
+
+def test_python_dash_m():
+    """``python -m fpsim`` runs the same command line (in a subprocess)."""
+    res = subprocess.run([sys.executable, "-m", "fpsim", "values", "nosuch"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 2
+    assert res.stdout == ""
+    assert res.stderr.count("\n") == 1 and "unknown format 'nosuch'" in res.stderr

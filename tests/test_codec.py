@@ -1,0 +1,426 @@
+"""encode / decode / quantize: the kernels against the pure-Python reference, ml_dtypes
+and each other, Hypothesis properties, shapes and bad input."""
+
+import functools
+import os
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fpsim
+from fpsim import reference
+from fpsim._kernels import _util
+
+JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") == "1"
+
+ROUNDINGS = fpsim.ROUNDINGS
+DETERMINISTIC = [r for r in ROUNDINGS if r != "stochastic"]
+FLOAT8_AND_BELOW = [n for n in fpsim.list_formats("float") if fpsim.get_format(n).bits <= 8]
+ML_SMALL = [n for n in FLOAT8_AND_BELOW if hasattr(ml_dtypes, n)]
+INT_FORMATS = fpsim.list_formats("int")
+CUSTOM = [
+    fpsim.FloatFormat(exponent_bits=3, mantissa_bits=2, name="custom_e3m2"),
+    fpsim.FloatFormat(exponent_bits=2, mantissa_bits=1, specials="none", subnormals=False,
+                      name="custom_e2m1_ftz"),
+    fpsim.FloatFormat(exponent_bits=5, mantissa_bits=6, specials="fn", name="custom_e5m6fn"),
+    fpsim.FloatFormat(exponent_bits=6, mantissa_bits=9, bias=20, name="custom_e6m9"),
+    fpsim.FloatFormat(exponent_bits=1, mantissa_bits=0, specials="none", name="custom_e1m0"),
+    fpsim.p3109(6, 3, signed=True, domain="finite"),
+    fpsim.p3109(4, 2, signed=False, domain="extended"),
+]
+ALL_FLOAT = [fpsim.get_format(n) for n in fpsim.list_formats("float")] + CUSTOM
+SMALL_FLOAT = [f for f in ALL_FLOAT if f.bits <= 8]
+if JIT_DISABLED:  # plain Python kernels: a representative few
+    SMALL_FLOAT = [fpsim.get_format(n) for n in ("e4m3fn", "e5m2", "e8m0fnu", "e2m1fn",
+                                                  "p3109_k8p1ue")] + CUSTOM[:2]
+
+
+def fmt_id(f):
+    return getattr(f, "name", str(f))
+
+
+# ---- probe inputs: every value, every midpoint, +-1 ulp, boundaries, specials -----
+@functools.lru_cache(maxsize=None)
+def probes(fmt, dtype=np.float32) -> np.ndarray:
+    vals = fmt.values()
+    fin = np.unique(np.abs(vals[np.isfinite(vals)]))
+    fin = fin[fin <= np.finfo(dtype).max]
+    mids = (fin[:-1] + fin[1:]) / 2
+    top = fin[-1]
+    ulp_top = top - fin[-2] if fin.size > 1 else top
+    extra = np.array([top + ulp_top / 2, top + ulp_top, 2 * top, fin[fin > 0].min() / 2,
+                      fin[fin > 0].min() / 4, 1e-30, 1e-45, 3e38, 1.0, 1.5])
+    with np.errstate(over="ignore"):
+        pts = np.concatenate([fin, mids, extra]).astype(dtype)
+    pts = pts[np.isfinite(pts)]
+    nxt_up = np.nextafter(pts, np.inf, dtype=dtype)
+    nxt_dn = np.nextafter(pts, 0, dtype=dtype)
+    pts = np.unique(np.concatenate([pts, nxt_up, nxt_dn]))
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan], dtype=dtype)
+    return np.concatenate([pts, -pts, specials]).astype(dtype)
+
+
+def reference_codes(x, fmt, rounding, saturate, seed=None):
+    out = []
+    for i, v in enumerate(x.tolist()):
+        rb = reference.stochastic_bits(seed, i) if rounding == "stochastic" else None
+        out.append(reference.encode(v, fmt, rounding=rounding, saturate=saturate,
+                                    random_bits=rb))
+    return np.array(out, dtype=np.int64)
+
+
+# ---- kernels vs the reference ---------------------------------------------------
+@pytest.mark.parametrize("saturate", [False, True])
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("fmt", SMALL_FLOAT, ids=fmt_id)
+def test_encode_matches_reference(fmt, rounding, saturate):
+    x = probes(fmt)
+    if JIT_DISABLED:
+        x = x[:: max(1, x.size // 150)]
+    got = fpsim.encode(x, fmt, rounding=rounding, saturate=saturate, rng=1234)
+    want = reference_codes(x, fmt, rounding, saturate, seed=1234)
+    bad = np.nonzero(got.astype(np.int64) != want)[0]
+    assert bad.size == 0, [(float(x[i]), int(got[i]), int(want[i])) for i in bad[:5]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("fmt", ["float16", "bfloat16", "custom_e6m9"], ids=str)
+def test_encode_16bit_matches_reference(fmt, rounding):
+    fmt = next(f for f in ALL_FLOAT if f.name == fmt)
+    x = probes(fmt)
+    x = x[np.random.default_rng(0).choice(x.size, 1500, replace=False)]
+    x = np.concatenate([x, probes(fmt)[-6:]])
+    for saturate in (False, True):
+        got = fpsim.encode(x, fmt, rounding=rounding, saturate=saturate, rng=99)
+        want = reference_codes(x, fmt, rounding, saturate, seed=99)
+        bad = np.nonzero(got.astype(np.int64) != want)[0]
+        assert bad.size == 0, [(float(x[i]), int(got[i]), int(want[i])) for i in bad[:5]]
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("name", INT_FORMATS)
+def test_int_encode_matches_reference(name, rounding):
+    x = np.concatenate([np.arange(-300, 300, 0.25), np.arange(-3, 3, 1 / 128) + 1 / 512,
+                        [np.nan, np.inf, -np.inf, -0.0, 1e-40, 1e30, -1e30]]).astype(np.float32)
+    if JIT_DISABLED:
+        x = x[::17]
+    got = fpsim.encode(x, name, rounding=rounding, rng=7)
+    want = reference_codes(x, name, rounding, False, seed=7)
+    np.testing.assert_array_equal(got.astype(np.int64), want)
+
+
+@pytest.mark.parametrize("fmt", SMALL_FLOAT, ids=fmt_id)
+def test_decode_every_code_matches_reference(fmt):
+    codes = np.arange(1 << fmt.bits, dtype=fmt.code_dtype)
+    got = fpsim.decode(codes, fmt, dtype=np.float64)
+    want = np.array([float(reference.decode(int(c), fmt)) for c in codes])
+    np.testing.assert_array_equal(got, want)
+    negzero = [reference.is_negative_zero(int(c), fmt) for c in codes]
+    np.testing.assert_array_equal(np.signbit(got) & (got == 0), negzero)
+
+
+# ---- kernels vs ml_dtypes ---------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("name", ML_SMALL)
+def test_encode_matches_ml_dtypes(name, dtype):
+    fmt = fpsim.get_format(name)
+    rng = np.random.default_rng(1)
+    x = np.concatenate([
+        probes(fmt, dtype),
+        rng.integers(0, 2**16, 20000, dtype=np.uint16).view(np.float16).astype(dtype),
+        (rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+         .astype(dtype) if dtype == np.float32 else np.zeros(0, dtype)),
+    ])
+    got = fpsim.encode(x, name)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = x.astype(getattr(ml_dtypes, name)).view(np.uint8)
+    bad = got != want
+    if name == "float8_e8m0fnu":
+        # documented ml_dtypes bug: (2**-127, 1.5 * 2**-127) -> 2**-126 (code 1)
+        known = (x > 2.0**-127) & (x < 1.5 * 2.0**-127)
+        assert (got[known] == 0).all() and (want[known] == 1).all()
+        bad &= ~known
+    assert not bad.any(), [(float(v), int(g), int(w)) for v, g, w in
+                           zip(x[bad][:5], got[bad][:5], want[bad][:5])]
+
+
+@pytest.mark.parametrize("name", ML_SMALL + ["bfloat16"])
+def test_decode_matches_ml_dtypes(name):
+    fmt = fpsim.get_format(name)
+    codes = np.arange(1 << fmt.bits, dtype=fmt.code_dtype)
+    ml = getattr(ml_dtypes, name)
+    want = (codes.astype(np.uint8) if fmt.bits < 8 else codes).view(ml).astype(np.float32)
+    got = fpsim.decode(codes, fmt)
+    np.testing.assert_array_equal(got.view(np.uint32)[~np.isnan(got)],
+                                  want.view(np.uint32)[~np.isnan(want)])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
+# ---- the fast paths give the generic kernel's codes ---------------------------------
+@pytest.mark.parametrize("saturate", [False, True])
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("fmt", SMALL_FLOAT + [fpsim.get_format(n) for n in INT_FORMATS],
+                         ids=fmt_id)
+def test_float32_tables_equal_float64_kernel(fmt, rounding, saturate):
+    """float32 inputs go through exact tables, float64 through the bit kernel:
+    on float32 values both must agree (and float16 too)."""
+    rng = np.random.default_rng(3)
+    n = 2000 if JIT_DISABLED else 200_000
+    bits = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    x32 = np.concatenate([bits.view(np.float32), probes(fmt)]) if isinstance(
+        fmt, fpsim.FloatFormat) else bits.view(np.float32)
+    c32 = fpsim.encode(x32, fmt, rounding=rounding, saturate=saturate, rng=5)
+    with np.errstate(invalid="ignore"):  # signalling NaNs quieten when widened
+        x64 = x32.astype(np.float64)
+    c64 = fpsim.encode(x64, fmt, rounding=rounding, saturate=saturate, rng=5)
+    np.testing.assert_array_equal(c32, c64)
+    x16 = rng.integers(0, 2**16, 5000, dtype=np.uint16).view(np.float16)
+    c16 = fpsim.encode(x16, fmt, rounding=rounding, saturate=saturate, rng=5)
+    c16_64 = fpsim.encode(x16.astype(np.float64), fmt, rounding=rounding, saturate=saturate,
+                          rng=5)
+    np.testing.assert_array_equal(c16, c16_64)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("name", ["e4m3fn", "e5m2", "e2m1fn", "int8", "bfloat16", "uint8"])
+def test_quantize_is_decode_of_encode(name, rounding):
+    rng = np.random.default_rng(4)
+    for dtype in (np.float16, np.float32, np.float64):
+        x = (rng.standard_normal(3000) * 50).astype(dtype)
+        x[:3] = [np.nan, np.inf, -np.inf]
+        q = fpsim.quantize(x, name, rounding=rounding, rng=11)
+        c = fpsim.encode(x, name, rounding=rounding, rng=11)
+        assert q.dtype == dtype
+        with np.errstate(over="ignore"):
+            want = fpsim.decode(c, name, dtype=np.float64).astype(dtype)
+        np.testing.assert_array_equal(q, want)
+
+
+def test_parallel_equals_serial(monkeypatch):
+    """Large arrays take the parallel kernels; results, stochastic ones included,
+    do not depend on that or on the thread count."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(_util.PARALLEL_THRESHOLD * 2 + 3).astype(np.float32)
+    for rounding in ("nearest_even", "stochastic"):
+        for dtype in (np.float32, np.float64, np.float16):
+            xd = x.astype(dtype)
+            big = fpsim.encode(xd, "e4m3fn", rounding=rounding, rng=42)
+            monkeypatch.setattr(_util, "PARALLEL_THRESHOLD", 1 << 62)
+            small = fpsim.encode(xd, "e4m3fn", rounding=rounding, rng=42)
+            monkeypatch.undo()
+            np.testing.assert_array_equal(big, small)
+    if not JIT_DISABLED:
+        n = _util.num_threads()
+        try:
+            _util.set_num_threads(1)
+            one = fpsim.encode(x, "e4m3fn", rounding="stochastic", rng=42)
+        finally:
+            _util.set_num_threads(n)
+        np.testing.assert_array_equal(one, fpsim.encode(x, "e4m3fn", rounding="stochastic",
+                                                        rng=42))
+
+
+# ---- stochastic rounding -----------------------------------------------------------
+def test_stochastic_reproducible_and_seed_sensitive():
+    x = np.random.default_rng(0).standard_normal(10_000).astype(np.float32)
+    a = fpsim.encode(x, "e4m3fn", rounding="stochastic", rng=7)
+    b = fpsim.encode(x, "e4m3fn", rounding="stochastic", rng=7)
+    c = fpsim.encode(x, "e4m3fn", rounding="stochastic", rng=8)
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any()
+    g1 = fpsim.encode(x, "e4m3fn", rounding="stochastic", rng=np.random.default_rng(3))
+    g2 = fpsim.encode(x, "e4m3fn", rounding="stochastic", rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(g1, g2)
+
+
+@pytest.mark.parametrize("name", ["e4m3fn", "e5m2", "e2m1fn", "int8", "p3109_p3"])
+def test_stochastic_only_neighbours_and_unbiased(name):
+    fmt = fpsim.get_format(name)
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.3, 3.7, 16).astype(np.float32)
+    n = 2000 if JIT_DISABLED else 200_000
+    x = np.repeat(base, n)
+    q = fpsim.quantize(x, fmt, rounding="stochastic", rng=123).reshape(16, n).astype(np.float64)
+    lo = fpsim.quantize(base, fmt, rounding="toward_zero").astype(np.float64)
+    hi = fpsim.quantize(base, fmt, rounding="toward_positive").astype(np.float64)
+    assert ((q == lo[:, None]) | (q == hi[:, None])).all()
+    gap = np.where(hi > lo, hi - lo, 1.0)
+    p = (base - lo) / gap
+    mean_frac = (q.mean(axis=1) - lo) / gap
+    # binomial standard error of the fraction, 5 sigma
+    se = np.sqrt(np.maximum(p * (1 - p), 1e-12) / n)
+    assert (np.abs(mean_frac - p) <= 5 * se + 1e-9).all()
+    # and overall bias in ulps far below 0.02
+    assert abs(np.mean(mean_frac - p)) < (0.02 if not JIT_DISABLED else 0.05)
+
+
+def test_stochastic_leaves_grid_values_alone():
+    fmt = fpsim.get_format("e4m3fn")
+    v = fmt.values()
+    grid = v[np.isfinite(v)].astype(np.float32)
+    for seed in range(5):
+        np.testing.assert_array_equal(
+            fpsim.quantize(grid, fmt, rounding="stochastic", rng=seed), grid)
+
+
+# ---- Hypothesis properties ---------------------------------------------------------
+formats_st = st.sampled_from(SMALL_FLOAT)
+floats_st = st.floats(allow_nan=False, allow_infinity=False, width=32)
+
+
+@given(fmt=formats_st, a=floats_st, b=floats_st,
+       rounding=st.sampled_from(DETERMINISTIC), saturate=st.booleans())
+def test_monotonic(fmt, a, b, rounding, saturate):
+    lo, hi = sorted((a, b))
+    q = fpsim.quantize(np.array([lo, hi], np.float32), fmt, rounding=rounding,
+                       saturate=saturate)
+    if not np.isnan(q).any():
+        assert q[0] <= q[1]
+
+
+@given(fmt=formats_st, x=floats_st, rounding=st.sampled_from(ROUNDINGS),
+       saturate=st.booleans())
+def test_quantize_idempotent(fmt, x, rounding, saturate):
+    q = fpsim.quantize(np.float32(x), fmt, rounding=rounding, saturate=saturate, rng=1)
+    q2 = fpsim.quantize(q, fmt, rounding=rounding, saturate=saturate, rng=2)
+    assert (np.isnan(q) and np.isnan(q2)) or q == q2
+
+
+@given(fmt=formats_st, x=floats_st, away=st.booleans())
+def test_nearest_error_at_most_half_ulp(fmt, x, away):
+    """Nearest modes pick one of the two neighbours, with error <= half their gap."""
+    v = fmt.values()
+    grid = np.unique(v[np.isfinite(v)])
+    if not fmt.signed:
+        x = abs(x)
+    if not grid[0] <= x <= grid[-1]:
+        return
+    q = float(fpsim.quantize(np.float64(x), fmt,
+                             rounding="nearest_away" if away else "nearest_even"))
+    i = np.searchsorted(grid, x)  # grid[i-1] < x <= grid[i]
+    hi = grid[i]
+    lo = grid[i - 1] if (hi > x and i > 0) else hi
+    assert q in (lo, hi)
+    assert abs(q - x) <= (hi - lo) / 2
+
+
+@given(fmt=formats_st, x=floats_st)
+def test_directed_modes_on_the_right_side(fmt, x):
+    x32 = np.float32(x if fmt.signed else abs(x))
+    up = fpsim.quantize(x32, fmt, rounding="toward_positive", saturate=True)
+    dn = fpsim.quantize(x32, fmt, rounding="toward_negative", saturate=True)
+    tz = fpsim.quantize(x32, fmt, rounding="toward_zero", saturate=True)
+    for q in (up, dn, tz):
+        if np.isnan(q):
+            return
+    if abs(x32) <= fmt.max and (fmt.has_zero or abs(x32) >= fmt.smallest_normal):
+        assert dn <= x32 <= up
+        assert abs(tz) <= abs(x32)
+
+
+@given(fmt=st.sampled_from([f for f in SMALL_FLOAT if f.signed]), x=floats_st,
+       rounding=st.sampled_from(["nearest_even", "nearest_away", "toward_zero", "odd"]),
+       saturate=st.booleans())
+def test_sign_symmetry(fmt, x, rounding, saturate):
+    a = fpsim.quantize(np.float32(x), fmt, rounding=rounding, saturate=saturate)
+    b = fpsim.quantize(np.float32(-x), fmt, rounding=rounding, saturate=saturate)
+    assert (np.isnan(a) and np.isnan(b)) or a == -b
+
+
+# ---- shapes, dtypes, out= ---------------------------------------------------------
+def test_shapes_and_scalars():
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 7
+    c = fpsim.encode(x, "e4m3fn")
+    assert c.shape == (2, 3, 4) and c.dtype == np.uint8
+    np.testing.assert_array_equal(fpsim.encode(x[:, ::2, 1:], "e4m3fn"), c[:, ::2, 1:])
+    assert fpsim.encode(np.zeros((0, 3), np.float32), "e4m3fn").shape == (0, 3)
+    s = fpsim.encode(1.0, "e4m3fn")
+    assert s == 0x38 and np.ndim(s) == 0
+    assert fpsim.encode([1.0, 2.0], "e4m3fn").tolist() == [0x38, 0x40]
+    assert fpsim.encode([1, 2], "e4m3fn").tolist() == [0x38, 0x40]
+    assert fpsim.quantize(2.3, "e4m3fn") == 2.25
+    assert fpsim.encode(np.float32(3.0), "bfloat16").dtype == np.uint16
+    assert fpsim.encode(np.array([-3.6]), "int8").dtype == np.int8
+    assert fpsim.decode(np.uint8(0x38), "e4m3fn") == 1.0
+    assert fpsim.decode([0x38], "e4m3fn", dtype=np.float16).dtype == np.float16
+    bf = np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16)
+    assert fpsim.encode(bf, "e4m3fn").tolist() == [0x3C, 0xC0]
+
+
+def test_out_argument():
+    x = np.linspace(-500, 500, 1001, dtype=np.float32)
+    out = np.empty(x.shape, np.uint8)
+    r = fpsim.encode(x, "e4m3fn", out=out)
+    assert r is out
+    np.testing.assert_array_equal(out, fpsim.encode(x, "e4m3fn"))
+    q = np.empty_like(x)
+    assert fpsim.quantize(x, "e4m3fn", out=q) is q
+    d = np.empty(x.shape, np.float64)
+    assert fpsim.decode(out, "e4m3fn", dtype=np.float64, out=d) is d
+    with pytest.raises(TypeError, match="out must have dtype uint8"):
+        fpsim.encode(x, "e4m3fn", out=np.empty(x.shape, np.int8))
+    with pytest.raises(ValueError, match="out must have shape"):
+        fpsim.encode(x, "e4m3fn", out=np.empty(5, np.uint8))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fpsim.encode(x[:500], "e4m3fn", out=np.empty(1000, np.uint8)[::2])
+
+
+def test_float64_rounds_once():
+    """A float64 just above an e4m3fn midpoint: rounding through float32 would land
+    on the midpoint and tie to even; rounding once goes up."""
+    mid = 1.0 + 1 / 16  # between 1.0 and 1.125
+    x = np.nextafter(mid, 2.0)  # float32(x) == mid
+    assert np.float32(x) == mid
+    assert fpsim.quantize(np.float64(x), "e4m3fn") == 1.125
+    assert fpsim.quantize(np.float32(x), "e4m3fn") == 1.0
+
+
+# ---- bad input -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "call, exc, fragment",
+    [
+        (lambda: fpsim.encode(1.0, "e4m3fm"), ValueError, "did you mean 'e4m3fn'"),
+        (lambda: fpsim.encode(1.0, "e4m3fn", rounding="nearest"), ValueError, "nearest_even"),
+        (lambda: fpsim.encode(1.0, "e4m3fn", rounding="floor"), ValueError, "toward_negative"),
+        (lambda: fpsim.encode(1.0, "e4m3fn", rounding=3), TypeError, "rounding must be"),
+        (lambda: fpsim.encode(np.arange(3), "e4m3fn"), TypeError, "float16, float32"),
+        (lambda: fpsim.encode(np.array([True]), "e4m3fn"), TypeError, "float16, float32"),
+        (lambda: fpsim.encode(True, "e4m3fn"), TypeError, "bool"),
+        (lambda: fpsim.encode(np.array([1j]), "e4m3fn"), TypeError, "complex"),
+        (lambda: fpsim.encode(np.array([1.0], object), "e4m3fn"), TypeError, "object"),
+        (lambda: fpsim.encode("1.0", "e4m3fn"), TypeError, "float16, float32"),
+        (lambda: fpsim.encode(1.0, "e4m3fn", saturate=1), TypeError, "saturate"),
+        (lambda: fpsim.encode(1.0, "e4m3fn", saturate="yes"), TypeError, "saturate"),
+        (lambda: fpsim.encode(1.0, "e4m3fn", rounding="stochastic", rng=1.5), TypeError, "rng"),
+        (lambda: fpsim.encode(1.0, "e4m3fn", rounding="stochastic", rng=-1), ValueError, "seed"),
+        (lambda: fpsim.encode(1.0, "e4m3fn", rng=np.random.RandomState(0)), TypeError, "rng"),
+        (lambda: fpsim.decode(np.array([1.0]), "e4m3fn"), ValueError, "integer"),
+        (lambda: fpsim.decode(np.array([3, 16, 17]), "e2m1fn"), ValueError,
+         r"2 value\(s\) outside \[0, 15\].*index 1"),
+        (lambda: fpsim.decode(np.array([300], np.uint16), "e4m3fn"), ValueError, "outside"),
+        (lambda: fpsim.decode(np.array([-9], np.int8), "int4"), ValueError, r"\[-8, 7\]"),
+        (lambda: fpsim.decode([1], "e4m3fn", dtype=np.int32), TypeError, "dtype must be"),
+        (lambda: fpsim.decode([1], "e4m3fn", dtype="nonsense"), TypeError, "dtype must be"),
+    ],
+)
+def test_invalid_arguments(call, exc, fragment):
+    with pytest.raises(exc, match=fragment):
+        call()
+
+
+def test_specials_documented_behaviour():
+    nan, inf = np.float32(np.nan), np.float32(np.inf)
+    x = np.array([nan, -nan, inf, -inf, 0.0, -0.0], np.float32)
+    assert fpsim.encode(x, "e4m3fn").tolist() == [0x7F, 0xFF, 0x7F, 0xFF, 0x00, 0x80]
+    assert fpsim.encode(x, "e4m3fn", saturate=True).tolist() == [0x7F, 0xFF, 0x7E, 0xFE, 0, 0x80]
+    assert fpsim.encode(x, "e5m2").tolist() == [0x7E, 0xFE, 0x7C, 0xFC, 0x00, 0x80]
+    assert fpsim.encode(x, "e4m3fnuz").tolist() == [0x80, 0x80, 0x80, 0x80, 0x00, 0x00]
+    assert fpsim.encode(x, "e2m1fn").tolist() == [0x8, 0x0, 0x7, 0xF, 0x0, 0x8]
+    assert fpsim.encode(x, "e8m0fnu").tolist() == [0xFF] * 6
+    assert fpsim.encode(x, "e8m0fnu", saturate=True).tolist() == [0xFF, 0xFF, 0xFE, 0, 0, 0]
+    assert fpsim.encode(x, "int8").tolist() == [0, 0, 127, -128, 0, 0]
+    assert fpsim.encode(x, "p3109_p4").tolist() == [0x80, 0x80, 0x7F, 0xFF, 0, 0]
