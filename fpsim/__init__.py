@@ -11,8 +11,24 @@ from .formats import (
     p3109,
 )
 from .rounding import ROUNDINGS
+from .scaling import (
+    DelayedScaling,
+    QuantizedTensor,
+    QuantSpec,
+    calibrate,
+    fake_quantize,
+    quantize_tensor,
+    recipe,
+)
 
 __all__ = [
+    "DelayedScaling",
+    "QuantizedTensor",
+    "QuantSpec",
+    "calibrate",
+    "fake_quantize",
+    "quantize_tensor",
+    "recipe",
     "ROUNDINGS",
     "decode",
     "encode",

@@ -99,6 +99,9 @@ def _as_float_array(x, name="x") -> np.ndarray:
     else:
         arr = np.asarray(x)
     dt = arr.dtype
+    if dt.kind == "f" and not dt.isnative:
+        arr = arr.astype(dt.newbyteorder("="))
+        dt = arr.dtype
     if dt in _FLOAT_LAYOUT:
         return arr
     if dt.kind == "V" or dt.name in ("bfloat16",) or dt.name.startswith("float8") or (
@@ -369,8 +372,8 @@ def quantize(x, fmt, *, rounding="nearest_even", saturate=False, rng=None, out=N
     Examples
     --------
     >>> import fpsim, numpy as np
-    >>> fpsim.quantize(np.array([0.3, 3.3, 1000.0], np.float32), "e4m3fn", saturate=True)
-    array([  0.3125,   3.25  , 448.    ], dtype=float32)
+    >>> fpsim.quantize(np.array([0.3, 3.3, 1000.0], np.float32), "e4m3fn", saturate=True).tolist()
+    [0.3125, 3.25, 448.0]
     """
     fmt = get_format(fmt)
     mode = _mode_for(fmt, rounding)
@@ -429,6 +432,8 @@ def decode(codes, fmt, *, dtype=np.float32, out=None):
             f"codes must be an integer array (uint8/uint16 codes from fpsim.encode), "
             f"got dtype {arr.dtype}"
         )
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     res = _prepare_out(out, arr.shape, dtype)
     if arr.size == 0:
         return _result(res, arr.ndim == 0)

@@ -347,6 +347,12 @@ def test_shapes_and_scalars():
     assert fpsim.encode(np.array([-3.6]), "int8").dtype == np.int8
     assert fpsim.decode(np.uint8(0x38), "e4m3fn") == 1.0
     assert fpsim.decode([0x38], "e4m3fn", dtype=np.float16).dtype == np.float16
+    big_endian = np.array([1.0, 2.0], dtype=">f4")
+    assert fpsim.encode(big_endian, "e4m3fn").tolist() == [0x38, 0x40]
+    assert fpsim.decode(np.array([0x38], dtype=">u2"), "e4m3fn").tolist() == [1.0]
+    ro = np.ones(3, np.float32)
+    ro.setflags(write=False)
+    assert fpsim.quantize(ro, "e4m3fn").tolist() == [1.0] * 3
     bf = np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16)
     assert fpsim.encode(bf, "e4m3fn").tolist() == [0x3C, 0xC0]
 

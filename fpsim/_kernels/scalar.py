@@ -129,15 +129,19 @@ def _overflow(neg, to_max, fp):
 
 
 @inline
-def encode_float(b, in_mbits, in_ebits, fp, mode, saturate, r):
-    """Code of the float whose bit pattern (as a signed int) is ``b``."""
+def encode_float(b, in_mbits, in_ebits, fp, mode, saturate, r, eshift=0):
+    """Code of the float whose bit pattern (as a signed int) is ``b``.
+
+    ``eshift`` adds to every exponent of the format: it encodes ``x / 2**eshift``
+    exactly (a power-of-two block scale, with no intermediate rounding).
+    """
     neg = b < 0
     a = b & ((np.int64(1) << (in_mbits + in_ebits)) - 1)
     in_emask = (np.int64(1) << in_ebits) - 1
     be = a >> in_mbits
     mant = a & ((np.int64(1) << in_mbits) - 1)
     mbits = fp[FP_MBITS]
-    emin = fp[FP_EMIN]
+    emin = fp[FP_EMIN] + eshift
     if be == in_emask:
         if mant != 0:
             return fp[FP_NAN_NEG] if neg else fp[FP_NAN_POS]
@@ -157,7 +161,7 @@ def encode_float(b, in_mbits, in_ebits, fp, mode, saturate, r):
         e = be - in_bias
         sig = mant | (np.int64(1) << in_mbits)
     # |x| = sig * 2**(e - in_mbits), with 2**in_mbits <= sig < 2**(in_mbits + 1)
-    if e > fp[FP_EMAX] + 1:
+    if e > fp[FP_EMAX] + eshift + 1:
         mag = fp[FP_MAX_CODE] + 1
     elif e >= emin:
         offset = ((e - emin + fp[FP_EFIELD_EMIN]) << mbits) - (np.int64(1) << mbits)
@@ -188,8 +192,11 @@ def encode_float(b, in_mbits, in_ebits, fp, mode, saturate, r):
 
 
 @inline
-def encode_int(b, in_mbits, in_ebits, ip, mode, r):
-    """Integer ``n`` (clipped to the format) for the float with bit pattern ``b``."""
+def encode_int(b, in_mbits, in_ebits, ip, mode, r, eshift=0):
+    """Integer ``n`` (clipped to the format) for the float with bit pattern ``b``.
+
+    ``eshift`` encodes ``x / 2**eshift`` exactly (a power-of-two block scale).
+    """
     neg = b < 0
     a = b & ((np.int64(1) << (in_mbits + in_ebits)) - 1)
     in_emask = (np.int64(1) << in_ebits) - 1
@@ -216,7 +223,7 @@ def encode_int(b, in_mbits, in_ebits, ip, mode, r):
             e = be - in_bias
             sig = mant | (np.int64(1) << in_mbits)
         # |x| / 2**scale_exp = sig * 2**(e - scale_exp - in_mbits)
-        p = e - ip[IP_SCALE_EXP]
+        p = e - ip[IP_SCALE_EXP] - eshift
         if p > ip[IP_BITS] + 1:
             n = lo if neg else hi
         else:

@@ -1,0 +1,237 @@
+"""Block formats: OCP MX (power-of-two E8M0 scale per block of 32) and NVFP4.
+
+MX (OCP Microscaling Formats v1.0): a block of ``k`` elements along an axis
+shares one E8M0 scale ``X = 2**es``; the elements are rounded (nearest-even by
+default) and **saturated** to the element format.  ``scale_rule`` picks
+``es`` from the block's amax (see :data:`SCALE_RULES`); the OCP rule is
+``floor``.  Elements are encoded exactly as ``x / X`` rounded once.
+
+NVFP4: blocks of 16 E2M1 elements with an E4M3 scale each, under one FP32
+scale per tensor (``amax / (448 * 6)``).
+
+Blocks compute on float32 values (float64 input is first rounded to float32,
+as hardware does); lengths that are not a multiple of ``k`` are padded with
+zeros, which never change a block's amax.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._kernels import _util
+from ._kernels import blocks as kb
+from .codec import _float_params, _int_params, _lut, _mode_for, decode, encode, quantize
+from .formats import FloatFormat, get_format
+from .rounding import resolve_seed
+
+__all__ = ["SCALE_RULES", "MX_ELEMENTS", "mx_encode", "mx_fake_quantize", "nvfp4_encode",
+           "scale_exponent"]
+
+#: Scale rules for power-of-two block scales, in kernel order.
+SCALE_RULES = ("floor", "ceil", "even", "rceil")
+
+#: OCP MX block formats and their element formats.
+MX_ELEMENTS = {
+    "mxfp8_e4m3": "float8_e4m3fn",
+    "mxfp8_e5m2": "float8_e5m2",
+    "mxfp6_e2m3": "float6_e2m3fn",
+    "mxfp6_e3m2": "float6_e3m2fn",
+    "mxfp4_e2m1": "float4_e2m1fn",
+    "mxint8": "ocp_int8",
+}
+
+
+def _rule_number(scale_rule: str) -> int:
+    if scale_rule not in SCALE_RULES:
+        raise ValueError(f"scale_rule must be one of {', '.join(SCALE_RULES)}, got {scale_rule!r}")
+    return SCALE_RULES.index(scale_rule)
+
+
+def _element_constants(fmt) -> tuple[int, int]:
+    """(emax_elem, 23-bit mantissa field of max_elem as a float32)."""
+    mx = np.float32(fmt.max)
+    bits = int(mx.view(np.uint32))
+    return (bits >> 23) - 127, bits & 0x7FFFFF
+
+
+def scale_exponent(amax, element, *, scale_rule="floor") -> np.ndarray:
+    """The block-scale exponent ``es`` (scale ``2**es``) for given amax values.
+
+    Examples
+    --------
+    >>> scale_exponent([448.0, 449.0, 0.0], "e4m3fn").tolist()
+    [0, 0, 0]
+    >>> scale_exponent([449.0], "e4m3fn", scale_rule="rceil").tolist()
+    [1]
+    """
+    fmt = get_format(element)
+    rule = _rule_number(scale_rule)
+    a = np.ascontiguousarray(np.abs(np.asarray(amax, dtype=np.float32))).reshape(-1)
+    emax_elem, mant = _element_constants(fmt)
+    out = np.empty(a.size, dtype=np.int64)
+    xb = a.view(np.int32)
+    for i in range(a.size):
+        out[i] = kb.block_exponent(xb, i, 1, rule, emax_elem, mant)
+    return out
+
+
+def _blocked(x, axis: int, k: int):
+    """float32 (rows, nblocks * k) view of x with ``axis`` last, zero padded."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"x must be a float array, got dtype {x.dtype}")
+    if x.ndim == 0:
+        raise ValueError("x must have at least one dimension for block scaling")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis {axis} is out of range for an array of {x.ndim} dimension(s)")
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"block_size must be a positive int, got {k!r}")
+    moved = np.moveaxis(x, axis, -1)
+    length = moved.shape[-1]
+    nb = -(-length // k) if length else 0
+    rows = int(np.prod(moved.shape[:-1], dtype=np.int64))
+    buf = np.zeros((rows, nb * k), dtype=np.float32)
+    buf[:, :length] = moved.reshape(rows, length)
+    return buf, moved.shape, nb
+
+
+def _unblock(arr2d, moved_shape, axis):
+    length = moved_shape[-1]
+    out = arr2d[:, :length].reshape(moved_shape)
+    return np.moveaxis(out, -1, axis)
+
+
+def _run_mx(x, element, *, axis, block_size, scale_rule, rounding, rng, want_values):
+    fmt = get_format(element)
+    rule = _rule_number(scale_rule)
+    mode = _mode_for(fmt, rounding)
+    seed = resolve_seed(rng) if rng is not None or rounding == "stochastic" else np.uint64(0)
+    buf, moved_shape, nb = _blocked(x, axis, block_size)
+    rows = buf.shape[0]
+    codes = np.empty(buf.shape, dtype=fmt.code_dtype if isinstance(fmt, FloatFormat)
+                     else np.uint16 if fmt.bits > 8 else np.uint8)
+    values = np.empty(buf.shape if want_values else (1, 1), dtype=np.float32)
+    scale_codes = np.empty(rows * nb, dtype=np.uint8)
+    emax_elem, max_mant = _element_constants(fmt)
+    if isinstance(fmt, FloatFormat):
+        fp, ip, is_int = _float_params(fmt), (0, 0, 0, 8, 0), False
+        lut = _lut(fmt, np.dtype(np.float64))
+    else:
+        fp, is_int = _float_params(get_format("e4m3fn")), True
+        ip = _int_params(fmt)[:4] + (0,)
+        lut = np.zeros(1)
+    if buf.size:
+        k = kb.mx_parallel if buf.size >= _util.PARALLEL_THRESHOLD else kb.mx_serial
+        with np.errstate(over="ignore"):
+            k(buf.reshape(-1).view(np.int32), codes.reshape(-1), values.reshape(-1),
+              scale_codes, block_size, fp, ip, is_int, rule, emax_elem, max_mant, mode, seed,
+              lut, want_values)
+    scales_shape = moved_shape[:-1] + (nb,)
+    scale_codes = np.moveaxis(scale_codes.reshape(scales_shape), -1, axis)
+    if want_values:
+        return _unblock(values, moved_shape, axis), scale_codes
+    return _unblock(codes, moved_shape, axis), scale_codes
+
+
+def mx_encode(x, element, *, axis=-1, block_size=32, scale_rule="floor",
+              rounding="nearest_even", rng=None):
+    """Element codes and E8M0 scale codes of x in an MX block format.
+
+    Parameters
+    ----------
+    x : array_like of float
+    element : str or format
+        Element format (``"float8_e4m3fn"``, ..., ``"ocp_int8"``).
+    axis : int
+        Axis along which blocks of ``block_size`` are formed.
+    block_size : int
+        32 in OCP MX v1.0.
+    scale_rule : {"floor", "ceil", "even", "rceil"}
+    rounding : str
+        Element rounding (elements always saturate).
+    rng : seed or Generator, for ``rounding="stochastic"``.
+
+    Returns
+    -------
+    codes : ndarray
+        Element codes, same shape as x.
+    scale_codes : ndarray of uint8
+        E8M0 codes (``es + 127``), shape of x with ``axis`` of length
+        ``ceil(n / block_size)``.
+
+    Examples
+    --------
+    >>> codes, scales = mx_encode([1.0, 2.0, 300.0, 0.5], "e4m3fn", block_size=4)
+    >>> scales.tolist(), codes.tolist()
+    ([127], [56, 64, 121, 48])
+    """
+    return _run_mx(x, element, axis=axis, block_size=block_size, scale_rule=scale_rule,
+                   rounding=rounding, rng=rng, want_values=False)
+
+
+def mx_fake_quantize(x, element, *, axis=-1, block_size=32, scale_rule="floor",
+                     rounding="nearest_even", rng=None):
+    """x after MX block quantization and dequantization (float32), and the scale codes.
+
+    Examples
+    --------
+    >>> v, s = mx_fake_quantize([1.0, 2.0, 300.0, 1000.0], "e4m3fn", block_size=4)
+    >>> v.tolist(), s.tolist()  # floor rule: 2**(9 - 8) = 2, and 1000/2 = 500 saturates to 448
+    ([1.0, 2.0, 288.0, 896.0], [128])
+    """
+    return _run_mx(x, element, axis=axis, block_size=block_size, scale_rule=scale_rule,
+                   rounding=rounding, rng=rng, want_values=True)
+
+
+def nvfp4_encode(x, *, axis=-1, block_size=16, rounding="nearest_even", rng=None,
+                 tensor_amax=None):
+    """NVFP4: E2M1 elements, an E4M3 scale per block of 16, an FP32 scale per tensor.
+
+    The tensor scale is ``s_t = amax / (448 * 6)`` (1 when amax is 0); each block
+    scale is ``amax_block / 6 / s_t`` rounded to E4M3 (nearest-even, saturating);
+    elements are ``x / (s_b * s_t)`` computed in float32 and rounded to E2M1
+    (saturating).
+
+    Returns
+    -------
+    values : ndarray of float32
+        Dequantized values (same shape as x).
+    codes : ndarray of uint8
+        E2M1 element codes.
+    block_scales : ndarray of uint8
+        E4M3 codes of the block scales.
+    tensor_scale : float
+        The FP32 per-tensor scale.
+
+    Examples
+    --------
+    >>> v, c, s, t = nvfp4_encode(np.linspace(-3, 3, 16, dtype=np.float32))
+    >>> t == np.float32(3 / 2688), v.dtype
+    (np.True_, dtype('float32'))
+    """
+    buf, moved_shape, nb = _blocked(x, axis, block_size)
+    finite = buf[np.isfinite(buf)]
+    amax_t = float(np.max(np.abs(finite))) if tensor_amax is None and finite.size else (
+        float(tensor_amax) if tensor_amax is not None else 0.0)
+    if not np.isfinite(amax_t) or amax_t < 0:
+        raise ValueError(f"tensor_amax must be finite and >= 0, got {amax_t}")
+    s_t = np.float32(amax_t / (448.0 * 6.0)) if amax_t > 0 else np.float32(1.0)
+    blocks = buf.reshape(-1, block_size)
+    with np.errstate(invalid="ignore"):
+        amax_b = np.max(np.abs(blocks), axis=1)
+    s_b_exact = (amax_b / np.float32(6.0)) / s_t
+    s_b = quantize(s_b_exact.astype(np.float32), "float8_e4m3fn", saturate=True)
+    s_b = np.where(s_b == 0, np.float32(1.0), s_b)  # all-zero block: a valid scale
+    scale = (s_b * s_t).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        y = (blocks / scale[:, None]).astype(np.float32)
+    codes = np.asarray(encode(y, "float4_e2m1fn", rounding=rounding,
+                                                  saturate=True, rng=rng))
+    vals = (np.asarray(decode(codes, "float4_e2m1fn"))
+            * scale[:, None]).astype(np.float32)
+    vals = np.where(np.isnan(blocks), np.float32(np.nan), vals)
+    block_codes = np.asarray(encode(s_b, "float8_e4m3fn", saturate=True))
+    block_codes = np.moveaxis(block_codes.reshape(moved_shape[:-1] + (nb,)), -1, axis)
+    return (_unblock(vals.reshape(buf.shape), moved_shape, axis),
+            _unblock(codes.reshape(buf.shape), moved_shape, axis), block_codes, s_t)
+
