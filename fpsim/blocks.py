@@ -190,7 +190,9 @@ def nvfp4_encode(x, *, axis=-1, block_size=16, rounding="nearest_even", rng=None
     The tensor scale is ``s_t = amax / (448 * 6)`` (1 when amax is 0); each block
     scale is ``amax_block / 6 / s_t`` rounded to E4M3 (nearest-even, saturating);
     elements are ``x / (s_b * s_t)`` computed in float32 and rounded to E2M1
-    (saturating).
+    (saturating).  A block holding NaN or Inf gets the NaN scale (0x7F), so
+    all its values decode to NaN, as in the MX kernels; the tensor scale
+    comes from the finite values.
 
     Returns
     -------
@@ -222,14 +224,14 @@ def nvfp4_encode(x, *, axis=-1, block_size=16, rounding="nearest_even", rng=None
     s_b_exact = (amax_b / np.float32(6.0)) / s_t
     s_b = quantize(s_b_exact.astype(np.float32), "float8_e4m3fn", saturate=True)
     s_b = np.where(s_b == 0, np.float32(1.0), s_b)  # all-zero block: a valid scale
+    bad = ~np.isfinite(blocks).all(axis=1)  # NaN/Inf in a block: a NaN scale, as MX does
+    s_b = np.where(bad, np.float32(np.nan), s_b).astype(np.float32)
     scale = (s_b * s_t).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         y = (blocks / scale[:, None]).astype(np.float32)
-    codes = np.asarray(encode(y, "float4_e2m1fn", rounding=rounding,
-                                                  saturate=True, rng=rng))
+    codes = np.asarray(encode(y, "float4_e2m1fn", rounding=rounding, saturate=True, rng=rng))
     vals = (np.asarray(decode(codes, "float4_e2m1fn"))
             * scale[:, None]).astype(np.float32)
-    vals = np.where(np.isnan(blocks), np.float32(np.nan), vals)
     block_codes = np.asarray(encode(s_b, "float8_e4m3fn", saturate=True))
     block_codes = np.moveaxis(block_codes.reshape(moved_shape[:-1] + (nb,)), -1, axis)
     return (_unblock(vals.reshape(buf.shape), moved_shape, axis),

@@ -515,7 +515,10 @@ class QuantizedTensor:
         if groups.kind in ("block", "tile"):
             groups.split(np.zeros(self.shape, dtype=np.float32))  # sets padding info
         e = groups.split(elems)
-        s = groups.scales_in(self.scales).astype(np.float64) * float(self.tensor_scale)
+        s = groups.scales_in(self.scales).astype(np.float32)
+        if self.tensor_scale != 1.0:  # two-level: the scales multiply in float32 first
+            s = s * np.float32(self.tensor_scale)
+        s = s.astype(np.float64)
         if self.zero_points is not None:
             z = groups.scales_in(self.zero_points).astype(np.float64)
             e = e - z
@@ -697,8 +700,9 @@ def fake_quantize(x, spec, *, rng=None, **overrides) -> np.ndarray:
 def calibrate(data, spec, **overrides) -> QuantSpec:
     """A static spec: the clip values of ``spec``'s calibration, measured on ``data``.
 
-    ``data`` is one array or a list of arrays of the same shape (stacked); the
-    result carries ``amax`` and uses it on every later call.
+    ``data`` is one array or a list of arrays with the same scale groups (the
+    clip value of each group is the largest over the arrays); the result
+    carries ``amax`` (one value per group) and uses it on every later call.
 
     Raises
     ------
@@ -715,27 +719,17 @@ def calibrate(data, spec, **overrides) -> QuantSpec:
     spec = resolve_spec(spec, **overrides)
     if spec.is_mx or spec.tensor_scale:
         raise ValueError("block-scaled recipes compute their scales per block; nothing to calibrate")
-    if isinstance(data, (list, tuple)) and data and isinstance(data[0], np.ndarray):
-        arr = np.stack([_as_float(d) for d in data], axis=0)
-        if spec.granularity != "tensor":
-            arr = np.concatenate(list(arr), axis=0) if arr.ndim > 1 else arr.reshape(-1)
-    else:
-        arr = _as_float(data)
-    if not np.isfinite(arr).any():
-        raise ValueError("calibration data has no finite values")
-    g = _Groups(arr.shape, spec)
-    rows = g.split(arr)
-    if g.kind in ("channel", "token"):
-        # a vector along `axis` is a group: reduce over every other axis too
-        clip = clip_value(rows, spec)
-        clip = clip.reshape(g.scale_shape())
-        other = tuple(i for i in range(arr.ndim) if i != g.axis)
-        per = clip.max(axis=tuple(i for i in other if clip.shape[i] > 1) or None)
-        amax = tuple(float(v) for v in np.ravel(per))
-    else:
-        amax = tuple(float(v) for v in np.ravel(clip_value(rows, spec)))
-        if g.kind == "tensor":
-            amax = (amax[0],)
+    arrays = list(data) if isinstance(data, (list, tuple)) and data and isinstance(
+        data[0], np.ndarray) else [data]
+    clips = []
+    for arr in arrays:
+        arr = _as_float(arr)
+        if not np.isfinite(arr).any():
+            raise ValueError("calibration data has no finite values")
+        clips.append(clip_value(_Groups(arr.shape, spec).split(arr), spec).ravel())
+    if len({c.size for c in clips}) != 1:
+        raise ValueError("calibration arrays must give the same number of scale groups")
+    amax = tuple(float(v) for v in np.max(np.stack(clips), axis=0))
     return dataclasses.replace(spec, amax=amax)
 
 
