@@ -1,5 +1,6 @@
 """fpsim: bit-exact simulation of low-precision number formats for deep learning."""
 
+from . import metrics
 from .codec import decode, encode, quantize
 from .formats import (
     FloatFormat,
@@ -10,6 +11,7 @@ from .formats import (
     list_formats,
     p3109,
 )
+from .metrics import ErrorReport, error_report
 from .rounding import ROUNDINGS
 from .scaling import (
     DelayedScaling,
@@ -22,6 +24,9 @@ from .scaling import (
 )
 
 __all__ = [
+    "metrics",
+    "ErrorReport",
+    "error_report",
     "DelayedScaling",
     "QuantizedTensor",
     "QuantSpec",

@@ -1,0 +1,861 @@
+"""Error metrics: how far an approximation ``x_hat`` is from the reference ``x``.
+
+Pure NumPy (no Numba, no matplotlib).  Conventions shared by every function:
+
+- ``x`` and ``x_hat`` have the same shape (no broadcasting) and real dtypes (float, int or
+  ml_dtypes); everything is computed in float64.
+- The error is ``x_hat - x``, except that it is 0 where ``x == x_hat`` (so equal infinities,
+  e.g. an Inf input kept as Inf, contribute no error).
+- NaN is never dropped silently: a NaN in ``x`` or ``x_hat`` makes the metrics it enters NaN.
+  :func:`counts` says how many NaN results there are.
+- ``axis=None`` (the default) reduces over every element and returns a Python float; an int
+  or a tuple of ints reduces over those axes and returns a float64 array.
+
+:func:`error_report` gathers the main metrics and the counts into an :class:`ErrorReport`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from .codec import quantize
+from .formats import FloatFormat, IntFormat, get_format
+
+__all__ = [
+    "Counts",
+    "ErrorReport",
+    "RelativeError",
+    "cosine_similarity",
+    "counts",
+    "error_report",
+    "kl_divergence",
+    "max_abs_error",
+    "mse",
+    "neg_log_mse_db",
+    "relative_error",
+    "rmse",
+    "sqnr_db",
+    "ulp",
+    "ulp_error",
+]
+
+_QUANTIZABLE = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ---- argument handling ---------------------------------------------------
+def _as_real(a, name: str) -> np.ndarray:
+    """``a`` as a float64 array; TypeError for bools, strings, complex and objects."""
+    if isinstance(a, (str, bytes)):
+        raise TypeError(f"{name} must be an array of real numbers, got a {type(a).__name__}")
+    arr = np.asarray(a)
+    kind = arr.dtype.kind
+    if kind in "fiu":
+        return arr.astype(np.float64, copy=False)
+    if kind == "V":  # ml_dtypes arrays (bfloat16, float8_*, ...) widen exactly
+        try:
+            return arr.astype(np.float64)
+        except (TypeError, ValueError):
+            pass
+    what = "bool" if kind == "b" else str(arr.dtype)
+    raise TypeError(
+        f"{name} must be an array of real numbers (float, int or ml_dtypes), got dtype {what}"
+    )
+
+
+def _pair(x, x_hat, names=("x", "x_hat")) -> tuple[np.ndarray, np.ndarray]:
+    a, b = _as_real(x, names[0]), _as_real(x_hat, names[1])
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same shape; got {a.shape} and {b.shape}"
+        )
+    if a.size == 0:
+        raise ValueError(f"{names[0]} and {names[1]} are empty; metrics need at least one element")
+    return a, b
+
+
+def _check_axis(axis, *, allow_none: bool = True):
+    if axis is None and allow_none:
+        return None
+    ok_int = isinstance(axis, (numbers.Integral, np.integer)) and not isinstance(axis, bool)
+    ok_tuple = isinstance(axis, tuple) and all(
+        isinstance(a, (numbers.Integral, np.integer)) and not isinstance(a, bool) for a in axis
+    )
+    if not (ok_int or ok_tuple):
+        allowed = "None, an int or a tuple of ints" if allow_none else "an int or a tuple of ints"
+        raise TypeError(f"axis must be {allowed}, got {axis!r}")
+    return axis
+
+
+def _out(v):
+    """A Python float for a 0-d result, else a float64 array."""
+    v = np.asarray(v, dtype=np.float64)
+    return float(v) if v.ndim == 0 else v
+
+
+def _error(x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+    """``x_hat - x``, exactly 0 where they are equal (equal infinities included)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(x == x_hat, 0.0, x_hat - x)
+
+
+def _pow2_scale(a: np.ndarray, axis) -> np.ndarray:
+    """Per-slice power of two that brings the largest finite |a| into [0.5, 1).
+
+    Multiplying by it is exact (barring underflow of negligible elements), so sums of squares
+    neither overflow nor lose the ratios the metrics take.
+    """
+    finite_abs = np.where(np.isfinite(a), np.abs(a), 0.0)
+    amax = np.max(finite_abs, axis=axis, keepdims=True)
+    _, e = np.frexp(amax)  # e = 0 for amax = 0: scale 1
+    return np.ldexp(1.0, -e)
+
+
+def _format_arg(fmt, name: str):
+    try:
+        return get_format(fmt)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    except TypeError as exc:
+        raise TypeError(f"{name}: {exc}") from None
+
+
+# ---- error magnitudes -----------------------------------------------------
+def mse(x, x_hat, *, axis=None):
+    """Mean squared error, ``mean((x_hat - x)**2)``.
+
+    Parameters
+    ----------
+    x, x_hat : array_like of real numbers
+        Reference and approximation, same shape.
+    axis : None, int or tuple of ints
+        Axes to average over; None (default) averages over all elements.
+
+    Returns
+    -------
+    float or ndarray
+        A float for ``axis=None``, else a float64 array. NaN if a NaN enters the mean;
+        Inf if an error is infinite (e.g. an overflow to Inf).
+
+    Raises
+    ------
+    ValueError
+        Shapes differ, the arrays are empty, or ``axis`` is out of range.
+    TypeError
+        A non-numeric array or a bad ``axis`` type.
+
+    Examples
+    --------
+    >>> mse([1.0, 2.0, 3.0], [1.0, 2.5, 2.0])  # (0 + 0.25 + 1) / 3
+    0.4166666666666667
+    """
+    a, b = _pair(x, x_hat)
+    axis = _check_axis(axis)
+    err = _error(a, b)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _out(np.mean(err * err, axis=axis))
+
+
+def rmse(x, x_hat, *, axis=None):
+    """Root mean squared error, ``sqrt(mse(x, x_hat))``.
+
+    Parameters
+    ----------
+    x, x_hat : array_like of real numbers
+        Reference and approximation, same shape.
+    axis : None, int or tuple of ints
+        As for :func:`mse`.
+
+    Returns
+    -------
+    float or ndarray
+
+    Raises
+    ------
+    ValueError, TypeError
+        As for :func:`mse`.
+
+    Examples
+    --------
+    >>> rmse([0.0, 0.0], [3.0, -3.0])
+    3.0
+    """
+    return _out(np.sqrt(mse(x, x_hat, axis=axis)))
+
+
+def sqnr_db(x, x_hat, *, axis=None):
+    """Signal-to-quantization-noise ratio in dB: ``10 log10(sum x**2 / sum (x_hat - x)**2)``.
+
+    Normalised by the signal power, so it does not change when ``x`` and ``x_hat`` are both
+    multiplied by the same non-zero constant. This is a fixed entry point: scripts rely on
+    ``fpsim.metrics.sqnr_db(x, x_hat)`` returning a float.
+
+    Parameters
+    ----------
+    x, x_hat : array_like of real numbers
+        Reference (the signal) and approximation, same shape.
+    axis : None, int or tuple of ints
+        Axes to sum over; None (default) sums over all elements.
+
+    Returns
+    -------
+    float or ndarray
+        ``inf`` where the error is zero (also when the signal is zero too), ``-inf`` where
+        the signal is zero but the error is not, NaN where a NaN is in ``x`` or ``x_hat``
+        (a NaN in ``x_hat`` propagates: it is never skipped). An infinite error (overflow
+        to Inf) gives ``-inf``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As for :func:`mse`.
+
+    Examples
+    --------
+    >>> sqnr_db([3.0, 4.0], [3.0, 4.5])  # 10 log10(25 / 0.25)
+    20.0
+    >>> sqnr_db([1.0, 2.0], [1.0, 2.0])
+    inf
+    """
+    a, b = _pair(x, x_hat)
+    axis = _check_axis(axis)
+    err = _error(a, b)
+    s = _pow2_scale(a, axis)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        a, err = a * s, err * s
+        signal = np.sum(a * a, axis=axis)
+        noise = np.sum(err * err, axis=axis)
+        db = 10.0 * np.log10(signal / noise)
+    return _out(np.where(noise == 0, np.inf, db))
+
+
+def neg_log_mse_db(x, x_hat, *, axis=None):
+    """``-10 log10(MSE)`` in dB, the unnormalised "SNR" some papers report.
+
+    Unlike :func:`sqnr_db` it is not divided by the signal power, so it depends on the
+    scale of ``x``; the two agree when ``mean(x**2) == 1`` (e.g. standardised data).
+
+    Parameters
+    ----------
+    x, x_hat : array_like of real numbers
+        Reference and approximation, same shape.
+    axis : None, int or tuple of ints
+        As for :func:`mse`.
+
+    Returns
+    -------
+    float or ndarray
+        ``inf`` where the MSE is 0; NaN propagates.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As for :func:`mse`.
+
+    Examples
+    --------
+    >>> neg_log_mse_db([0.0, 0.0], [0.1, -0.1])  # -10 log10(0.01)
+    20.0
+    """
+    m = mse(x, x_hat, axis=axis)
+    with np.errstate(divide="ignore"):
+        return _out(-10.0 * np.log10(m))
+
+
+def max_abs_error(x, x_hat, *, axis=None):
+    """Largest absolute error, ``max |x_hat - x|``.
+
+    Parameters
+    ----------
+    x, x_hat : array_like of real numbers
+        Reference and approximation, same shape.
+    axis : None, int or tuple of ints
+        As for :func:`mse`.
+
+    Returns
+    -------
+    float or ndarray
+        NaN if a NaN is present.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As for :func:`mse`.
+
+    Examples
+    --------
+    >>> max_abs_error([1.0, 2.0, 3.0], [1.5, 2.0, 0.0])
+    3.0
+    """
+    a, b = _pair(x, x_hat)
+    axis = _check_axis(axis)
+    return _out(np.max(np.abs(_error(a, b)), axis=axis))
+
+
+class RelativeError(NamedTuple):
+    """Statistics of ``|x_hat - x| / |x|`` over the elements where ``x != 0``."""
+
+    mean: float | np.ndarray
+    median: float | np.ndarray
+    max: float | np.ndarray
+
+
+def relative_error(x, x_hat, *, axis=None) -> RelativeError:
+    """Mean, median and max of the relative error ``|x_hat - x| / |x|`` over ``x != 0``.
+
+    Elements with ``x == 0`` are left out (their relative error is undefined); a slice with
+    no such element gives NaN. NaN in ``x`` or ``x_hat`` (at ``x != 0``) propagates to all
+    three statistics. An infinite ``x`` follows IEEE arithmetic (``x_hat == x`` gives 0,
+    a finite ``x_hat`` gives NaN).
+
+    Parameters
+    ----------
+    x, x_hat : array_like of real numbers
+        Reference and approximation, same shape.
+    axis : None, int or tuple of ints
+        As for :func:`mse`.
+
+    Returns
+    -------
+    RelativeError
+        Named tuple ``(mean, median, max)`` of floats (``axis=None``) or arrays.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As for :func:`mse`.
+
+    Examples
+    --------
+    >>> r = relative_error([0.0, 1.0, 2.0, 4.0], [5.0, 1.5, 2.0, 3.0])  # 0.5, 0, 0.25
+    >>> r.mean, r.median, r.max
+    (0.25, 0.25, 0.5)
+    """
+    a, b = _pair(x, x_hat)
+    axis = _check_axis(axis)
+    used = a != 0  # NaN x counts as used, so that it propagates
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.abs(_error(a, b)) / np.abs(a)
+        n = np.sum(used, axis=axis)
+        mean = np.sum(np.where(used, rel, 0.0), axis=axis) / n
+        mx = np.where(n > 0, np.max(np.where(used, rel, -np.inf), axis=axis), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-excluded slices
+        med = np.nanmedian(np.where(used, rel, np.nan), axis=axis)
+    med = np.where(np.any(used & np.isnan(rel), axis=axis), np.nan, med)
+    return RelativeError(_out(mean), _out(med), _out(mx))
+
+
+# ---- units of the target format -------------------------------------------
+def ulp(x, fmt):
+    """Spacing of the grid of ``fmt`` at ``x`` (one unit in the last place).
+
+    For a float format with ``m`` mantissa bits: ``2**(e - m)`` with ``e = floor(log2|x|)``
+    clamped to ``[emin, emax]`` of the format, so below the smallest normal it is the
+    subnormal spacing (``smallest_subnormal``; the gap up to the smallest normal for formats
+    without subnormals) and above ``max`` it stays the spacing of the top binade. For an
+    integer format it is ``2**scale_exp``. Derived from the format spec, as
+    :func:`fpsim.finfo` is.
+
+    Parameters
+    ----------
+    x : array_like of real numbers
+    fmt : str, FloatFormat, IntFormat or dtype
+        The target format.
+
+    Returns
+    -------
+    float or ndarray
+        Same shape as ``x`` (a float for a scalar); ``±Inf`` gives the top binade's ulp,
+        NaN gives NaN.
+
+    Raises
+    ------
+    ValueError
+        Unknown format name.
+    TypeError
+        ``x`` is not numeric.
+
+    Examples
+    --------
+    >>> ulp([1.0, 3.0, 300.0, 1e6, 0.0], "e4m3fn").tolist()
+    [0.125, 0.25, 32.0, 32.0, 0.001953125]
+    """
+    fmt = _format_arg(fmt, "fmt")
+    a = np.abs(_as_real(x, "x"))
+    if isinstance(fmt, IntFormat):
+        u = np.full(a.shape, math.ldexp(1.0, fmt.scale_exp))
+    else:
+        _, e = np.frexp(np.where(np.isfinite(a), a, fmt.max))  # a = f * 2**e, f in [0.5, 1)
+        e = np.clip(e.astype(np.int64) - 1, fmt.emin, fmt.emax)
+        u = np.ldexp(1.0, e - fmt.mantissa_bits)
+        u = np.where(a < fmt.smallest_normal, fmt.smallest_subnormal, u)
+    return _out(np.where(np.isnan(a), np.nan, u))
+
+
+def ulp_error(x, x_hat, fmt):
+    """Error in units of the target format's ulp at ``x``: ``|x_hat - x| / ulp(x, fmt)``.
+
+    Element-wise (reduce it yourself, e.g. ``.max()``). Correct rounding to nearest gives
+    at most 0.5 inside the format's range, the directed modes less than 1.
+
+    Parameters
+    ----------
+    x, x_hat : array_like of real numbers
+        Reference and approximation, same shape.
+    fmt : str, FloatFormat, IntFormat or dtype
+        The target format (see :func:`ulp`).
+
+    Returns
+    -------
+    float or ndarray
+        Same shape as ``x``; NaN where either is NaN.
+
+    Raises
+    ------
+    ValueError
+        Shapes differ, arrays are empty, or an unknown format name.
+    TypeError
+        A non-numeric array.
+
+    Examples
+    --------
+    >>> ulp_error([1.0, 1.0, 100.0], [1.0625, 1.125, 98.0], "e4m3fn").tolist()
+    [0.5, 1.0, 0.25]
+    """
+    a, b = _pair(x, x_hat)
+    with np.errstate(invalid="ignore"):
+        return _out(np.abs(_error(a, b)) / ulp(a, fmt))
+
+
+# ---- similarity of directions and distributions ---------------------------
+def cosine_similarity(x, x_hat, *, axis=None):
+    """Cosine of the angle between ``x`` and ``x_hat``: ``<x, x_hat> / (|x| |x_hat|)``.
+
+    Conventions for zero vectors: both zero gives 1 (they are identical), exactly one zero
+    gives 0 (e.g. everything underflowed: no agreement in direction). NaN propagates.
+
+    Parameters
+    ----------
+    x, x_hat : array_like of real numbers
+        Same shape.
+    axis : None, int or tuple of ints
+        Axes that form the vectors; None (default) treats the whole array as one vector.
+
+    Returns
+    -------
+    float or ndarray
+        In [-1, 1].
+
+    Raises
+    ------
+    ValueError, TypeError
+        As for :func:`mse`.
+
+    Examples
+    --------
+    >>> cosine_similarity([1.0, 0.0], [1.0, 1.0])  # 1 / sqrt(2)
+    0.7071067811865475
+    >>> cosine_similarity([[1.0, 2.0], [3.0, 0.0]], [[2.0, 4.0], [0.0, 1.0]], axis=-1).tolist()
+    [1.0, 0.0]
+    """
+    a, b = _pair(x, x_hat)
+    axis = _check_axis(axis)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        a, b = a * _pow2_scale(a, axis), b * _pow2_scale(b, axis)  # cosine ignores scales
+        dot = np.sum(a * b, axis=axis)
+        na = np.sum(a * a, axis=axis)  # squared norms, <= n after scaling
+        nb = np.sum(b * b, axis=axis)
+        c = dot / np.sqrt(na * nb)
+    c = np.where((na == 0) | (nb == 0), np.where((na == 0) & (nb == 0), 1.0, 0.0), c)
+    return _out(np.clip(c, -1.0, 1.0))
+
+
+def _log_softmax(z: np.ndarray, axis) -> np.ndarray:
+    m = np.max(z, axis=axis, keepdims=True)
+    z = z - np.where(np.isfinite(m), m, 0.0)  # shift first: logits z and z + c agree exactly
+    with np.errstate(divide="ignore"):
+        return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+
+
+def kl_divergence(p, q, *, axis=-1, from_logits=False):
+    """Kullback-Leibler divergence ``KL(p || q) = sum p log(p / q)``, in nats.
+
+    ``p`` is the reference distribution (e.g. the full-precision model's output) and ``q``
+    the approximation. Divide by ``log(2)`` for bits.
+
+    Parameters
+    ----------
+    p, q : array_like of real numbers
+        Same shape. With ``from_logits=False`` (default): non-negative probabilities or
+        weights (e.g. histogram counts), normalised along ``axis`` here, so they need not sum
+        to 1. With ``from_logits=True``: logits (unnormalised log-probabilities), turned into
+        distributions by a numerically stable softmax along ``axis``; ``-inf`` logits are
+        allowed (masked entries).
+    axis : int, tuple of ints or None
+        The axis (or axes) holding each distribution; default -1. None treats the whole
+        array as one distribution.
+    from_logits : bool
+        Whether ``p`` and ``q`` are logits rather than probabilities.
+
+    Returns
+    -------
+    float or ndarray
+        One value per distribution (a float when there is one), >= 0. Terms with ``p == 0``
+        contribute 0; ``p > 0`` where ``q == 0`` gives ``inf``. NaN propagates, and a
+        distribution whose weights sum to 0 gives NaN.
+
+    Raises
+    ------
+    ValueError
+        Shapes differ, arrays are empty, negative probabilities (``from_logits=False``),
+        or ``axis`` out of range.
+    TypeError
+        Non-numeric arrays, or ``from_logits`` not a bool.
+
+    Examples
+    --------
+    >>> kl_divergence([0.5, 0.5], [0.25, 0.75])  # 0.5 log 2 + 0.5 log(2/3)
+    0.14384103622589045
+    >>> kl_divergence([0.0, 0.0], [1.0, 1.0], from_logits=True)
+    0.0
+    """
+    a, b = _pair(p, q, names=("p", "q"))
+    axis = _check_axis(axis)
+    if not isinstance(from_logits, (bool, np.bool_)):
+        raise TypeError(f"from_logits must be True or False, got {from_logits!r}")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if from_logits:
+            logp, logq = _log_softmax(a, axis), _log_softmax(b, axis)
+            pp = np.exp(logp)
+        else:
+            for name, arr in (("p", a), ("q", b)):
+                if np.any(arr < 0):
+                    raise ValueError(
+                        f"{name} must hold non-negative probabilities (pass "
+                        f"from_logits=True for logits); its smallest entry is {np.nanmin(arr)}"
+                    )
+            pp = a / np.sum(a, axis=axis, keepdims=True)
+            qq = b / np.sum(b, axis=axis, keepdims=True)
+            logp, logq = np.log(pp), np.log(qq)
+        terms = np.where(pp > 0, pp * (logp - logq), np.where(np.isnan(pp), np.nan, 0.0))
+        kl = np.sum(terms, axis=axis)
+    return _out(np.maximum(kl, 0.0))  # rounding can leave -1e-17; NaN stays NaN
+
+
+# ---- range events ------------------------------------------------------------
+_EVENTS = ("overflow", "saturated", "underflow", "subnormal", "nan", "inf")
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many elements hit each range event (see :func:`counts`), and their rates."""
+
+    n: int
+    overflow: int
+    saturated: int
+    underflow: int
+    subnormal: int
+    nan: int
+    inf: int
+    saturate: bool | None = None
+
+    def rate(self, event: str) -> float:
+        """Fraction of the ``n`` elements counted under ``event`` (e.g. ``"overflow"``)."""
+        if event not in _EVENTS:
+            raise ValueError(f"event must be one of {', '.join(_EVENTS)}; got {event!r}")
+        return getattr(self, event) / self.n
+
+    def to_dict(self) -> dict:
+        """Counts, ``<event>_rate`` for each event, and ``saturate``, as plain Python types."""
+        d = {"n": int(self.n)}
+        d.update({e: int(getattr(self, e)) for e in _EVENTS})
+        d.update({f"{e}_rate": float(self.rate(e)) for e in _EVENTS})
+        d["saturate"] = self.saturate
+        return d
+
+
+def _range(fmt) -> tuple[float, float]:
+    """Lowest and highest finite value an input may take without overflowing."""
+    if isinstance(fmt, IntFormat):
+        return fmt.min, fmt.max
+    return (-fmt.max if fmt.signed else -math.inf), fmt.max
+
+
+def counts(x, x_hat, fmt, *, saturate=None) -> Counts:
+    """Count overflow, saturation, underflow, subnormal, NaN and Inf events.
+
+    Each count is over the elements of ``x`` (of ``n`` in all); the categories may overlap.
+
+    - ``overflow``: finite ``x`` outside the format's range (``|x| > max``; for integer
+      formats ``x`` outside ``[min, max]``; negative inputs to unsigned float formats are
+      not overflows, they show up as ``nan`` or ``underflow``).
+    - ``saturated``: ``x`` beyond the range (Inf included) whose ``x_hat`` is the range end
+      on that side (``±max``).
+    - ``underflow``: non-zero, non-NaN ``x`` whose ``x_hat`` is zero.
+    - ``subnormal``: non-zero ``x_hat`` below the smallest normal in magnitude (always 0 for
+      integer formats and formats without subnormals).
+    - ``nan``: ``x_hat`` NaN where ``x`` is not.
+    - ``inf``: ``x_hat`` infinite where ``x`` is finite (overflow to Inf).
+
+    Parameters
+    ----------
+    x, x_hat : array_like of real numbers
+        Input and its quantized values (e.g. from :func:`fpsim.quantize`), same shape.
+    fmt : str, FloatFormat, IntFormat or dtype
+        The format ``x_hat`` is on.
+    saturate : bool or None
+        The overflow policy ``x_hat`` was produced with, if known; it is recorded in the
+        result (and printed by :class:`ErrorReport`) and does not change the counts, which
+        are read off the data.
+
+    Returns
+    -------
+    Counts
+        With ``rate(event)`` and ``to_dict()``.
+
+    Raises
+    ------
+    ValueError
+        Shapes differ, arrays are empty, or an unknown format name.
+    TypeError
+        Non-numeric arrays, or ``saturate`` not None or a bool.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([1000.0, 448.0, 1e-4, 3e-3, 0.0, np.nan, 1.0])
+    >>> xq = np.array([448.0, 448.0, 0.0, 0.00390625, 0.0, np.nan, np.nan])
+    >>> c = counts(x, xq, "e4m3fn")
+    >>> c.overflow, c.saturated, c.underflow, c.subnormal, c.nan, c.rate("nan")
+    (1, 1, 1, 1, 1, 0.14285714285714285)
+    """
+    a, b = _pair(x, x_hat)
+    fmt = _format_arg(fmt, "fmt")
+    if saturate is not None and not isinstance(saturate, (bool, np.bool_)):
+        raise TypeError(f"saturate must be None, True or False, got {saturate!r}")
+    lo, hi = _range(fmt)
+    finite = np.isfinite(a)
+    above, below = a > hi, a < lo
+    if isinstance(fmt, FloatFormat) and fmt.subnormals and fmt.has_zero:
+        sub = (b != 0) & (np.abs(b) < fmt.smallest_normal)
+    else:
+        sub = np.zeros(b.shape, bool)
+    return Counts(
+        n=int(a.size),
+        overflow=int(np.count_nonzero(finite & (above | below))),
+        saturated=int(np.count_nonzero((above & (b == hi)) | (below & (b == lo)))),
+        underflow=int(np.count_nonzero((a != 0) & ~np.isnan(a) & (b == 0))),
+        subnormal=int(np.count_nonzero(sub)),
+        nan=int(np.count_nonzero(np.isnan(b) & ~np.isnan(a))),
+        inf=int(np.count_nonzero(np.isinf(b) & finite)),
+        saturate=None if saturate is None else bool(saturate),
+    )
+
+
+# ---- the report ------------------------------------------------------------
+_METRIC_FIELDS = (
+    "mse", "rmse", "sqnr_db", "neg_log_mse_db", "max_abs_error", "rel_error_mean",
+    "rel_error_median", "rel_error_max", "cosine_similarity", "ulp_error_mean", "ulp_error_max",
+)
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """The main error metrics of ``x_hat`` against ``x``, with range counts.
+
+    Made by :func:`error_report`; ``str(report)`` is an aligned two-column table and
+    :meth:`to_dict` gives plain Python types for ``json.dumps``. ``ulp_error_*`` and
+    ``counts`` are None when no format is known.
+    """
+
+    n: int
+    mse: float
+    rmse: float
+    sqnr_db: float
+    neg_log_mse_db: float
+    max_abs_error: float
+    rel_error_mean: float
+    rel_error_median: float
+    rel_error_max: float
+    cosine_similarity: float
+    ulp_error_mean: float | None
+    ulp_error_max: float | None
+    counts: Counts | None
+    format: str | None
+    rounding: str | None = None
+    saturate: bool | None = None
+    recipe: str | None = None
+
+    def to_dict(self) -> dict:
+        """Every field as plain Python types (``counts`` as a nested dict with rates).
+
+        Non-finite metrics stay floats (``inf``, ``nan``): ``json.dumps`` writes them as
+        ``Infinity``/``NaN``, which ``json.loads`` reads back.
+        """
+        d = {
+            "format": self.format, "rounding": self.rounding, "saturate": self.saturate,
+            "recipe": self.recipe, "n": int(self.n),
+        }
+        for name in _METRIC_FIELDS:
+            v = getattr(self, name)
+            d[name] = None if v is None else float(v)
+        d["counts"] = None if self.counts is None else self.counts.to_dict()
+        return d
+
+    def _title(self) -> str:
+        src = self.recipe or self.format or "x_hat given"
+        opts = [f"{k}={v}" for k, v in (("rounding", self.rounding), ("saturate", self.saturate))
+                if v is not None]
+        if self.recipe and self.format:
+            opts.insert(0, f"format={self.format}")
+        return f"ErrorReport: {src}" + (f" ({', '.join(opts)})" if opts else "")
+
+    def __str__(self) -> str:
+        rows = [("elements", str(self.n))]
+        for name in _METRIC_FIELDS:
+            v = getattr(self, name)
+            if v is not None:
+                rows.append((name, f"{v:.6g}"))
+        if self.counts is not None:
+            for e in _EVENTS:
+                rows.append((e, f"{getattr(self.counts, e)} ({self.counts.rate(e):.4%})"))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join([self._title()] + [f"  {k:<{width}}  {v}" for k, v in rows])
+
+
+def _is_format_spec(spec) -> bool:
+    if isinstance(spec, str):
+        try:
+            get_format(spec)
+        except ValueError:
+            from .scaling import RECIPES
+
+            return spec.strip().lower() not in RECIPES
+        return True
+    return isinstance(spec, (FloatFormat, IntFormat, np.dtype, type))
+
+
+def _is_quant_spec(spec) -> bool:
+    from .scaling import RECIPES, QuantSpec
+
+    return isinstance(spec, QuantSpec) or (
+        isinstance(spec, str) and spec.strip().lower() in RECIPES)
+
+
+def _resolve(x, spec, fmt, rounding, saturate, rng):
+    """``(x_hat, format or None, report metadata)`` from the second argument of error_report."""
+    if _is_format_spec(spec):
+        target = _format_arg(spec, "x_hat_or_spec")
+        if fmt is not None and _format_arg(fmt, "fmt") != target:
+            raise ValueError(
+                f"fmt={_format_arg(fmt, 'fmt').name!r} disagrees with the format to quantize "
+                f"to, {target.name!r}; pass one of them"
+            )
+        arr = np.asarray(x)
+        xq = arr if arr.dtype in _QUANTIZABLE else _as_real(arr, "x")
+        x_hat = quantize(xq, target, rounding=rounding, saturate=saturate, rng=rng)
+        meta = {"format": target.name, "rounding": rounding, "saturate": bool(saturate)}
+        return x_hat, target, meta
+    if _is_quant_spec(spec):
+        from .scaling import fake_quantize, resolve_spec
+
+        qs = resolve_spec(spec)
+        arr = np.asarray(x)
+        xq = arr if arr.dtype in _QUANTIZABLE else _as_real(arr, "x")
+        x_hat = fake_quantize(xq, qs, rng=rng)
+        meta = {"format": qs.name or qs.describe(), "rounding": qs.rounding,
+                "saturate": bool(qs.saturate)}
+        # ulps and range counts refer to the element format, which scaling moves:
+        # report them against x_hat's own grid only when the caller names one.
+        target = None if fmt is None else _format_arg(fmt, "fmt")
+        return x_hat, target, meta
+    target = None if fmt is None else _format_arg(fmt, "fmt")
+    meta = {"format": None if target is None else target.name}
+    return spec, target, meta
+
+
+def error_report(x, x_hat_or_spec, *, fmt=None, rounding="nearest_even", saturate=False,
+                 rng=None) -> ErrorReport:
+    """Error metrics and range counts of an approximation of ``x``, in one table.
+
+    Parameters
+    ----------
+    x : array_like of real numbers
+        The reference values.
+    x_hat_or_spec : array_like, str, FloatFormat, IntFormat or QuantSpec
+        Either the approximation ``x_hat`` (same shape as ``x``); or a format to quantize
+        ``x`` to with :func:`fpsim.quantize`, a plain cast (``x`` is quantized in its own
+        dtype if that is float16/32/64, else in float64); or a QuantSpec or a recipe name
+        that is not a format name (``"mxfp8_e4m3"``, ``"nvfp4"``, ``"int8_channel"``...),
+        applied with :func:`fpsim.fake_quantize` (scaled).
+    fmt : str, FloatFormat, IntFormat or None
+        The format ``x_hat`` is on, when ``x_hat`` is given; needed for the ulp errors and
+        the counts (left None in the report without it). If the second argument is a
+        format, ``fmt`` may only repeat it.
+    rounding, saturate, rng
+        Passed to :func:`fpsim.quantize` when quantizing; unused (and reported as None)
+        when ``x_hat`` is given. With ``saturate=False`` overflows become Inf/NaN and make
+        the error metrics Inf/NaN; the counts show how many.
+
+    Returns
+    -------
+    ErrorReport
+
+    Raises
+    ------
+    ValueError
+        A string that is not a format name (the message lists the formats), shapes differ,
+        empty arrays, or ``fmt`` disagreeing with the format to quantize to.
+    TypeError
+        Non-numeric arrays, or bad ``rounding``/``saturate``/``rng`` types.
+
+    Examples
+    --------
+    >>> r = error_report([0.3, 1.0, -2.6], "e4m3fn")  # quantized: 0.3125, 1, -2.5
+    >>> round(r.max_abs_error, 4), r.counts.overflow, r.format
+    (0.1, 0, 'float8_e4m3fn')
+    >>> print(error_report([1.0, 2.0], [1.0, 2.0]))  # doctest: +NORMALIZE_WHITESPACE
+    ErrorReport: x_hat given
+      elements           2
+      mse                0
+      rmse               0
+      sqnr_db            inf
+      neg_log_mse_db     inf
+      max_abs_error      0
+      rel_error_mean     0
+      rel_error_median   0
+      rel_error_max      0
+      cosine_similarity  1
+    """
+    a = _as_real(x, "x")
+    x_hat, target, meta = _resolve(x, x_hat_or_spec, fmt, rounding, saturate, rng)
+    a, b = _pair(a, x_hat)
+    rel = relative_error(a, b)
+    if target is not None:
+        u = ulp_error(a, b, target)
+        ulp_mean, ulp_max = float(np.mean(u)), float(np.max(u))
+        c = counts(a, b, target, saturate=meta.get("saturate"))
+    else:
+        ulp_mean = ulp_max = c = None
+    return ErrorReport(
+        n=int(a.size),
+        mse=mse(a, b),
+        rmse=rmse(a, b),
+        sqnr_db=sqnr_db(a, b),
+        neg_log_mse_db=neg_log_mse_db(a, b),
+        max_abs_error=max_abs_error(a, b),
+        rel_error_mean=rel.mean,
+        rel_error_median=rel.median,
+        rel_error_max=rel.max,
+        cosine_similarity=cosine_similarity(a, b),
+        ulp_error_mean=ulp_mean,
+        ulp_error_max=ulp_max,
+        counts=c,
+        **meta,
+    )
