@@ -12,6 +12,14 @@ from .formats import (
     p3109,
 )
 from .metrics import ErrorReport, error_report
+from .outliers import (
+    LLMInt8Details,
+    llm_int8_fake_quantize,
+    llm_int8_matmul,
+    smooth,
+    smoothing_factors,
+    smoothquant_matmul,
+)
 from .rounding import ROUNDINGS
 from .scaling import (
     DelayedScaling,
@@ -24,6 +32,12 @@ from .scaling import (
 )
 
 __all__ = [
+    "LLMInt8Details",
+    "llm_int8_fake_quantize",
+    "llm_int8_matmul",
+    "smooth",
+    "smoothing_factors",
+    "smoothquant_matmul",
     "metrics",
     "ErrorReport",
     "error_report",

@@ -308,7 +308,7 @@ class _Groups:
             return x.reshape(1, -1)
         if self.kind in ("channel", "token"):
             m = np.moveaxis(x, self.axis, -1)
-            return m.reshape(-1, m.shape[-1]) if m.size else m.reshape(0, m.shape[-1])
+            return m.reshape(int(np.prod(m.shape[:-1], dtype=np.int64)), m.shape[-1])
         if self.kind == "block":
             k = self.spec.block_size
             m = np.moveaxis(x, self.axis, -1)

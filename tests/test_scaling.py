@@ -202,3 +202,10 @@ def test_spec_describe_and_recipe_names():
 def test_invalid_arguments(call, exc, fragment):
     with pytest.raises(exc, match=fragment):
         call()
+
+
+def test_empty_vectors_per_token():
+    qt = fpsim.quantize_tensor(np.zeros((2, 0), np.float32), "int8_token")
+    assert qt.scales.shape == (2, 1) and qt.dequantize().shape == (2, 0)
+    qt = fpsim.quantize_tensor(np.zeros((0, 2), np.float32), "int8_channel", axis=0)
+    assert qt.scales.shape == (1, 2)
