@@ -1,0 +1,1 @@
+"""Reference transformers in pure NumPy on real published weights."""
