@@ -1,0 +1,430 @@
+"""Quantization at every site of a transformer: QuantConfig, presets, and the runtime
+context the forward passes call.
+
+Sites (the names a QuantConfig maps to QuantSpecs):
+
+* weights of every linear: ``q k v o`` (attention), ``gate up down`` (Llama MLP),
+  ``ffn_in ffn_out`` (BERT MLP), ``lm_head``, ``embed``;
+* the activation entering each linear: ``<linear>.input`` (e.g. ``q.input``);
+* attention inputs: ``attn.q``, ``attn.k``, ``attn.v``, ``attn.probs``;
+* the KV cache: ``kv_cache`` (keys and values as stored);
+* the accumulator of every matmul: ``accumulator`` (one for all matmuls, or per linear
+  via ``accumulators={"q": ...}``).
+
+A forward pass gets a :class:`QuantContext` (``QuantContext(None)`` is FP32: every method
+is the identity) and calls ``ctx.linear(name, layer, x, w, b)``, ``ctx.act(site, layer, x)``
+and ``ctx.matmul(site, layer, a, b)``.  Weights are fake-quantized once per context and
+cached.  The context's :attr:`trace` records, per site and layer, the amax, the counts of
+saturated and underflowed values, and the SQNR of the quantized tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..scaling import QuantSpec, fake_quantize, resolve_spec
+
+__all__ = ["LINEAR_SITES", "ACT_SITES", "SITES", "QuantConfig", "QuantContext", "PRESETS",
+           "preset", "SiteStats"]
+
+LINEAR_SITES = ("q", "k", "v", "o", "gate", "up", "down", "ffn_in", "ffn_out", "lm_head",
+                "embed")
+ACT_SITES = tuple(f"{s}.input" for s in LINEAR_SITES if s != "embed") + (
+    "attn.q", "attn.k", "attn.v", "attn.probs", "kv_cache")
+SITES = LINEAR_SITES + ACT_SITES
+
+
+def _check_site(site: str, where: str = "site"):
+    if site not in SITES:
+        close = difflib.get_close_matches(site, SITES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown {where} {site!r}{hint}; sites: {', '.join(SITES)}")
+
+
+def _spec_to_json(spec):
+    if spec is None or isinstance(spec, str):
+        return spec
+    d = {}
+    for f in dataclasses.fields(QuantSpec):
+        v = getattr(spec, f.name)
+        if f.name in ("format", "scale_format"):
+            v = None if v is None else v.name
+        d[f.name] = list(v) if isinstance(v, tuple) else v
+    return d
+
+
+def _spec_from_json(v):
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, dict):
+        return QuantSpec(**v)
+    raise ValueError(f"a site's spec must be a recipe name, a QuantSpec table or null; got {v!r}")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Which QuantSpec applies at each site, with per-layer overrides and exclusions.
+
+    Parameters
+    ----------
+    sites : dict
+        Site name -> QuantSpec, recipe name or None (left in FP32).
+    layers : dict
+        Layer index -> {site: spec} overriding ``sites`` for that layer.
+    exclude_layers : tuple of int
+        Layers kept entirely in FP32 (negative indices count from the end).
+    accumulator : str or None
+        Accumulator of every matmul (see :func:`fpsim.qmatmul`); None is plain FP32 BLAS.
+    accumulators : dict
+        Per linear site accumulator overrides.
+    name : str
+        Preset name, for reports.
+
+    Examples
+    --------
+    >>> cfg = QuantConfig(sites={"q": "int8_channel", "q.input": "int8_token"})
+    >>> cfg.spec_for("q", 0).format.name
+    'int8'
+    """
+
+    sites: dict = field(default_factory=dict)
+    layers: dict = field(default_factory=dict)
+    exclude_layers: tuple = ()
+    accumulator: Any = None
+    accumulators: dict = field(default_factory=dict)
+    name: str = "custom"
+    description: str = ""
+
+    def __post_init__(self):
+        for s in self.sites:
+            _check_site(s)
+        for layer, over in self.layers.items():
+            if not isinstance(layer, int):
+                raise TypeError(f"layers keys must be ints, got {layer!r}")
+            for s in over:
+                _check_site(s)
+        for s in self.accumulators:
+            _check_site(s, "accumulator site")
+        resolved = {s: (None if v is None else resolve_spec(v)) for s, v in self.sites.items()}
+        object.__setattr__(self, "sites", resolved)
+        object.__setattr__(self, "layers", {
+            k: {s: (None if v is None else resolve_spec(v)) for s, v in over.items()}
+            for k, over in self.layers.items()})
+        object.__setattr__(self, "exclude_layers", tuple(int(i) for i in self.exclude_layers))
+
+    def spec_for(self, site: str, layer: int | None, n_layers: int | None = None):
+        """The QuantSpec at ``site`` in ``layer`` (None: FP32)."""
+        if layer is not None and self.exclude_layers:
+            excl = {i % n_layers if (n_layers and i < 0) else i for i in self.exclude_layers}
+            if layer in excl:
+                return None
+        if layer is not None and layer in self.layers and site in self.layers[layer]:
+            return self.layers[layer][site]
+        return self.sites.get(site)
+
+    def accumulator_for(self, site: str):
+        return self.accumulators.get(site, self.accumulator)
+
+    # ---- files ------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "sites": {s: _spec_to_json(v) for s, v in self.sites.items()},
+            "layers": {str(k): {s: _spec_to_json(v) for s, v in o.items()}
+                       for k, o in self.layers.items()},
+            "exclude_layers": list(self.exclude_layers),
+            "accumulator": self.accumulator,
+            "accumulators": dict(self.accumulators),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> QuantConfig:
+        allowed = {"name", "description", "sites", "layers", "exclude_layers", "accumulator",
+                   "accumulators"}
+        bad = set(d) - allowed
+        if bad:
+            raise ValueError(f"unknown QuantConfig key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
+        return cls(
+            sites={s: _spec_from_json(v) for s, v in d.get("sites", {}).items()},
+            layers={int(k): {s: _spec_from_json(v) for s, v in o.items()}
+                    for k, o in d.get("layers", {}).items()},
+            exclude_layers=tuple(d.get("exclude_layers", ())),
+            accumulator=d.get("accumulator"),
+            accumulators=dict(d.get("accumulators", {})),
+            name=d.get("name", "custom"),
+            description=d.get("description", ""),
+        )
+
+    def save(self, path) -> None:
+        """Write the config as JSON (``.json``) or TOML (``.toml``)."""
+        path = pathlib.Path(path)
+        d = self.to_dict()
+        if path.suffix == ".toml":
+            path.write_text(_to_toml(d))
+        else:
+            path.write_text(json.dumps(d, indent=2))
+
+    @classmethod
+    def load(cls, path) -> QuantConfig:
+        """Read a config written by :meth:`save` (JSON or TOML)."""
+        path = pathlib.Path(path)
+        text = path.read_text()
+        if path.suffix == ".toml":
+            import tomllib
+
+            return cls.from_dict(tomllib.loads(text))
+        return cls.from_dict(json.loads(text))
+
+
+def _toml_value(v):
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(v)
+
+
+def _to_toml(d: dict) -> str:
+    """TOML for a config dict (None values are left out: TOML has no null)."""
+    lines = []
+    for k in ("name", "description", "accumulator", "exclude_layers"):
+        if d.get(k) is not None:
+            lines.append(f"{k} = {_toml_value(d[k])}")
+
+    def table(prefix, mapping):
+        simple = {k: v for k, v in mapping.items() if not isinstance(v, dict)}
+        nested = {k: v for k, v in mapping.items() if isinstance(v, dict)}
+        lines.append(f"\n[{prefix}]")
+        for k, v in simple.items():
+            if v is not None:
+                lines.append(f"{json.dumps(k)} = {_toml_value(v)}")
+        for k, v in nested.items():
+            if all(not isinstance(x, dict) for x in v.values()) and k not in ("layers",):
+                lines.append(f"\n[{prefix}.{json.dumps(k)}]")
+                for kk, vv in v.items():
+                    if vv is not None:
+                        lines.append(f"{kk} = {_toml_value(vv)}")
+            else:
+                table(f"{prefix}.{json.dumps(k)}", v)
+
+    table("sites", d.get("sites", {}))
+    if d.get("accumulators"):
+        table("accumulators", d["accumulators"])
+    for layer, over in d.get("layers", {}).items():
+        table(f"layers.{json.dumps(layer)}", over)
+    return "\n".join(lines) + "\n"
+
+
+# ---- presets --------------------------------------------------------------
+def _w8a8(weight, act, linears, **kw):
+    sites = {s: weight for s in linears}
+    sites.update({f"{s}.input": act for s in linears})
+    return dict(sites=sites, **kw)
+
+
+_LINEARS = ("q", "k", "v", "o", "gate", "up", "down", "ffn_in", "ffn_out", "lm_head")
+
+PRESETS: dict[str, dict] = {
+    "fp32": dict(description="no quantization (the reference)"),
+    "bf16": dict(**_w8a8("bfloat16", "bfloat16", _LINEARS),
+                 description="weights and linear inputs cast to bfloat16 (plain cast)"),
+    "fp16": dict(**_w8a8("float16", "float16", _LINEARS),
+                 description="weights and linear inputs cast to float16 (plain cast)"),
+    "fp8_e4m3": dict(**_w8a8("float8_e4m3fn", "float8_e4m3fn", _LINEARS),
+                     description="FP8 E4M3 W8A8, per-tensor dynamic amax scaling"),
+    "fp8_e5m2": dict(**_w8a8("float8_e5m2", "float8_e5m2", _LINEARS),
+                     description="FP8 E5M2 W8A8, per-tensor dynamic amax scaling"),
+    "fp8_deepseek": dict(**_w8a8("fp8_deepseek_weight", "fp8_deepseek_activation", _LINEARS),
+                         accumulator="tensorcore",
+                         description="DeepSeek-V3 FP8: 128x128 weight blocks, 1x128 activation "
+                                     "tiles, 14-bit tensor-core accumulation with promotion "
+                                     "every 128"),
+    "int8": dict(**_w8a8("int8_channel", "int8_token", _LINEARS),
+                 description="INT8 W8A8: per-channel weights, per-token activations"),
+    "int8_tensor": dict(**_w8a8("int8", "int8", _LINEARS),
+                        description="INT8 W8A8, per-tensor weights and activations"),
+    "int8_weight_only": dict(sites={s: "int8_channel" for s in _LINEARS},
+                             description="INT8 per-channel weights, FP32 activations"),
+    "mxfp8": dict(**_w8a8("mxfp8_e4m3", "mxfp8_e4m3", _LINEARS),
+                  description="OCP MXFP8 (E4M3, k=32, floor scale rule) weights and activations"),
+    "mxfp6": dict(**_w8a8("mxfp6_e2m3", "mxfp6_e2m3", _LINEARS),
+                  description="OCP MXFP6 (E2M3) weights and activations"),
+    "mxfp4": dict(**_w8a8("mxfp4_e2m1", "mxfp4_e2m1", _LINEARS),
+                  description="OCP MXFP4 (E2M1) weights and activations"),
+    "nvfp4": dict(**_w8a8("nvfp4", "nvfp4", _LINEARS),
+                  description="NVFP4: E2M1, E4M3 scale per 16, FP32 tensor scale"),
+}
+
+
+def preset(name: str) -> QuantConfig:
+    """The QuantConfig of a named preset (see :data:`PRESETS`).
+
+    Examples
+    --------
+    >>> preset("int8").spec_for("up.input", 3).granularity
+    'token'
+    """
+    if isinstance(name, QuantConfig):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"quant must be a QuantConfig, a preset name or None, got {type(name).__name__}")
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, list(PRESETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown preset {name!r}{hint}; presets: {', '.join(PRESETS)}")
+    kw = dict(PRESETS[name])
+    return QuantConfig(name=name, **kw)
+
+
+# ---- runtime ----------------------------------------------------------------
+@dataclass
+class SiteStats:
+    """What happened at one site in one layer (accumulated over calls)."""
+
+    calls: int = 0
+    elements: int = 0
+    amax: float = 0.0
+    saturated: int = 0
+    underflow: int = 0
+    signal: float = 0.0
+    noise: float = 0.0
+
+    @property
+    def sqnr_db(self) -> float:
+        if self.noise == 0:
+            return float("inf")
+        return float(10 * np.log10(self.signal / self.noise)) if self.signal > 0 else float("-inf")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["sqnr_db"] = self.sqnr_db
+        return d
+
+
+class QuantContext:
+    """The runtime a forward pass calls at every site (FP32 when ``config`` is None).
+
+    Parameters
+    ----------
+    config : QuantConfig, preset name or None
+    n_layers : int, optional
+        For negative indices in ``exclude_layers``.
+    trace : bool
+        Record :class:`SiteStats` per (site, layer).
+    rng : seed or Generator, for stochastic rounding.
+    """
+
+    def __init__(self, config=None, *, n_layers: int | None = None, trace: bool = False,
+                 rng=None):
+        self.config = None if config is None else preset(config)
+        self.n_layers = n_layers
+        self.tracing = trace
+        self.trace: dict[tuple[str, int | None], SiteStats] = {}
+        self.rng = rng
+        self._weights: dict[tuple[str, int | None, int], np.ndarray] = {}
+
+    @property
+    def is_fp32(self) -> bool:
+        return self.config is None or (not self.config.sites and self.config.accumulator is None
+                                       and not self.config.layers)
+
+    def spec(self, site: str, layer: int | None):
+        if self.config is None:
+            return None
+        return self.config.spec_for(site, layer, self.n_layers)
+
+    def _traced(self, site, layer, x, spec):
+        """Quantize x and record its statistics; saturation is read off the codes."""
+        from ..codec import decode
+        from ..scaling import quantize_tensor
+
+        qt = quantize_tensor(x, spec, rng=self.rng)
+        xq = qt.dequantize(x.dtype if x.dtype.kind == "f" else np.float32)
+        elems = np.abs(decode(qt.codes, spec.format, dtype=np.float64))
+        st = self.trace.setdefault((site, layer), SiteStats())
+        x64 = x.astype(np.float64, copy=False)
+        fin = np.isfinite(x64)
+        err = xq.astype(np.float64) - x64
+        st.calls += 1
+        st.elements += x.size
+        if fin.any():
+            st.amax = max(st.amax, float(np.abs(x64[fin]).max()))
+        st.signal += float(np.sum(x64[fin] ** 2))
+        st.noise += float(np.sum(err[fin] ** 2))
+        st.underflow += int(np.count_nonzero((x64 != 0) & (xq == 0)))
+        top = max(abs(spec.format.max), abs(getattr(spec.format, "min", spec.format.max)))
+        st.saturated += int(np.count_nonzero((elems >= spec.format.max) & (elems <= top)
+                                             & (np.abs(x64) > np.abs(xq))))
+        return xq
+
+    def quantize(self, site: str, layer: int | None, x: np.ndarray) -> np.ndarray:
+        """Fake-quantize ``x`` at ``site`` (the identity where the config says FP32)."""
+        spec = self.spec(site, layer)
+        if spec is None:
+            return x
+        if self.tracing:
+            return self._traced(site, layer, x, spec)
+        return fake_quantize(x, spec, rng=self.rng)
+
+    act = quantize
+
+    def weight(self, site: str, layer: int | None, w: np.ndarray) -> np.ndarray:
+        """The fake-quantized weight at ``site`` (cached per weight array)."""
+        spec = self.spec(site, layer)
+        if spec is None:
+            return w
+        key = (site, layer, id(w))
+        if key not in self._weights:
+            self._weights[key] = self.quantize(site, layer, w)
+        return self._weights[key]
+
+    def matmul(self, site: str, layer: int | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``a @ b`` in the accumulator the config names for ``site`` (BLAS for FP32)."""
+        acc = None if self.config is None else self.config.accumulator_for(site)
+        if acc is None or acc == "fp32":
+            return a @ b
+        from ..accumulate import qmatmul
+
+        lead = a.shape[:-1]
+        out = qmatmul(a.reshape(-1, a.shape[-1]), b, accumulator=acc)
+        return np.asarray(out, dtype=np.float32).reshape(*lead, b.shape[-1])
+
+    def linear(self, site: str, layer: int | None, x: np.ndarray, w: np.ndarray,
+               b: np.ndarray | None = None) -> np.ndarray:
+        """``x @ w + b`` with w in (in, out) layout, quantized as the config says.
+
+        The weight is quantized with scale groups along its input axis (``axis=0``
+        for per-channel / block specs), the activation along its last axis.
+        """
+        xq = self.act(f"{site}.input", layer, x)
+        wspec = self.spec(site, layer)
+        if wspec is not None and wspec.granularity != "tensor" and wspec.axis == -1 \
+                and not (isinstance(wspec.block_size, tuple)):
+            # per output channel / blocks along the reduction (input) axis of a (in, out) weight
+            wspec = dataclasses.replace(wspec, axis=0)
+        wq = w if wspec is None else self._weight_with(site, layer, w, wspec)
+        y = self.matmul(site, layer, xq, wq)
+        if b is not None:
+            y = y + b
+        return y
+
+    def _weight_with(self, site, layer, w, spec):
+        key = (site, layer, id(w))
+        if key not in self._weights:
+            self._weights[key] = (self._traced(site, layer, w, spec) if self.tracing
+                                  else fake_quantize(w, spec, rng=self.rng))
+        return self._weights[key]
