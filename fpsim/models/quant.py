@@ -34,6 +34,10 @@ from ..scaling import QuantSpec, fake_quantize, resolve_spec
 __all__ = ["LINEAR_SITES", "ACT_SITES", "SITES", "QuantConfig", "QuantContext", "PRESETS",
            "preset", "SiteStats"]
 
+#: How a linear layer computes: fake-quantized operands (any QuantSpec), LLM.int8(),
+#: SmoothQuant, or the numerics of torch.ao.quantization.quantize_dynamic.
+LINEAR_MODES = ("fake_quant", "llm_int8", "smoothquant", "torch_dynamic_int8")
+
 LINEAR_SITES = ("q", "k", "v", "o", "gate", "up", "down", "ffn_in", "ffn_out", "lm_head",
                 "embed")
 ACT_SITES = tuple(f"{s}.input" for s in LINEAR_SITES if s != "embed") + (
@@ -99,10 +103,21 @@ class QuantConfig:
     exclude_layers: tuple = ()
     accumulator: Any = None
     accumulators: dict = field(default_factory=dict)
+    linear_mode: str = "fake_quant"
+    options: dict = field(default_factory=dict)
+    delayed: dict | None = None
     name: str = "custom"
     description: str = ""
 
     def __post_init__(self):
+        if self.linear_mode not in LINEAR_MODES:
+            raise ValueError(f"linear_mode must be one of {', '.join(LINEAR_MODES)}, "
+                             f"got {self.linear_mode!r}")
+        if self.delayed is not None:
+            bad = set(self.delayed) - {"history_len", "algo", "margin"}
+            if bad:
+                raise ValueError(f"unknown delayed-scaling option(s) {sorted(bad)}; allowed: "
+                                 "history_len, algo, margin")
         for s in self.sites:
             _check_site(s)
         for layer, over in self.layers.items():
@@ -143,12 +158,15 @@ class QuantConfig:
             "exclude_layers": list(self.exclude_layers),
             "accumulator": self.accumulator,
             "accumulators": dict(self.accumulators),
+            "linear_mode": self.linear_mode,
+            "options": dict(self.options),
+            "delayed": None if self.delayed is None else dict(self.delayed),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> QuantConfig:
         allowed = {"name", "description", "sites", "layers", "exclude_layers", "accumulator",
-                   "accumulators"}
+                   "accumulators", "linear_mode", "options", "delayed"}
         bad = set(d) - allowed
         if bad:
             raise ValueError(f"unknown QuantConfig key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
@@ -159,6 +177,9 @@ class QuantConfig:
             exclude_layers=tuple(d.get("exclude_layers", ())),
             accumulator=d.get("accumulator"),
             accumulators=dict(d.get("accumulators", {})),
+            linear_mode=d.get("linear_mode", "fake_quant"),
+            options=dict(d.get("options", {})),
+            delayed=d.get("delayed"),
             name=d.get("name", "custom"),
             description=d.get("description", ""),
         )
@@ -201,7 +222,7 @@ def _toml_value(v):
 def _to_toml(d: dict) -> str:
     """TOML for a config dict (None values are left out: TOML has no null)."""
     lines = []
-    for k in ("name", "description", "accumulator", "exclude_layers"):
+    for k in ("name", "description", "accumulator", "exclude_layers", "linear_mode"):
         if d.get(k) is not None:
             lines.append(f"{k} = {_toml_value(d[k])}")
 
@@ -222,6 +243,10 @@ def _to_toml(d: dict) -> str:
                 table(f"{prefix}.{json.dumps(k)}", v)
 
     table("sites", d.get("sites", {}))
+    if d.get("options"):
+        table("options", d["options"])
+    if d.get("delayed"):
+        table("delayed", d["delayed"])
     if d.get("accumulators"):
         table("accumulators", d["accumulators"])
     for layer, over in d.get("layers", {}).items():
@@ -253,6 +278,27 @@ PRESETS: dict[str, dict] = {
                          description="DeepSeek-V3 FP8: 128x128 weight blocks, 1x128 activation "
                                      "tiles, 14-bit tensor-core accumulation with promotion "
                                      "every 128"),
+    "fp8_e4m3_delayed": dict(**_w8a8("float8_e4m3fn", "float8_e4m3fn", _LINEARS),
+                             delayed=dict(history_len=16, algo="max", margin=0),
+                             description="FP8 E4M3 W8A8, Transformer Engine delayed scaling of "
+                                         "activations (amax history 16, max, margin 0); "
+                                         "per-tensor weights"),
+    "llm_int8": dict(linear_mode="llm_int8", options=dict(threshold=6.0),
+                     sites={s: "int8" for s in _LINEARS},
+                     description="LLM.int8(): vector-wise INT8 with feature columns holding "
+                                 "|x| >= 6 kept in float16"),
+    "smoothquant": dict(linear_mode="smoothquant", options=dict(alpha=0.5),
+                        sites={s: "int8" for s in _LINEARS},
+                        description="SmoothQuant (alpha 0.5, smoothing from each call's "
+                                    "activations) with per-token INT8 activations and "
+                                    "per-channel INT8 weights"),
+    "torch_dynamic_int8": dict(linear_mode="torch_dynamic_int8",
+                               sites={s: "int8" for s in _LINEARS},
+                               description="torch.ao.quantization.quantize_dynamic on Linear "
+                                           "layers: per-tensor symmetric int8 weights (scale "
+                                           "amax/127.5), activations per call per tensor affine "
+                                           "uint8 with reduce_range (0..127), int32 "
+                                           "accumulation, float output"),
     "int8": dict(**_w8a8("int8_channel", "int8_token", _LINEARS),
                  description="INT8 W8A8: per-channel weights, per-token activations"),
     "int8_tensor": dict(**_w8a8("int8", "int8", _LINEARS),
@@ -336,6 +382,7 @@ class QuantContext:
         self.trace: dict[tuple[str, int | None], SiteStats] = {}
         self.rng = rng
         self._weights: dict[tuple[str, int | None, int], np.ndarray] = {}
+        self._delayed: dict = {}
 
     @property
     def is_fp32(self) -> bool:
@@ -376,6 +423,25 @@ class QuantContext:
         spec = self.spec(site, layer)
         if spec is None:
             return x
+        if self.config.delayed is not None and site in ACT_SITES:
+            from ..scaling import DelayedScaling
+
+            ds = self._delayed.get((site, layer))
+            if ds is None:
+                ds = self._delayed[(site, layer)] = DelayedScaling(spec, **self.config.delayed)
+            before = ds.overflows
+            xq = ds(x)
+            if self.tracing:
+                st = self.trace.setdefault((site, layer), SiteStats())
+                x64 = x.astype(np.float64)
+                st.calls += 1
+                st.elements += x.size
+                st.amax = max(st.amax, float(np.nanmax(np.abs(x64))) if x.size else 0.0)
+                st.signal += float(np.sum(x64**2))
+                st.noise += float(np.sum((xq - x64) ** 2))
+                st.saturated += ds.overflows - before
+                st.underflow += int(np.count_nonzero((x64 != 0) & (xq == 0)))
+            return xq
         if self.tracing:
             return self._traced(site, layer, x, spec)
         return fake_quantize(x, spec, rng=self.rng)
@@ -410,6 +476,10 @@ class QuantContext:
         The weight is quantized with scale groups along its input axis (``axis=0``
         for per-channel / block specs), the activation along its last axis.
         """
+        mode = "fake_quant" if self.config is None else self.config.linear_mode
+        if mode != "fake_quant" and self.spec(site, layer) is not None:
+            y = self._special_linear(mode, site, layer, x, w)
+            return y if b is None else y + b
         xq = self.act(f"{site}.input", layer, x)
         wspec = self.spec(site, layer)
         if wspec is not None and wspec.granularity != "tensor" and wspec.axis == -1 \
@@ -428,3 +498,47 @@ class QuantContext:
             self._weights[key] = (self._traced(site, layer, w, spec) if self.tracing
                                   else fake_quantize(w, spec, rng=self.rng))
         return self._weights[key]
+
+    def _special_linear(self, mode, site, layer, x, w):
+        from .. import outliers
+
+        opts = self.config.options
+        if mode == "llm_int8":
+            y = outliers.llm_int8_matmul(x, w, threshold=opts.get("threshold", 6.0))
+        elif mode == "smoothquant":
+            y = outliers.smoothquant_matmul(x, w, alpha=opts.get("alpha", 0.5))
+        else:
+            y = torch_dynamic_int8_linear(x, w)
+        if self.tracing:
+            ref = x.astype(np.float64) @ w.astype(np.float64)
+            st = self.trace.setdefault((f"{site}.output", layer), SiteStats())
+            st.calls += 1
+            st.elements += y.size
+            st.signal += float(np.sum(ref**2))
+            st.noise += float(np.sum((y - ref) ** 2))
+        return np.asarray(y, dtype=np.float32)
+
+
+def torch_dynamic_int8_linear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` with the numerics of PyTorch's dynamic quantization of nn.Linear.
+
+    ``torch.ao.quantization.quantize_dynamic`` with its default qconfig (fbgemm):
+    weights per-tensor symmetric qint8 (scale ``max|w| / 127.5``, zero point 0, values
+    clamped to [-128, 127]); activations quantized on every call per tensor, affine
+    quint8 with ``reduce_range`` (range [0, 127]; scale ``(max - min) / 127`` over the
+    range widened to include 0, zero point ``-round(min / scale)``); products summed
+    exactly in int32; output ``acc * s_x * s_w`` in float32.  Rounding is half to even.
+    """
+    w64 = w.astype(np.float64)
+    amax_w = float(np.max(np.abs(w64))) if w.size else 0.0
+    s_w = np.float32(amax_w / 127.5) if amax_w > 0 else np.float32(1.0)
+    wq = np.clip(np.rint(w64 / s_w), -128, 127)
+    x2 = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    lo = min(float(x2.min()) if x2.size else 0.0, 0.0)
+    hi = max(float(x2.max()) if x2.size else 0.0, 0.0)
+    s_x = np.float32((hi - lo) / 127.0) if hi > lo else np.float32(1.0)
+    zp = int(np.clip(-np.rint(lo / s_x), 0, 127))
+    xq = np.clip(np.rint(x2 / s_x) + zp, 0, 127)
+    acc = (xq - zp) @ wq  # integers: exact in float64 for any realistic size (< 2**53)
+    y = (acc * (np.float64(s_x) * np.float64(s_w))).astype(np.float32)
+    return y.reshape(*x.shape[:-1], w.shape[-1])

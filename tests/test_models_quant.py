@@ -1,0 +1,105 @@
+"""QuantConfig / presets / QuantContext (no model weights needed)."""
+
+import numpy as np
+import pytest
+
+from fpsim.models import quant
+from fpsim.models.quant import PRESETS, QuantConfig, QuantContext, preset
+
+X = np.random.default_rng(0).standard_normal((6, 32)).astype(np.float32)
+X[:, 5] *= 12  # an outlier feature
+W = np.random.default_rng(1).standard_normal((32, 16)).astype(np.float32) / 4
+
+
+@pytest.mark.parametrize("name", [p for p in PRESETS if p != "fp8_deepseek"])
+def test_every_preset_runs_and_round_trips(name, tmp_path):
+    ctx = QuantContext(name, trace=True)
+    y = ctx.linear("up", 0, X, W)
+    ref = X @ W
+    assert y.shape == ref.shape and y.dtype == np.float32
+    rel = np.linalg.norm(y - ref) / np.linalg.norm(ref)
+    if name == "fp32":
+        assert rel == 0
+    else:
+        assert 0 < rel < 0.5
+    cfg = preset(name)
+    for ext in ("json", "toml"):
+        cfg.save(tmp_path / f"c.{ext}")
+        assert QuantConfig.load(tmp_path / f"c.{ext}") == cfg
+
+
+def test_fp32_context_is_identity_and_free():
+    ctx = QuantContext(None)
+    assert ctx.is_fp32
+    assert ctx.act("q.input", 0, X) is X
+    np.testing.assert_array_equal(ctx.linear("q", 0, X, W), X @ W)
+
+
+def test_overrides_and_exclusions():
+    cfg = QuantConfig(sites={"q": "int8_channel", "q.input": "int8_token"},
+                      layers={2: {"q": "mxfp4_e2m1"}}, exclude_layers=(0, -1))
+    assert cfg.spec_for("q", 0, 6) is None  # excluded
+    assert cfg.spec_for("q", 5, 6) is None  # -1 == last layer
+    assert cfg.spec_for("q", 2, 6).format.name == "float4_e2m1fn"
+    assert cfg.spec_for("q", 3, 6).format.name == "int8"
+    assert cfg.spec_for("k", 3, 6) is None
+
+
+def test_weights_are_quantized_per_output_channel_and_cached():
+    ctx = QuantContext(QuantConfig(sites={"up": "int8_channel"}))
+    y1 = ctx.linear("up", 0, X, W)
+    y2 = ctx.linear("up", 0, X, W)
+    np.testing.assert_array_equal(y1, y2)
+    assert len(ctx._weights) == 1
+    wq = next(iter(ctx._weights.values()))
+    # one scale per output column of the (in, out) weight: each column's max maps to 127
+    col_scale = np.abs(W).max(axis=0) / 127
+    np.testing.assert_allclose(np.abs(wq).max(axis=0), 127 * col_scale, rtol=1e-6)
+
+
+def test_trace_records_sites():
+    ctx = QuantContext("int8", trace=True)
+    ctx.linear("up", 3, X, W)
+    st = ctx.trace[("up.input", 3)]
+    assert st.elements == X.size and st.amax == pytest.approx(float(np.abs(X).max()))
+    assert 20 < st.sqnr_db < 60
+    assert ("up", 3) in ctx.trace
+    d = st.to_dict()
+    assert set(d) >= {"amax", "saturated", "underflow", "sqnr_db"}
+
+
+def test_delayed_scaling_uses_history():
+    ctx = QuantContext("fp8_e4m3_delayed", trace=True)
+    big = X * 100
+    ctx.linear("up", 0, big, W)  # step 0: scale 1, |x| > 448 saturates
+    assert ctx.trace[("up.input", 0)].saturated > 0
+    ds = ctx._delayed[("up.input", 0)]
+    assert ds.scale == np.float32(np.abs(big).max() / 448)
+
+
+def test_torch_dynamic_int8_hand_case():
+    # w amax 1.275 -> s_w = 0.01; x in [0, 1.27] -> s_x = 0.01, zero point 0
+    w = np.array([[1.275, -0.5], [0.25, 0.0]], np.float32)
+    x = np.array([[1.27, 0.5]], np.float32)
+    y = quant.torch_dynamic_int8_linear(x, w)
+    # integers: x -> [127, 50], w -> [[128 -> clamp 127, -50], [25, 0]]
+    acc = np.array([[127 * 127 + 50 * 25, 127 * -50]])
+    np.testing.assert_allclose(y, acc * np.float32(0.01) * np.float32(0.01), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call, exc, fragment",
+    [
+        (lambda: QuantConfig(sites={"qq": "int8"}), ValueError, "did you mean 'q'"),
+        (lambda: QuantConfig(sites={"q": "int9"}), ValueError, "int8"),
+        (lambda: preset("int8_dynamic"), ValueError, "presets"),
+        (lambda: preset(3), TypeError, "QuantConfig"),
+        (lambda: QuantConfig(linear_mode="magic"), ValueError, "linear_mode"),
+        (lambda: QuantConfig(delayed={"history": 3}), ValueError, "delayed"),
+        (lambda: QuantConfig.from_dict({"sites": {}, "extra": 1}), ValueError, "extra"),
+        (lambda: QuantConfig(layers={"1": {"q": "int8"}}), TypeError, "ints"),
+    ],
+)
+def test_invalid_configs(call, exc, fragment):
+    with pytest.raises(exc, match=fragment):
+        call()
