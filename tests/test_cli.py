@@ -146,3 +146,26 @@ def test_python_dash_m():
     assert res.returncode == 2
     assert res.stdout == ""
     assert res.stderr.count("\n") == 1 and "unknown format 'nosuch'" in res.stderr
+
+
+def test_encode_prints_bits_value_and_error(capsys):
+    status, out, err = run(capsys, "encode", "3.14159", "-1e-3", "465", "--format", "e4m3fn",
+                           "--rounding", "toward_zero", "--saturate")
+    assert status == 0 and err == ""
+    rows = [line.split() for line in out.splitlines()[3:]]
+    # 3.14159 toward zero -> 3.0 = 0 1000 100; -1e-3 -> -0; 465 saturates to 448
+    assert rows[0][:6] == ["3.14159", "0x44", "0", "1000", "100", "3"]
+    assert rows[1][1] == "0x80"
+    assert rows[2][1] == "0x7e" and rows[2][5] == "448"
+
+
+def test_encode_user_errors(capsys):
+    status, _, err = run(capsys, "encode", "1", "--format", "e4m3fn", "--rounding", "nearest")
+    assert status == 2 and "nearest_even" in err and len(err.strip().splitlines()) == 1
+    status, _, err = run(capsys, "encode", "x", "--format", "e4m3fn")
+    assert status == 2
+
+
+def test_fetch_rejects_unknown_models(capsys):
+    status, _, err = run(capsys, "fetch", "gpt5")
+    assert status == 2 and "minilm" in err
