@@ -1,1 +1,47 @@
-"""Reference transformers in pure NumPy on real published weights."""
+"""Reference transformers in pure NumPy on real published weights.
+
+``fpsim.models.load(name, quant=None)`` is the entry point (a fixed contract):
+``"minilm"`` (all-MiniLM-L6-v2 sentence embeddings) or ``"smollm2"``
+(SmolLM2-135M-Instruct, from its Q4_1 GGUF).  ``quant`` is a
+:class:`~fpsim.models.quant.QuantConfig`, a preset name or None (FP32).
+"""
+
+from __future__ import annotations
+
+from .quant import PRESETS, QuantConfig, preset
+
+__all__ = ["load", "MODELS", "QuantConfig", "PRESETS", "preset"]
+
+MODELS = ("minilm", "smollm2")
+
+
+def load(name: str, quant=None, **kwargs):
+    """Load a reference model, optionally quantized.
+
+    Parameters
+    ----------
+    name : {"minilm", "smollm2"}
+    quant : QuantConfig, preset name or None
+    **kwargs
+        Passed to the model's ``load`` (e.g. ``trace=True``).
+
+    Returns
+    -------
+    fpsim.models.bert.MiniLM or fpsim.models.llama.SmolLM2
+
+    Raises
+    ------
+    ValueError
+        Unknown model or preset.
+    fpsim.models.weights.ModelFilesError
+        The model files are missing or corrupted (the message says how to fetch them).
+    """
+    if name == "minilm":
+        from .bert import MiniLM
+
+        return MiniLM.load(quant=quant, **kwargs)
+    if name == "smollm2":
+        from .llama import SmolLM2
+
+        return SmolLM2.load(quant=quant, **kwargs)
+    raise ValueError(f"unknown model {name!r}; models: {', '.join(MODELS)}")
