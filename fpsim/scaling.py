@@ -685,6 +685,9 @@ def fake_quantize(x, spec, *, rng=None, **overrides) -> np.ndarray:
         return v.astype(dtype, copy=False)
     if spec.tensor_scale:
         return quantize_tensor(x, spec, rng=rng).dequantize(dtype)
+    fast = _fast_fake_quantize(x, spec, rng)
+    if fast is not None:
+        return fast
     if spec.symmetric:
         groups = _Groups(x.shape, spec)
         g = groups.split(x)
@@ -695,6 +698,38 @@ def fake_quantize(x, spec, *, rng=None, **overrides) -> np.ndarray:
         q = quantize(y, spec.format, rounding=spec.rounding, saturate=spec.saturate, rng=rng)
         return groups.join(q * scale).astype(dtype, copy=False)
     return quantize_tensor(x, spec, rng=rng).dequantize(dtype)
+
+
+def _fast_fake_quantize(x: np.ndarray, spec: QuantSpec, rng):
+    """The fused kernel for the common case (float32, dynamic max scaling per tensor
+    or per vector along the last axis, a table-exact format); None if it does not apply."""
+    from ._kernels import _util
+    from ._kernels import lut as klut
+    from .codec import _hi16_ok, _hi16_table, _mode_for
+
+    if (x.dtype != np.float32 or x.ndim == 0 or x.size == 0 or not spec.symmetric
+            or spec.calibration != "max" or spec.amax is not None
+            or spec.scale_rule != "amax" or spec.scale_format is not None
+            or spec.rounding == "stochastic" or not _hi16_ok(spec.format)):
+        return None
+    g = spec.granularity
+    if g == "tensor":
+        per_row = False
+    elif g in ("channel", "token") and spec.axis % x.ndim == x.ndim - 1:
+        per_row = True
+    else:
+        return None
+    x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1]) if per_row else \
+        np.ascontiguousarray(x).reshape(1, -1)
+    out = np.empty_like(x2)
+    table = _hi16_table(spec.format, _mode_for(spec.format, spec.rounding), spec.saturate,
+                        np.dtype(np.float32))
+    fmax = float(spec.format.max)
+    if per_row and x2.size >= _util.PARALLEL_THRESHOLD and x2.shape[0] > 1:
+        klut.fake_quant_rows_parallel(x2, out, table, fmax)
+    else:
+        klut.fake_quant_rows(x2, out, table, fmax, per_row)
+    return out.reshape(x.shape)
 
 
 def calibrate(data, spec, **overrides) -> QuantSpec:

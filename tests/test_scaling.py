@@ -209,3 +209,20 @@ def test_empty_vectors_per_token():
     assert qt.scales.shape == (2, 1) and qt.dequantize().shape == (2, 0)
     qt = fpsim.quantize_tensor(np.zeros((0, 2), np.float32), "int8_channel", axis=0)
     assert qt.scales.shape == (1, 2)
+
+
+@pytest.mark.parametrize("recipe_name", ["int8", "int8_token", "int8_channel", "e4m3fn",
+                                         "float8_e5m2", "int4", "p3109_p3"])
+def test_fused_fake_quantize_equals_general_path(recipe_name, monkeypatch):
+    x = data((33, 70), seed=9, dist="t")
+    x[3, 4] = np.nan
+    x[5, 6] = np.inf
+    x[7] = 0.0
+    fast = fpsim.fake_quantize(x, recipe_name)
+    monkeypatch.setattr(scaling, "_fast_fake_quantize", lambda *a: None)
+    slow = fpsim.fake_quantize(x, recipe_name)
+    np.testing.assert_array_equal(fast, slow)
+    big = data((300, 256), seed=10)  # the parallel per-row kernel
+    slow_big = fpsim.fake_quantize(big, recipe_name)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(fpsim.fake_quantize(big, recipe_name), slow_big)

@@ -495,8 +495,9 @@ class QuantContext:
     def _weight_with(self, site, layer, w, spec):
         key = (site, layer, id(w))
         if key not in self._weights:
-            self._weights[key] = (self._traced(site, layer, w, spec) if self.tracing
-                                  else fake_quantize(w, spec, rng=self.rng))
+            wq = (self._traced(site, layer, w, spec) if self.tracing
+                  else fake_quantize(w, spec, rng=self.rng))
+            self._weights[key] = np.ascontiguousarray(wq)  # BLAS is fastest on C order
         return self._weights[key]
 
     def _special_linear(self, mode, site, layer, x, w):
