@@ -78,7 +78,7 @@ def _block(g, xb, codes, values, scale_codes, k, fp, ip, is_int, rule, emax_elem
                 values[start + j] = np.nan
         return
     scale_codes[g] = es + 127
-    mult = math.ldexp(1.0, es)
+    mult = math.ldexp(1.0, int(es))
     for j in range(k):
         i = start + j
         r = stochastic_bits(seed, i) if mode == STOCHASTIC else 0
@@ -88,7 +88,7 @@ def _block(g, xb, codes, values, scale_codes, k, fp, ip, is_int, rule, emax_elem
             n = encode_int(b, 23, 8, ip, mode, r, es)
             codes[i] = n & ((np.int64(1) << ip[IP_BITS]) - 1)
             if want_values:
-                values[i] = n * math.ldexp(1.0, ip[IP_SCALE_EXP] + es)
+                values[i] = n * math.ldexp(1.0, int(ip[IP_SCALE_EXP] + es))
         else:
             c = encode_float(b, 23, 8, fp, mode, True, r, es)
             codes[i] = c
