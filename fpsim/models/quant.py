@@ -395,16 +395,33 @@ class QuantContext:
         return self.config.spec_for(site, layer, self.n_layers)
 
     def _traced(self, site, layer, x, spec):
-        """Quantize x and record its statistics; saturation is read off the codes."""
-        from ..codec import decode
-        from ..scaling import quantize_tensor
+        """Quantize x and record its statistics.
 
-        qt = quantize_tensor(x, spec, rng=self.rng)
-        xq = qt.dequantize(x.dtype if x.dtype.kind == "f" else np.float32)
-        elems = np.abs(decode(qt.codes, spec.format, dtype=np.float64))
-        st = self.trace.setdefault((site, layer), SiteStats())
+        ``saturated`` counts elements clipped to the format's range: for MX specs those
+        beyond their block's range (``|x| > X * max_elem``), otherwise those beyond the
+        largest magnitude of the quantized tensor (plus infinities).
+        """
+        from ..blocks import mx_fake_quantize
+
         x64 = x.astype(np.float64, copy=False)
         fin = np.isfinite(x64)
+        if spec.is_mx:
+            xq, scale_codes = mx_fake_quantize(
+                x, spec.format, axis=spec.axis, block_size=spec.block_size,
+                scale_rule=spec.scale_rule, rounding=spec.rounding, rng=self.rng)
+            xq = xq.astype(x.dtype, copy=False)
+            k = spec.block_size
+            n = x.shape[spec.axis]
+            scale = np.ldexp(1.0, scale_codes.astype(np.int64) - 127)
+            scale = np.repeat(scale, k, axis=spec.axis).take(np.arange(n), axis=spec.axis)
+            with np.errstate(invalid="ignore"):
+                saturated = int(np.count_nonzero(np.abs(x64) > scale * spec.format.max))
+        else:
+            xq = fake_quantize(x, spec, rng=self.rng)
+            top = float(np.max(np.abs(xq[np.isfinite(xq)]))) if np.isfinite(xq).any() else 0.0
+            saturated = int(np.count_nonzero(np.abs(x64[fin]) > top)) + int(
+                np.count_nonzero(np.isinf(x64)))
+        st = self.trace.setdefault((site, layer), SiteStats())
         err = xq.astype(np.float64) - x64
         st.calls += 1
         st.elements += x.size
@@ -413,9 +430,7 @@ class QuantContext:
         st.signal += float(np.sum(x64[fin] ** 2))
         st.noise += float(np.sum(err[fin] ** 2))
         st.underflow += int(np.count_nonzero((x64 != 0) & (xq == 0)))
-        top = max(abs(spec.format.max), abs(getattr(spec.format, "min", spec.format.max)))
-        st.saturated += int(np.count_nonzero((elems >= spec.format.max) & (elems <= top)
-                                             & (np.abs(x64) > np.abs(xq))))
+        st.saturated += saturated
         return xq
 
     def quantize(self, site: str, layer: int | None, x: np.ndarray) -> np.ndarray:
