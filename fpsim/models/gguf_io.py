@@ -1,0 +1,425 @@
+"""Read llama.cpp's GGUF model files: hyper-parameters, tokenizer and float32 tensors.
+
+The file is parsed with ``gguf.GGUFReader`` (llama.cpp's own Python package) and every
+tensor is dequantized to float32 with ``gguf.quants.dequantize`` (F32, F16, Q8_0, Q4_1,
+...).  Quantized GGUF weights are therefore *already* on a low-precision grid: every
+weight-quantization result on such a model is relative to those weights (for SmolLM2,
+"relative to the Q4_1 weights"), not to the original BF16 checkpoint.
+
+Parsing the GGUF metadata takes seconds (tens of thousands of vocabulary strings) and
+dequantizing takes more, so :func:`load_gguf` keeps the dequantized tensors in a float32
+``.npy`` file next to the GGUF, keyed by the GGUF's SHA-256, plus a ``.json`` index with
+the hyper-parameters and tokenizer, and memory-maps it on later loads.
+
+Tensors keep GGUF's names (``blk.0.attn_q.weight``) and NumPy's view of GGUF's shape
+(``(ne1, ne0)``, i.e. ``(out, in)`` for a linear); mapping them to a model's parameter
+names and layout is the model loader's job.  llama.cpp's converter permutes the rows of
+``attn_q``/``attn_k`` for its interleaved RoPE: :func:`unpermute_qk` undoes it.
+
+Needs the ``fpsim[models]`` extra (``gguf``, ``tokenizers``), imported only when used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .weights import ModelFilesError, _fetch_command
+
+__all__ = [
+    "GGUFModel",
+    "LlamaHParams",
+    "TokenizerSpec",
+    "bpe_tokenizer",
+    "load_gguf",
+    "permute_qk",
+    "read_gguf",
+    "unpermute_qk",
+]
+
+#: bump when the cache layout changes (old caches are then ignored, not misread)
+_CACHE_VERSION = 1
+
+#: GGUF token types (llama.cpp's ``llama_token_type``)
+TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = \
+    1, 2, 3, 4, 5, 6
+
+
+@dataclass(frozen=True)
+class LlamaHParams:
+    """Hyper-parameters of a Llama decoder, read from ``llama.*`` GGUF keys."""
+
+    n_layer: int        # llama.block_count
+    n_embd: int         # llama.embedding_length
+    n_ff: int           # llama.feed_forward_length
+    n_head: int         # llama.attention.head_count
+    n_head_kv: int      # llama.attention.head_count_kv
+    head_dim: int       # llama.rope.dimension_count (else n_embd // n_head)
+    rope_theta: float   # llama.rope.freq_base
+    rms_eps: float      # llama.attention.layer_norm_rms_epsilon
+    n_vocab: int        # llama.vocab_size (else the tokenizer's size)
+    n_ctx: int          # llama.context_length
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """The tokenizer stored in a GGUF file (``tokenizer.ggml.*`` keys)."""
+
+    model: str                  # "gpt2": byte-level BPE
+    pre: str                    # pre-tokenizer name, e.g. "smollm"
+    tokens: tuple               # id -> token string (byte-level alphabet)
+    token_types: tuple          # id -> TOKEN_NORMAL, TOKEN_CONTROL, ...
+    merges: tuple               # "left right" strings, highest priority first
+    bos_id: int | None
+    eos_id: int | None
+    unk_id: int | None
+    pad_id: int | None
+    add_bos: bool
+
+
+@dataclass(frozen=True)
+class GGUFModel:
+    """A GGUF file's contents with every tensor dequantized to float32."""
+
+    path: pathlib.Path
+    architecture: str
+    hparams: LlamaHParams
+    tokenizer: TokenizerSpec
+    #: GGUF name -> float32 array of shape (ne1, ne0) ((out, in) for a linear); read-only
+    tensors: dict
+    #: GGUF name -> the type it is stored as in the file ("Q4_1", "Q8_0", "F32", ...)
+    tensor_types: dict
+
+
+# ---- errors ----------------------------------------------------------------------------
+def _bad_file(path, reason: str, model: str | None) -> ModelFilesError:
+    fix = (f"delete it and run `{_fetch_command(model)}` again" if model
+           else "replace it with a complete copy")
+    return ModelFilesError(f"{path} is not a readable GGUF file ({reason}): it is truncated or "
+                           f"corrupted; {fix}")
+
+
+def _import_gguf():
+    try:
+        import gguf
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("reading GGUF files needs the `gguf` package: "
+                          "pip install 'fpsim[models]'") from e
+    return gguf
+
+
+# ---- reading ---------------------------------------------------------------------------
+def _field(reader, key, default=None):
+    f = reader.fields.get(key)
+    return default if f is None else f.contents()
+
+
+def _hparams(reader, arch: str, n_tokens: int) -> LlamaHParams:
+    def get(name, default=None):
+        v = _field(reader, f"{arch}.{name}", default)
+        if v is None:
+            raise KeyError(f"{arch}.{name}")
+        return v
+
+    n_embd, n_head = int(get("embedding_length")), int(get("attention.head_count"))
+    return LlamaHParams(
+        n_layer=int(get("block_count")),
+        n_embd=n_embd,
+        n_ff=int(get("feed_forward_length")),
+        n_head=n_head,
+        n_head_kv=int(get("attention.head_count_kv", n_head)),
+        head_dim=int(get("rope.dimension_count", n_embd // n_head)),
+        rope_theta=float(get("rope.freq_base", 10000.0)),
+        rms_eps=float(get("attention.layer_norm_rms_epsilon")),
+        n_vocab=int(get("vocab_size", n_tokens)),
+        n_ctx=int(get("context_length")),
+    )
+
+
+def _tokenizer_spec(reader) -> TokenizerSpec:
+    def opt_int(key):
+        v = _field(reader, f"tokenizer.ggml.{key}")
+        return None if v is None else int(v)
+
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    if tokens is None:
+        raise KeyError("tokenizer.ggml.tokens")
+    types = _field(reader, "tokenizer.ggml.token_type", [TOKEN_NORMAL] * len(tokens))
+    return TokenizerSpec(
+        model=str(_field(reader, "tokenizer.ggml.model", "gpt2")),
+        pre=str(_field(reader, "tokenizer.ggml.pre", "default")),
+        tokens=tuple(tokens),
+        token_types=tuple(int(t) for t in types),
+        merges=tuple(_field(reader, "tokenizer.ggml.merges", [])),
+        bos_id=opt_int("bos_token_id"),
+        eos_id=opt_int("eos_token_id"),
+        unk_id=opt_int("unknown_token_id"),
+        pad_id=opt_int("padding_token_id"),
+        add_bos=bool(_field(reader, "tokenizer.ggml.add_bos_token", False)),
+    )
+
+
+def _open(path: pathlib.Path, model: str | None):
+    """A GGUFReader over ``path`` whose tensors all lie inside the file."""
+    gguf = _import_gguf()
+    if not path.exists():
+        fix = f"fetch it with `{_fetch_command(model)}`" if model else "check the path"
+        raise ModelFilesError(f"model file {path} is missing; {fix}")
+    try:
+        reader = gguf.GGUFReader(path, "r")
+    except Exception as e:  # the reader fails in many ways on a damaged file
+        raise _bad_file(path, f"{type(e).__name__}: {e}", model) from e
+    size = path.stat().st_size
+    for t in reader.tensors:
+        if t.data_offset + t.n_bytes > size:
+            raise _bad_file(path, f"tensor {t.name} ends past the end of the file", model)
+    return reader
+
+
+def _read_meta(reader, path, model):
+    try:
+        arch = str(_field(reader, "general.architecture"))
+        if arch != "llama":
+            raise ModelFilesError(f"{path} holds a {arch!r} model; fpsim reads Llama GGUF "
+                                  "files only")
+        tok = _tokenizer_spec(reader)
+        hp = _hparams(reader, arch, len(tok.tokens))
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise _bad_file(path, f"missing or malformed metadata {e}", model) from e
+    return arch, hp, tok
+
+
+def _dequantize(reader_tensor, path, model) -> np.ndarray:
+    gguf = _import_gguf()
+    t = reader_tensor
+    try:
+        a = gguf.quants.dequantize(t.data, t.tensor_type)
+    except Exception as e:
+        raise _bad_file(path, f"tensor {t.name}: {type(e).__name__}: {e}", model) from e
+    shape = tuple(int(n) for n in reversed(t.shape.tolist()))  # GGUF (ne0, ne1) -> (ne1, ne0)
+    a = np.asarray(a, dtype=np.float32).reshape(shape)
+    if not np.isfinite(a).all():
+        raise _bad_file(path, f"tensor {t.name} has non-finite values", model)
+    return a
+
+
+def read_gguf(path, *, model: str | None = None) -> GGUFModel:
+    """Read a Llama GGUF file and dequantize all its tensors to float32 (no cache).
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.gguf`` file.
+    model : str, optional
+        fpsim's name for the model (e.g. ``"smollm2"``), so that errors name the
+        ``python -m fpsim fetch`` command that repairs the file.
+
+    Returns
+    -------
+    GGUFModel
+
+    Raises
+    ------
+    ModelFilesError
+        The file is missing, truncated or corrupted, or holds no Llama model.
+    ImportError
+        The ``gguf`` package is not installed.
+    """
+    path = pathlib.Path(path)
+    reader = _open(path, model)
+    arch, hp, tok = _read_meta(reader, path, model)
+    tensors = {t.name: _dequantize(t, path, model) for t in reader.tensors}
+    for a in tensors.values():
+        a.flags.writeable = False
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    return GGUFModel(path, arch, hp, tok, tensors, types)
+
+
+# ---- the float32 cache -----------------------------------------------------------------
+def _sha256(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cache_paths(path: pathlib.Path, sha256: str):
+    stem = f"{path.name}.{sha256[:16]}.f32v{_CACHE_VERSION}"
+    return path.with_name(stem + ".npy"), path.with_name(stem + ".json")
+
+
+def _load_cache(path, npy, index, sha256) -> GGUFModel | None:
+    """The cached model, or None if the cache is absent, stale or damaged."""
+    try:
+        meta = json.loads(index.read_text())
+        if meta.get("version") != _CACHE_VERSION or meta.get("sha256") != sha256:
+            return None
+        flat = np.load(npy, mmap_mode="r")
+        if flat.dtype != np.float32 or flat.shape != (meta["n_floats"],):
+            return None
+        tensors, types = {}, {}
+        for name, (offset, shape, qtype) in meta["tensors"].items():
+            n = int(np.prod(shape))
+            tensors[name] = flat[offset:offset + n].reshape(shape)
+            types[name] = qtype
+        tok = meta["tokenizer"]
+        tok["tokens"], tok["token_types"], tok["merges"] = (
+            tuple(tok["tokens"]), tuple(tok["token_types"]), tuple(tok["merges"]))
+        return GGUFModel(path, meta["architecture"], LlamaHParams(**meta["hparams"]),
+                         TokenizerSpec(**tok), tensors, types)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cache(path, npy, index, sha256, model) -> None:
+    """Dequantize every tensor straight into a float32 memory-mapped ``.npy``."""
+    reader = _open(path, model)
+    arch, hp, tok = _read_meta(reader, path, model)
+    offsets, n_floats = {}, 0
+    for t in reader.tensors:
+        shape = [int(n) for n in reversed(t.shape.tolist())]
+        offsets[t.name] = (n_floats, shape, t.tensor_type.name)
+        n_floats += int(np.prod(shape))
+    tmp_npy = npy.with_name(npy.name + f".{os.getpid()}.part")
+    tmp_index = index.with_name(index.name + f".{os.getpid()}.part")
+    try:
+        flat = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(n_floats,))
+        for t in reader.tensors:
+            offset, shape, _ = offsets[t.name]
+            flat[offset:offset + int(np.prod(shape))] = _dequantize(t, path, model).ravel()
+        flat.flush()
+        del flat
+        meta = {"version": _CACHE_VERSION, "sha256": sha256, "source": path.name,
+                "architecture": arch, "n_floats": n_floats,
+                "hparams": dataclasses.asdict(hp), "tokenizer": dataclasses.asdict(tok),
+                "tensors": offsets}
+        tmp_index.write_text(json.dumps(meta))
+        os.replace(tmp_npy, npy)          # the index is written last: it marks a complete cache
+        os.replace(tmp_index, index)
+    finally:
+        tmp_npy.unlink(missing_ok=True)
+        tmp_index.unlink(missing_ok=True)
+
+
+def load_gguf(path, *, sha256: str | None = None, model: str | None = None,
+              cache: bool = True) -> GGUFModel:
+    """Read a Llama GGUF file through a memory-mapped float32 cache kept next to it.
+
+    The first load dequantizes every tensor into ``<file>.<sha256[:16]>.f32v1.npy`` (with
+    a ``.json`` index); later loads memory-map it.  A stale or damaged cache is rebuilt.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.gguf`` file.
+    sha256 : str, optional
+        The file's SHA-256 if already known (e.g. verified against a pinned checksum);
+        else it is computed.
+    model : str, optional
+        fpsim's name for the model, for error messages (see :func:`read_gguf`).
+    cache : bool
+        False reads and dequantizes the file without touching the cache.
+
+    Returns
+    -------
+    GGUFModel
+        Its tensors are read-only (memory-mapped when cached).
+
+    Raises
+    ------
+    ModelFilesError
+        The file is missing, truncated or corrupted.
+    """
+    path = pathlib.Path(path)
+    if not cache:
+        return read_gguf(path, model=model)
+    if not path.exists():
+        _open(path, model)  # raises the missing-file error
+    sha256 = sha256 or _sha256(path)
+    npy, index = _cache_paths(path, sha256)
+    got = _load_cache(path, npy, index, sha256)
+    if got is not None:
+        return got
+    try:
+        _write_cache(path, npy, index, sha256, model)
+    except OSError:  # read-only cache directory, disk full: work without the cache
+        return read_gguf(path, model=model)
+    got = _load_cache(path, npy, index, sha256)
+    return got if got is not None else read_gguf(path, model=model)
+
+
+# ---- tokenizer -------------------------------------------------------------------------
+#: GGUF pre-tokenizer names this module knows -> split digits one by one before ByteLevel
+_PRE_TOKENIZERS = {"smollm": True, "default": False, "gpt2": False}
+
+
+def bpe_tokenizer(spec: TokenizerSpec):
+    """A ``tokenizers.Tokenizer`` for a GGUF byte-level BPE vocabulary (``model == "gpt2"``).
+
+    ByteLevel pre-tokenizer (GPT-2's regex, no prefix space), digits split one by one for
+    the ``"smollm"`` pre-tokenizer, ByteLevel decoder, CONTROL and USER_DEFINED tokens
+    matched as special tokens, and no BOS added: the tokenizer transformers builds
+    from the same file.
+
+    Raises
+    ------
+    ValueError
+        A tokenizer model or pre-tokenizer this function does not know.
+    """
+    try:
+        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("tokenizing needs the `tokenizers` package: "
+                          "pip install 'fpsim[models]'") from e
+    if spec.model != "gpt2":
+        raise ValueError(f"tokenizer model {spec.model!r} is not supported; only 'gpt2' "
+                         "(byte-level BPE)")
+    if spec.pre not in _PRE_TOKENIZERS:
+        raise ValueError(f"GGUF pre-tokenizer {spec.pre!r} is not supported; known: "
+                         f"{', '.join(_PRE_TOKENIZERS)}")
+    vocab = {tok: i for i, tok in enumerate(spec.tokens)}
+    merges = [tuple(m.split(" ", 1)) for m in spec.merges]
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tk.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 byte_level])
+                        if _PRE_TOKENIZERS[spec.pre] else byte_level)
+    tk.decoder = decoders.ByteLevel()
+    special = [AddedToken(spec.tokens[i], special=(t == TOKEN_CONTROL), normalized=False)
+               for i, t in enumerate(spec.token_types) if t in (TOKEN_CONTROL, TOKEN_USER_DEFINED)]
+    tk.add_special_tokens(special)
+    return tk
+
+
+# ---- llama.cpp's Q/K row permutation ---------------------------------------------------
+def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's permutation of a Q or K projection (HF rotate-half -> interleaved RoPE).
+
+    ``w`` is ``(n_head * head_dim, in)``: within each head, row ``i`` of the first half and
+    row ``i`` of the second half (the pair HF's rotate-half RoPE rotates together) become
+    rows ``2i`` and ``2i + 1``.
+    """
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2) \
+            .reshape(w.shape)
+
+
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """The inverse of :func:`permute_qk`: GGUF's Q/K rows back to HF's layout.
+
+    ``n_head`` is the number of query heads for Q and of key-value heads for K.
+
+    Examples
+    --------
+    >>> w = np.arange(24.0).reshape(8, 3)   # 2 heads of dim 4
+    >>> bool(np.array_equal(unpermute_qk(permute_qk(w, 2), 2), w))
+    True
+    """
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2) \
+            .reshape(w.shape)

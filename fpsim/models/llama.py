@@ -1,0 +1,510 @@
+"""Llama decoders in pure NumPy: SmolLM2-135M-Instruct from its GGUF file.
+
+Layer functions with the papers' names (``rms_norm``, ``rope``, ``swiglu``,
+``attention``), a shape comment on every line, and a batch dimension ``B`` in the
+blocks.  Every linear goes through ``ctx.linear(site, layer, x, w)`` with ``w`` in
+``(in, out)`` layout, attention inputs and probabilities through ``ctx.act``, so that a
+:class:`~fpsim.models.quant.QuantContext` can quantize any site; ``QuantContext(None)``
+is plain FP32.
+
+Weights come from llama.cpp's GGUF file (see :mod:`fpsim.models.gguf_io`), dequantized
+to float32.  SmolLM2's file stores Q4_1 weights (a Q8_0 embedding), so its FP32 run is
+the Q4_1 model, and **every weight-quantization result on it is relative to the Q4_1
+weights**, not to the original BF16 checkpoint.  llama.cpp's converter permutes the rows
+of Q and K for its interleaved RoPE; the loader undoes it (``unpermute_qk``), so the
+weights are in Hugging Face's layout and :func:`rope` is HF's rotate-half RoPE.
+
+Shapes: ``B`` batch, ``T`` new positions, ``S`` key positions (cached + new), ``d`` model
+width, ``H``/``Hkv`` query/key-value heads, ``G = H // Hkv``, ``hd`` head width,
+``d_ff`` MLP width, ``V`` vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .quant import QuantContext
+
+__all__ = [
+    "KVCache",
+    "Llama",
+    "LlamaBlock",
+    "LlamaWeights",
+    "SmolLM2",
+    "attention",
+    "causal_mask",
+    "decoder_block",
+    "rms_norm",
+    "rope",
+    "rope_angles",
+    "rotate_half",
+    "self_attention",
+    "silu",
+    "softmax",
+    "swiglu",
+]
+
+FP32 = QuantContext(None)
+
+#: attention scores of at most this many (query, key) pairs per head at once
+_ATTN_CHUNK = 1 << 21
+#: the LM head runs on at most this many positions at once in token_losses
+_LM_HEAD_CHUNK = 256
+
+
+# ---- layers --------------------------------------------------------------------------
+def rms_norm(x, g, eps):  # [..., d], [d], float -> [..., d]
+    """RMSNorm (Zhang & Sennrich 2019): ``x / rms(x) * g``."""
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * g  # [..., d]
+
+
+def rope_angles(positions, head_dim, theta):  # [T], int, float -> [T, hd], [T, hd]
+    """cos and sin of RoPE's angles ``pos * theta**(-2i/hd)``, halves repeated (HF layout)."""
+    inv_freq = float(theta) ** (-np.arange(0, head_dim, 2) / head_dim)  # [hd/2] float64
+    angles = np.asarray(positions, np.float64)[:, None] * inv_freq  # [T, hd/2]
+    angles = np.concatenate([angles, angles], axis=-1)  # [T, hd]
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def rotate_half(x):  # [..., hd] -> [..., hd]
+    x1, x2 = np.split(x, 2, axis=-1)  # [..., hd/2] x2
+    return np.concatenate([-x2, x1], axis=-1)  # [..., hd]
+
+
+def rope(x, cos, sin):  # [..., T, hd], [T, hd], [T, hd] -> [..., T, hd]
+    """Rotary position embedding (Su et al. 2021), rotate-half form: element ``i`` pairs
+    with element ``i + hd/2``."""
+    return x * cos + rotate_half(x) * sin  # [..., T, hd]
+
+
+def silu(x):  # [...] -> [...]
+    """``x * sigmoid(x) = x / (1 + exp(-x))`` (``exp`` overflows to inf for x < -88: -0)."""
+    with np.errstate(over="ignore"):
+        den = np.exp(-x)  # [...]
+    den += 1
+    return np.divide(x, den, out=den)  # [...]
+
+
+def swiglu(x, w_gate, w_up, w_down, *, ctx=FP32, layer=None):  # [..., d] -> [..., d]
+    """SwiGLU MLP (Shazeer 2020): ``down(silu(gate(x)) * up(x))``; weights ``(in, out)``."""
+    gate = ctx.linear("gate", layer, x, w_gate)  # [..., d_ff]
+    up = ctx.linear("up", layer, x, w_up)  # [..., d_ff]
+    h = silu(gate)  # [..., d_ff]
+    h *= up
+    return ctx.linear("down", layer, h, w_down)  # [..., d]
+
+
+def softmax(x, axis=-1):  # [...] -> [...]
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))  # [...]
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e
+
+
+def _softmax_(x, axis=-1):  # [...] -> [...], in place (x is overwritten)
+    x -= np.max(x, axis=axis, keepdims=True)
+    np.exp(x, out=x)
+    x /= np.sum(x, axis=axis, keepdims=True)
+    return x
+
+
+def causal_mask(n_q, n_k, start=None):  # int, int, int -> [n_q, n_k] float32
+    """0 where query ``i`` (at position ``start + i``) may see key ``j``, ``-inf`` where not
+    (added to the scores).  ``start`` defaults to ``n_k - n_q``: the queries are the last
+    ``n_q`` of the ``n_k`` positions (new tokens after a KV cache).
+
+    Examples
+    --------
+    >>> causal_mask(2, 3)
+    array([[  0.,   0., -inf],
+           [  0.,   0.,   0.]], dtype=float32)
+    """
+    start = n_k - n_q if start is None else start
+    visible = np.arange(n_k)[None, :] <= np.arange(start, start + n_q)[:, None]  # [n_q, n_k]
+    return np.where(visible, np.float32(0), np.float32(-np.inf))  # [n_q, n_k]
+
+
+def attention(q, k, v, mask=None, *, ctx=FP32, layer=None):
+    # [B, H, T, hd], [B, Hkv, S, hd], [B, Hkv, S, hd], [T, S] or None -> [B, H, T, hd]
+    """Grouped-query attention (Ainslie et al. 2023): query head ``h`` reads key-value head
+    ``h // G``; ``softmax(q k^T / sqrt(hd) + mask)``, ``mask`` 0 or ``-inf``; None is
+    causal with the queries at the last ``T`` of the ``S`` positions.  Long sequences run
+    in blocks of query rows (bounded memory)."""
+    b, h, t, hd = q.shape
+    n_kv, s = k.shape[1], k.shape[2]
+    if t > 1 and t * s > _ATTN_CHUNK:
+        n = max(1, _ATTN_CHUNK // s)
+        return np.concatenate([
+            attention(q[:, :, i:i + n], k, v,
+                      causal_mask(min(n, t - i), s, s - t + i) if mask is None
+                      else mask[i:i + n], ctx=ctx, layer=layer)
+            for i in range(0, t, n)], axis=2)  # [B, H, T, hd]
+    if mask is None:
+        mask = causal_mask(t, s)  # [T, S]
+    q = q.reshape(b, n_kv, h // n_kv, t, hd)  # [B, Hkv, G, T, hd]
+    scores = q @ k[:, :, None].swapaxes(-1, -2)  # [B, Hkv, G, T, S]
+    scores *= 1.0 / math.sqrt(hd)
+    scores += mask
+    probs = ctx.act("attn.probs", layer, _softmax_(scores))  # [B, Hkv, G, T, S]
+    return (probs @ v[:, :, None]).reshape(b, h, t, hd)  # [B, H, T, hd]
+
+
+class KVCache:
+    """Keys and values of every layer as stored: after RoPE and ``ctx.act("kv_cache")``.
+
+    Parameters
+    ----------
+    n_layer, batch, n_head_kv, head_dim : int
+    capacity : int
+        Positions it can hold.
+    """
+
+    def __init__(self, n_layer, batch, n_head_kv, head_dim, capacity):
+        shape = (n_layer, batch, n_head_kv, capacity, head_dim)
+        self.k = np.zeros(shape, np.float32)  # [L, B, Hkv, capacity, hd]
+        self.v = np.zeros(shape, np.float32)  # [L, B, Hkv, capacity, hd]
+        self.length = 0  # positions stored; the model advances it after each forward pass
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    def append(self, layer, k, v):  # int, [B, Hkv, T, hd] x2 -> [B, Hkv, S, hd] x2
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache holds {self.capacity} positions; {end} needed")
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # [B, Hkv, S, hd] x2
+
+
+@dataclass(frozen=True)
+class LlamaBlock:
+    """One decoder layer's weights; linears in ``(in, out)`` layout."""
+
+    attn_norm: np.ndarray  # [d]
+    wq: np.ndarray  # [d, H*hd]
+    wk: np.ndarray  # [d, Hkv*hd]
+    wv: np.ndarray  # [d, Hkv*hd]
+    wo: np.ndarray  # [H*hd, d]
+    ffn_norm: np.ndarray  # [d]
+    w_gate: np.ndarray  # [d, d_ff]
+    w_up: np.ndarray  # [d, d_ff]
+    w_down: np.ndarray  # [d_ff, d]
+
+
+@dataclass(frozen=True)
+class LlamaWeights:
+    """A Llama decoder's weights (readable names; GGUF names are mapped in the loader)."""
+
+    embedding: np.ndarray  # [V, d]
+    blocks: tuple  # n_layer LlamaBlock
+    norm: np.ndarray  # [d]
+    lm_head: np.ndarray  # [d, V] (the embedding's transpose when tied)
+
+
+def self_attention(x, blk, cos, sin, cache, *, hp, ctx=FP32, layer=None):
+    # [B, T, d], LlamaBlock, [T, hd], [T, hd], KVCache or None -> [B, T, d]
+    b, t, _ = x.shape
+    hd, n_head, n_kv = hp.head_dim, hp.n_head, hp.n_head_kv
+    q = ctx.linear("q", layer, x, blk.wq).reshape(b, t, n_head, hd)  # [B, T, H, hd]
+    k = ctx.linear("k", layer, x, blk.wk).reshape(b, t, n_kv, hd)  # [B, T, Hkv, hd]
+    v = ctx.linear("v", layer, x, blk.wv).reshape(b, t, n_kv, hd)  # [B, T, Hkv, hd]
+    q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, H | Hkv, T, hd]
+    q, k = rope(q, cos, sin), rope(k, cos, sin)  # [B, H, T, hd], [B, Hkv, T, hd]
+    # keys and values as stored in a cache, cache or not: cached decoding == full recompute
+    k, v = ctx.act("kv_cache", layer, k), ctx.act("kv_cache", layer, v)  # [B, Hkv, T, hd] x2
+    if cache is not None:
+        k, v = cache.append(layer, k, v)  # [B, Hkv, S, hd] x2
+    q = ctx.act("attn.q", layer, q)  # [B, H, T, hd]
+    k, v = ctx.act("attn.k", layer, k), ctx.act("attn.v", layer, v)  # [B, Hkv, S, hd] x2
+    out = attention(q, k, v, ctx=ctx, layer=layer)  # [B, H, T, hd] (causal)
+    out = out.transpose(0, 2, 1, 3).reshape(b, t, n_head * hd)  # [B, T, H*hd]
+    return ctx.linear("o", layer, out, blk.wo)  # [B, T, d]
+
+
+def decoder_block(x, blk, cos, sin, cache, *, hp, ctx=FP32, layer=None):
+    # [B, T, d], LlamaBlock, [T, hd], [T, hd], KVCache or None -> [B, T, d]
+    """Pre-norm Llama layer: ``x + attn(norm(x))``, then ``x + swiglu(norm(x))``."""
+    h = rms_norm(x, blk.attn_norm, hp.rms_eps)  # [B, T, d]
+    x = x + self_attention(h, blk, cos, sin, cache, hp=hp, ctx=ctx, layer=layer)  # [B, T, d]
+    h = rms_norm(x, blk.ffn_norm, hp.rms_eps)  # [B, T, d]
+    return x + swiglu(h, blk.w_gate, blk.w_up, blk.w_down, ctx=ctx, layer=layer)  # [B, T, d]
+
+
+# ---- the model -----------------------------------------------------------------------
+def _weights_from_gguf(g) -> LlamaWeights:
+    """GGUF tensor names and ``(out, in)`` layout -> :class:`LlamaWeights` (``(in, out)``).
+
+    Q and K rows are un-permuted back to HF's layout (llama.cpp permuted them for its
+    interleaved RoPE).  Other linears stay views of the (memory-mapped) tensors.
+    """
+    from .gguf_io import unpermute_qk
+
+    t, hp = g.tensors, g.hparams
+
+    def blk(i, name):
+        return t[f"blk.{i}.{name}.weight"]
+
+    blocks = tuple(LlamaBlock(
+        attn_norm=blk(i, "attn_norm"),
+        wq=np.ascontiguousarray(unpermute_qk(blk(i, "attn_q"), hp.n_head).T),
+        wk=np.ascontiguousarray(unpermute_qk(blk(i, "attn_k"), hp.n_head_kv).T),
+        wv=blk(i, "attn_v").T,
+        wo=blk(i, "attn_output").T,
+        ffn_norm=blk(i, "ffn_norm"),
+        w_gate=blk(i, "ffn_gate").T,
+        w_up=blk(i, "ffn_up").T,
+        w_down=blk(i, "ffn_down").T,
+    ) for i in range(hp.n_layer))
+    embedding = t["token_embd.weight"]
+    lm_head = t["output.weight"].T if "output.weight" in t else embedding.T  # tied
+    return LlamaWeights(embedding, blocks, t["output_norm.weight"], lm_head)
+
+
+class Llama:
+    """A Llama decoder with a GGUF byte-level BPE tokenizer.
+
+    Build it with :meth:`from_gguf` (or :meth:`SmolLM2.load`).  ``ids`` arguments are a
+    sequence of token ids ``[T]`` (or an int array ``[B, T]`` where noted); no BOS token is
+    added anywhere.
+
+    Attributes
+    ----------
+    hparams : LlamaHParams
+    weights : LlamaWeights
+    ctx : QuantContext
+        The quantization runtime (``ctx.trace`` holds per-site statistics when traced).
+    tokenizer : tokenizers.Tokenizer
+    """
+
+    def __init__(self, hparams, weights, tokenizer_spec, *, quant=None, trace=False,
+                 tokenizer=None):
+        from .gguf_io import bpe_tokenizer
+
+        self.hparams = hparams
+        self.weights = weights
+        self.tokenizer_spec = tokenizer_spec
+        self.tokenizer = tokenizer if tokenizer is not None else bpe_tokenizer(tokenizer_spec)
+        self.ctx = QuantContext(quant, n_layers=hparams.n_layer, trace=trace)
+
+    @classmethod
+    def from_gguf(cls, path, quant=None, *, trace=False, sha256=None, model=None):
+        """Load a Llama GGUF file (through the float32 cache of :func:`load_gguf`)."""
+        from .gguf_io import load_gguf
+
+        g = load_gguf(pathlib.Path(path), sha256=sha256, model=model)
+        return cls(g.hparams, _weights_from_gguf(g), g.tokenizer, quant=quant, trace=trace)
+
+    def with_quant(self, quant=None, *, trace=False):
+        """The same model (shared weights and tokenizer) under another quantization."""
+        return type(self)(self.hparams, self.weights, self.tokenizer_spec, quant=quant,
+                          trace=trace, tokenizer=self.tokenizer)
+
+    # ---- tokenizer ---------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` (byte-level BPE, no BOS; ``""`` gives ``[]``).
+
+        Special tokens written in the text (``<|im_start|>``) become their ids.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        """The text of token ids (special tokens included)."""
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    # ---- forward -----------------------------------------------------------------
+    def _ids(self, ids, *, min_len=1) -> np.ndarray:
+        """Validated ids as an int64 array [B, T]."""
+        if isinstance(ids, str):
+            raise TypeError("ids must be token ids; tokenize text with .tokenize(text) first")
+        arr = np.asarray(ids)
+        if arr.ndim == 1:
+            arr = arr[None]
+        if arr.ndim != 2 or (arr.size and arr.dtype.kind not in "iu"):
+            raise TypeError(f"ids must be a sequence of ints [T] or an int array [B, T], got "
+                            f"shape {np.shape(ids)} dtype {arr.dtype}")
+        t = arr.shape[1]
+        if t < min_len:
+            raise ValueError(f"ids has {t} tokens; at least {min_len} needed"
+                             + (" (empty text?)" if t == 0 else ""))
+        if t > self.hparams.n_ctx:
+            raise ValueError(f"ids has {t} tokens, more than the context length "
+                             f"{self.hparams.n_ctx}; split the text")
+        if arr.size and (arr.min() < 0 or arr.max() >= self.hparams.n_vocab):
+            raise ValueError(f"token ids must be in [0, {self.hparams.n_vocab}), got "
+                             f"[{arr.min()}, {arr.max()}]")
+        return arr.astype(np.int64)
+
+    def _blocks(self, ids, cache=None, hidden=None):  # [B, T] -> [B, T, d] (before the final norm)
+        hp, w, ctx = self.hparams, self.weights, self.ctx
+        start, t = (0 if cache is None else cache.length), ids.shape[1]
+        positions = np.arange(start, start + t)  # [T]
+        cos, sin = rope_angles(positions, hp.head_dim, hp.rope_theta)  # [T, hd] x2
+        x = ctx.weight("embed", None, w.embedding)[ids]  # [B, T, d]
+        if hidden is not None:
+            hidden.append(x)
+        for i, blk in enumerate(w.blocks):
+            x = decoder_block(x, blk, cos, sin, cache, hp=hp, ctx=ctx, layer=i)  # [B, T, d]
+            if hidden is not None:
+                hidden.append(x)
+        if cache is not None:
+            cache.length += t
+        return x
+
+    def _head(self, x):  # [..., d] -> [..., V]
+        x = rms_norm(x, self.weights.norm, self.hparams.rms_eps)  # [..., d]
+        return self.ctx.linear("lm_head", None, x, self.weights.lm_head)  # [..., V]
+
+    def logits(self, ids) -> np.ndarray:
+        """Next-token logits at every position: ``[T]`` -> ``(T, V)`` (``[B, T]`` ->
+        ``(B, T, V)``), float32.
+
+        Raises
+        ------
+        ValueError
+            Empty ``ids``, more tokens than the context length, ids out of the vocabulary.
+        """
+        arr = self._ids(ids)
+        out = self._head(self._blocks(arr))  # [B, T, V]
+        return out[0] if np.ndim(ids) == 1 else out
+
+    def hidden_states(self, ids) -> np.ndarray:
+        """The residual stream ``(n_layer + 1, T, d)``: ``[0]`` the embeddings, ``[i]`` the
+        output of layer ``i - 1`` (before the final RMSNorm).  ``[B, T]`` ids give
+        ``(n_layer + 1, B, T, d)``."""
+        hidden = []
+        self._blocks(self._ids(ids), hidden=hidden)
+        out = np.stack(hidden)  # [L+1, B, T, d]
+        return out[:, 0] if np.ndim(ids) == 1 else out
+
+    def token_losses(self, ids) -> np.ndarray:
+        """Cross-entropy ``-log p(ids[t] | ids[:t])`` for ``t = 1 .. T-1``, float64 ``(T-1,)``.
+
+        The LM head runs on blocks of 256 positions (bounded memory on long texts), so a
+        per-tensor dynamic scale of its input (``lm_head.input``) is per block here.
+        """
+        arr = self._ids(ids, min_len=2)
+        if arr.shape[0] != 1:
+            raise ValueError("token_losses takes one sequence [T]")
+        x = self._blocks(arr)[0, :-1]  # [T-1, d]
+        targets = arr[0, 1:]  # [T-1]
+        losses = np.empty(len(targets))  # [T-1]
+        for s in range(0, len(targets), _LM_HEAD_CHUNK):
+            z = self._head(x[s:s + _LM_HEAD_CHUNK])  # [n, V]
+            m = z.max(axis=-1, keepdims=True)  # [n, 1]
+            lse = np.log(np.exp(z - m).sum(axis=-1, dtype=np.float64)) + m[:, 0]  # [n]
+            losses[s:s + len(z)] = lse - z[np.arange(len(z)), targets[s:s + len(z)]]  # [n]
+        return losses
+
+    def perplexity(self, text_or_ids) -> float:
+        """``exp`` of the mean next-token cross-entropy over positions ``1 .. T-1``.
+
+        Raises
+        ------
+        ValueError
+            Fewer than 2 tokens, or more than the context length.
+        """
+        ids = self.tokenize(text_or_ids) if isinstance(text_or_ids, str) else text_or_ids
+        return float(np.exp(np.mean(self.token_losses(ids))))
+
+    def generate(self, ids_or_text, max_new_tokens: int, *, stop_at_eos: bool = True,
+                 use_cache: bool = True) -> list[int]:
+        """Greedy decoding: the ``max_new_tokens`` (or fewer) new token ids.
+
+        Parameters
+        ----------
+        ids_or_text : str or sequence of int
+            The prompt (text is tokenized without BOS).
+        max_new_tokens : int
+        stop_at_eos : bool
+            Stop after emitting the end-of-sequence token.
+        use_cache : bool
+            Feed one token per step through a KV cache (False re-runs the full sequence
+            every step: the same tokens, slower).
+
+        Raises
+        ------
+        ValueError
+            Empty prompt, or prompt plus ``max_new_tokens`` longer than the context length.
+        """
+        prompt = (self.tokenize(ids_or_text) if isinstance(ids_or_text, str)
+                  else [int(i) for i in ids_or_text])
+        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        arr = self._ids(prompt)
+        n_ctx = self.hparams.n_ctx
+        if arr.shape[1] + max_new_tokens > n_ctx:
+            raise ValueError(f"prompt ({arr.shape[1]} tokens) + max_new_tokens "
+                             f"({max_new_tokens}) exceeds the context length {n_ctx}")
+        eos = self.tokenizer_spec.eos_id if stop_at_eos else None
+        hp = self.hparams
+        cache = (KVCache(hp.n_layer, 1, hp.n_head_kv, hp.head_dim, arr.shape[1] + max_new_tokens)
+                 if use_cache else None)
+        seq, new = arr, []
+        x = self._blocks(arr, cache)  # [1, T, d]
+        while len(new) < max_new_tokens:
+            nxt = int(np.argmax(self._head(x[0, -1])))  # the last position only
+            new.append(nxt)
+            if nxt == eos or len(new) == max_new_tokens:
+                break
+            if use_cache:
+                x = self._blocks(np.array([[nxt]]), cache)  # [1, 1, d]
+            else:
+                seq = np.concatenate([seq, [[nxt]]], axis=1)  # [1, T + n]
+                x = self._blocks(seq)  # [1, T + n, d]
+        return new
+
+
+class SmolLM2(Llama):
+    """HuggingFaceTB/SmolLM2-135M-Instruct: Llama, 30 layers, width 576, 9 query / 3
+    key-value heads, RoPE base 1e5, SwiGLU, RMSNorm, tied embeddings, vocabulary 49152.
+
+    Its weights are the GGUF file's **Q4_1** tensors (Q8_0 embedding) dequantized to
+    float32: every weight-quantization result on this model is relative to the Q4_1
+    weights.
+
+    Examples
+    --------
+    >>> model = SmolLM2.load()          # after `python -m fpsim fetch smollm2`
+    >>> ids = model.tokenize("The capital of France is")
+    >>> ids
+    [504, 3575, 282, 4649, 314]
+    >>> model.decode(model.generate(ids, 2))
+    ' Paris.'
+    >>> model.logits(ids).shape
+    (5, 49152)
+    """
+
+    NAME = "smollm2"
+    FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    #: what "FP32" means for this model, for reports
+    BASELINE = "relative to the Q4_1 weights (GGUF Q4_1, Q8_0 embedding, dequantized to float32)"
+
+    @classmethod
+    def load(cls, quant=None, *, trace=False):
+        """Load the fetched model (``python -m fpsim fetch smollm2``).
+
+        Parameters
+        ----------
+        quant : QuantConfig, preset name or None
+            None is FP32 (the Q4_1 weights as float32).
+        trace : bool
+            Record per-site quantization statistics in ``model.ctx.trace``.
+
+        Raises
+        ------
+        ModelFilesError
+            The GGUF file is missing, truncated or corrupted (the message names the
+            fetch command).
+        """
+        from .weights import MODELS, model_path
+
+        path = model_path(cls.NAME, cls.FILENAME)
+        sha = next(s for p, s in MODELS[cls.NAME].files.items() if p.endswith(cls.FILENAME))
+        return cls.from_gguf(path, quant, trace=trace, sha256=sha, model=cls.NAME)
