@@ -304,6 +304,18 @@ class Llama:
         return type(self)(self.hparams, self.weights, self.tokenizer_spec, quant=quant,
                           trace=trace, tokenizer=self.tokenizer)
 
+    def linear_weights(self) -> dict:
+        """``(site, layer) -> weight`` in (in, out) layout of every linear (lm_head: layer None).
+
+        The tied lm_head shares the embedding's storage; it is listed once, as lm_head.
+        """
+        names = {"q": "wq", "k": "wk", "v": "wv", "o": "wo", "gate": "w_gate", "up": "w_up",
+                 "down": "w_down"}
+        out = {(site, i): getattr(b, name) for i, b in enumerate(self.weights.blocks)
+               for site, name in names.items()}
+        out[("lm_head", None)] = self.weights.lm_head
+        return out
+
     # ---- tokenizer ---------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` (byte-level BPE, no BOS; ``""`` gives ``[]``).
