@@ -21,7 +21,7 @@ import numpy as np
 from ._kernels import _util
 from ._kernels import blocks as kb
 from .codec import _float_params, _int_params, _lut, _mode_for, decode, encode, quantize
-from .formats import FloatFormat, get_format
+from .formats import FloatFormat, IntFormat, get_format
 from .rounding import resolve_seed
 
 __all__ = ["SCALE_RULES", "MX_ELEMENTS", "mx_encode", "mx_fake_quantize", "nvfp4_encode",
@@ -126,6 +126,13 @@ def _run_mx(x, element, *, axis, block_size, scale_rule, rounding, rng, want_val
             k(buf.reshape(-1).view(np.int32), codes.reshape(-1), values.reshape(-1),
               scale_codes, block_size, fp, ip, is_int, rule, emax_elem, max_mant, mode, seed,
               lut, want_values)
+    if isinstance(fmt, IntFormat) and not fmt.bit_patterns:
+        # the kernel stores two's-complement bits; plain integer formats hold values
+        c = codes.astype(np.int32)
+        if fmt.signed:
+            half = 1 << (fmt.bits - 1)
+            c = ((c + half) & ((1 << fmt.bits) - 1)) - half
+        codes = c.astype(fmt.code_dtype)
     scales_shape = moved_shape[:-1] + (nb,)
     scale_codes = np.moveaxis(scale_codes.reshape(scales_shape), -1, axis)
     if want_values:

@@ -188,3 +188,16 @@ def test_nvfp4_zero_and_nan():
 def test_invalid_arguments(call, exc):
     with pytest.raises(exc):
         call()
+
+
+@pytest.mark.parametrize("name", ["int8", "int4", "uint4", "ocp_int8"])
+def test_int_elements_with_power_of_two_scales(name):
+    """Plain integer elements hold their values, bit-pattern formats their bits."""
+    x = np.random.default_rng(6).standard_normal((3, 64)).astype(np.float32)
+    fmt = fpsim.get_format(name)
+    codes, sc = blocks.mx_encode(x, fmt, scale_rule="rceil")
+    assert codes.dtype == fmt.code_dtype
+    v, _ = blocks.mx_fake_quantize(x, fmt, scale_rule="rceil")
+    scale = np.repeat(np.ldexp(1.0, sc.astype(np.int64) - 127), 32, axis=-1)
+    np.testing.assert_array_equal(v, (fpsim.decode(codes, fmt, dtype=np.float64) * scale)
+                                  .astype(np.float32))
