@@ -1,6 +1,14 @@
 """fpsim: bit-exact simulation of low-precision number formats for deep learning."""
 
 from . import metrics
+from .accumulate import (
+    ACCUMULATORS,
+    AccumulationReport,
+    AccumulatorFormat,
+    AccumulatorOverflowWarning,
+    qdot,
+    qmatmul,
+)
 from .codec import decode, encode, quantize
 from .formats import (
     FloatFormat,
@@ -32,6 +40,12 @@ from .scaling import (
 )
 
 __all__ = [
+    "ACCUMULATORS",
+    "AccumulationReport",
+    "AccumulatorFormat",
+    "AccumulatorOverflowWarning",
+    "qdot",
+    "qmatmul",
     "LLMInt8Details",
     "llm_int8_fake_quantize",
     "llm_int8_matmul",

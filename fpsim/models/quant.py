@@ -274,7 +274,7 @@ PRESETS: dict[str, dict] = {
     "fp8_e5m2": dict(**_w8a8("float8_e5m2", "float8_e5m2", _LINEARS),
                      description="FP8 E5M2 W8A8, per-tensor dynamic amax scaling"),
     "fp8_deepseek": dict(**_w8a8("fp8_deepseek_weight", "fp8_deepseek_activation", _LINEARS),
-                         accumulator="tensorcore",
+                         accumulator="tensorcore", options=dict(promote_every=128),
                          description="DeepSeek-V3 FP8: 128x128 weight blocks, 1x128 activation "
                                      "tiles, 14-bit tensor-core accumulation with promotion "
                                      "every 128"),
@@ -481,7 +481,12 @@ class QuantContext:
         from ..accumulate import qmatmul
 
         lead = a.shape[:-1]
-        out = qmatmul(a.reshape(-1, a.shape[-1]), b, accumulator=acc)
+        kw = {}
+        if acc == "tensorcore":
+            kw["promote_every"] = self.config.options.get("promote_every")
+            if self.config.options.get("accumulator_bits") is not None:
+                kw["accumulator_bits"] = self.config.options["accumulator_bits"]
+        out = qmatmul(a.reshape(-1, a.shape[-1]), b, accumulator=acc, **kw)
         return np.asarray(out, dtype=np.float32).reshape(*lead, b.shape[-1])
 
     def linear(self, site: str, layer: int | None, x: np.ndarray, w: np.ndarray,
