@@ -1,6 +1,6 @@
 """fpsim: bit-exact simulation of low-precision number formats for deep learning."""
 
-from . import metrics
+from . import data, metrics, models
 from .accumulate import (
     ACCUMULATORS,
     AccumulationReport,
@@ -52,7 +52,9 @@ __all__ = [
     "smooth",
     "smoothing_factors",
     "smoothquant_matmul",
+    "data",
     "metrics",
+    "models",
     "ErrorReport",
     "error_report",
     "DelayedScaling",
