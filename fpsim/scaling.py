@@ -439,7 +439,8 @@ def _kl_clip(g: np.ndarray, spec: QuantSpec, bins: int = 2048, n: int = 100) -> 
             count = np.bincount(grp, weights=nz.astype(np.float64))
             q = np.where(nz, mass[grp] / np.maximum(count[grp], 1), 0.0)
             ps, qs = p / p.sum(), q / q.sum()
-            kl = float(np.sum(ps[nz] * np.log(ps[nz] / qs[nz])))
+            with np.errstate(divide="ignore"):  # q = 0 where p > 0: KL is infinite
+                kl = float(np.sum(ps[nz] * np.log(ps[nz] / qs[nz])))
             if kl < best_kl:
                 best, best_kl = c, kl
         out[row] = best
