@@ -103,3 +103,10 @@ def test_torch_dynamic_int8_hand_case():
 def test_invalid_configs(call, exc, fragment):
     with pytest.raises(exc, match=fragment):
         call()
+
+
+def test_toml_keeps_fp32_layer_overrides(tmp_path):
+    cfg = QuantConfig(sites={"q": "int8"}, layers={0: {"q": None}})
+    cfg.save(tmp_path / "c.toml")
+    back = QuantConfig.load(tmp_path / "c.toml")
+    assert back == cfg and back.spec_for("q", 0) is None and back.spec_for("q", 1) is not None

@@ -65,7 +65,9 @@ def _spec_to_json(spec):
 
 
 def _spec_from_json(v):
-    if v is None or isinstance(v, str):
+    if v is None or (isinstance(v, str) and v.lower() in ("none", "fp32")):
+        return None  # TOML has no null: "none" keeps a site in FP32
+    if isinstance(v, str):
         return v
     if isinstance(v, dict):
         return QuantSpec(**v)
@@ -231,8 +233,7 @@ def _to_toml(d: dict) -> str:
         nested = {k: v for k, v in mapping.items() if isinstance(v, dict)}
         lines.append(f"\n[{prefix}]")
         for k, v in simple.items():
-            if v is not None:
-                lines.append(f"{json.dumps(k)} = {_toml_value(v)}")
+            lines.append(f"{json.dumps(k)} = {_toml_value('none' if v is None else v)}")
         for k, v in nested.items():
             if all(not isinstance(x, dict) for x in v.values()) and k not in ("layers",):
                 lines.append(f"\n[{prefix}.{json.dumps(k)}]")
