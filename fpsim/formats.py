@@ -415,12 +415,23 @@ def _round_to_format_nearest(fmt: FloatFormat, x: float) -> float:
     return float(vals[np.argmin(np.abs(vals - x))])
 
 
+def _precision(fmt: FloatFormat, eps: float) -> int:
+    """Decimal digits, numpy's ``int(-log10(eps))``, with ml_dtypes' convention for the
+    small formats: every 8-bit float format has precision 1 and narrower ones 0 (ml_dtypes
+    sets these by hand; the rule here reproduces all of its values)."""
+    if fmt.bits == 8:
+        return 1
+    if fmt.bits < 8:
+        return 0
+    return int(-math.log10(eps)) if eps < 1 else 0
+
+
 def finfo(fmt) -> FInfo:
     """Machine limits of a float format, with numpy's field names.
 
-    ``precision`` is numpy's definition, ``int(-log10(eps))``, and
-    ``resolution`` is ``10**-precision`` rounded to the format; ml_dtypes
-    hand-types these two for some formats instead.
+    ``precision`` is numpy's ``int(-log10(eps))`` for 16-bit formats and
+    ml_dtypes' convention below (1 for 8-bit formats, 0 for narrower ones);
+    ``resolution`` is ``10**-precision`` rounded to the format.
 
     Examples
     --------
@@ -436,7 +447,7 @@ def finfo(fmt) -> FInfo:
     below_one = finite[finite < 1.0]
     eps = math.ldexp(1.0, -fmt.mantissa_bits)
     epsneg = 1.0 - float(below_one.max()) if below_one.size else float("nan")
-    precision = int(-math.log10(eps)) if eps < 1 else 0
+    precision = _precision(fmt, eps)
     return FInfo(
         dtype=fmt.name,
         bits=fmt.bits,
