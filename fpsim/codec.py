@@ -444,7 +444,7 @@ def decode(codes, fmt, *, dtype=np.float32, out=None):
     else:
         lo, hi = 0, (1 << fmt.bits) - 1
     info = np.iinfo(arr.dtype)
-    if info.min < lo or info.max > hi:
+    if (info.min < lo or info.max > hi) and (flat.min() < lo or flat.max() > hi):
         count, first = generic.count_outside(flat, lo, hi)
         if count:
             raise ValueError(
