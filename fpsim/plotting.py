@@ -1063,7 +1063,7 @@ def layer_sqnr_lines(per_preset: dict, *, title: str = "Hidden-state SQNR agains
     if not isinstance(per_preset, dict) or not per_preset:
         raise ValueError("per_preset must be a non-empty dict of preset -> SQNR values")
     with _style():
-        fig = _new_figure(7.5, 4.2)
+        fig = _new_figure(9.0 if len(per_preset) > 6 else 7.5, 4.4)
         ax = fig.add_subplot()
         markers = "osD^v<>ph*"
         for i, (name, values) in enumerate(per_preset.items()):
@@ -1074,10 +1074,14 @@ def layer_sqnr_lines(per_preset: dict, *, title: str = "Hidden-state SQNR agains
             if not keep.any():
                 continue
             ax.plot(np.arange(v.size)[keep], v[keep], marker=markers[i % len(markers)], ms=4,
-                    color=_color(i), label=str(name))
+                    color=_color(i), ls=("-", "--", ":")[(i // len(PALETTE)) % 3],
+                    label=str(name))
         ax.set_xlabel("layer (0 = embeddings)")
         ax.set_ylabel("SQNR against FP32 (dB)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, ncols=2 if len(per_preset) > 6 else 1, loc="best")
+        if len(per_preset) > 6:  # many lines: the legend goes outside, on the right
+            ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        else:
+            ax.legend(fontsize=8, loc="best")
     return fig
