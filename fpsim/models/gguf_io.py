@@ -22,7 +22,6 @@ Needs the ``fpsim[models]`` extra (``gguf``, ``tokenizers``), imported only when
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
@@ -242,12 +241,7 @@ def read_gguf(path, *, model: str | None = None) -> GGUFModel:
 
 
 # ---- the float32 cache -----------------------------------------------------------------
-def _sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from .weights import _sha256  # one checksum routine for all model files
 
 
 def _cache_paths(path: pathlib.Path, sha256: str):
