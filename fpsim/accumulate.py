@@ -203,6 +203,14 @@ class AccumulationReport:
         Shape of the result.  ``int32``: a running sum left the int32 range
         (the result wrapped, unless the sum came back into range); float
         accumulators: the result is Inf or NaN.
+
+    Examples
+    --------
+    >>> import numpy as np, fpsim.accumulate as fa
+    >>> a = np.full((1, 8), 1e4, np.float32)
+    >>> y, rep = fa.qmatmul(a, a.T, accumulator="fp16", return_report=True)
+    >>> rep.accumulator, rep.n_overflow, rep.overflow.tolist()
+    ('fp16', 1, [[True]])
     """
 
     accumulator: str
@@ -215,7 +223,18 @@ class AccumulationReport:
 
 
 class AccumulatorOverflowWarning(RuntimeWarning):
-    """An int32 accumulator overflowed (its result wrapped around)."""
+    """An int32 accumulator overflowed (its result wrapped around).
+
+    Examples
+    --------
+    >>> import warnings, numpy as np, fpsim.accumulate as fa
+    >>> x = np.ones((1, 140000), np.float32)  # 140000 * 127**2 > 2**31 - 1
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = fa.qmatmul(x, x.T, a_spec="int8", b_spec="int8", accumulator="int32")
+    >>> [w.category.__name__ for w in caught]
+    ['AccumulatorOverflowWarning']
+    """
 
 
 # ---- accumulator resolution ----------------------------------------------------

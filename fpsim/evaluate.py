@@ -79,7 +79,16 @@ def spearman(a, b) -> float:
 
 
 def nearest_neighbour_agreement(e_ref: np.ndarray, e_q: np.ndarray) -> float:
-    """Fraction of rows whose nearest other row (cosine) is the same in both embeddings."""
+    """Fraction of rows whose nearest other row (cosine) is the same in both embeddings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    >>> q = np.array([[0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])
+    >>> round(nearest_neighbour_agreement(ref, q), 4)
+    0.6667
+    """
     def nn(e):
         s = e @ e.T
         np.fill_diagonal(s, -np.inf)
@@ -92,6 +101,14 @@ def embedding_metrics(e_ref: np.ndarray, e_q: np.ndarray) -> dict:
     """Cosine (mean, worst), Spearman of pairwise similarities, NN agreement.
 
     Both inputs are (n, d) L2-normalised embeddings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    >>> q = np.array([[0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])
+    >>> {k: round(v, 4) for k, v in embedding_metrics(ref, q).items()}
+    {'cosine_mean': 0.9333, 'cosine_min': 0.8, 'similarity_spearman': 0.5, 'nn_agreement': 0.6667}
     """
     e_ref = np.asarray(e_ref, dtype=np.float64)
     e_q = np.asarray(e_q, dtype=np.float64)
@@ -110,7 +127,15 @@ def embedding_metrics(e_ref: np.ndarray, e_q: np.ndarray) -> dict:
 
 def bootstrap_ci(diff_fn: Callable[[np.ndarray], float], n: int, *, n_boot: int = 1000,
                  level: float = 0.95, rng=0) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``diff_fn(indices)`` over resampled indices."""
+    """Percentile bootstrap interval of ``diff_fn(indices)`` over resampled indices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(10.0)
+    >>> bootstrap_ci(lambda i: float(np.mean(x[i])), x.size, n_boot=200)
+    (2.9, 6.4)
+    """
     g = np.random.default_rng(rng)
     stats = np.array([diff_fn(g.integers(0, n, n)) for _ in range(n_boot)])
     lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
@@ -122,6 +147,15 @@ def lm_metrics(logits_ref: np.ndarray, logits_q: np.ndarray, targets: np.ndarray
     """Perplexities, their difference with a paired bootstrap CI, mean KL and top-1 agreement.
 
     ``logits_*`` are (T, vocab) next-token logits, ``targets`` the (T,) next tokens.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    >>> q = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    >>> m = lm_metrics(ref, q, np.array([0, 1]), n_boot=100)
+    >>> m["tokens"], round(m["ppl_fp32"], 4), round(m["ppl"], 4), m["top1_agreement"]
+    (2, 1.2707, 1.4851, 1.0)
     """
     def losses(logits):
         lg = logits.astype(np.float64)
@@ -147,7 +181,15 @@ def lm_metrics(logits_ref: np.ndarray, logits_q: np.ndarray, targets: np.ndarray
 
 def layer_sqnr(h_ref: Iterable[np.ndarray], h_q: Iterable[np.ndarray],
                mask: np.ndarray | None = None) -> list[float]:
-    """SQNR (dB) of each layer's hidden state against the FP32 run's."""
+    """SQNR (dB) of each layer's hidden state against the FP32 run's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> h_ref = [np.ones(4), np.arange(4.0)]
+    >>> [round(v, 2) for v in layer_sqnr(h_ref, [np.ones(4) * 1.01, np.arange(4.0) + 0.1])]
+    [40.0, 25.44]
+    """
     out = []
     for a, b in zip(h_ref, h_q):
         a = np.asarray(a)
@@ -162,6 +204,16 @@ def weight_storage(weights: dict, config) -> dict:
     """Bytes of the weights under ``config`` (scales and zero points included).
 
     ``weights`` maps (site, layer) -> weight array in (in, out) layout.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fpsim.models.quant import preset
+    >>> w = {("q", 0): np.ones((64, 32), np.float32)}
+    >>> weight_storage(w, preset("int8"))  # int8 codes + a float32 scale per output column
+    {'weights': 2048, 'bytes': 2176, 'bits_per_weight': 8.5, 'ratio_to_fp32': 0.265625}
+    >>> weight_storage(w, None)["ratio_to_fp32"]
+    1.0
     """
     from .scaling import quantize_tensor
 
@@ -191,7 +243,15 @@ def weight_storage(weights: dict, config) -> dict:
 # ---- driver ------------------------------------------------------------------------
 @dataclasses.dataclass
 class EvalResult:
-    """One preset evaluated on one model."""
+    """One preset evaluated on one model.
+
+    Examples
+    --------
+    >>> r = EvalResult(model="minilm", preset="int8", description="", metrics={},
+    ...                storage={}, layer_sqnr_db=[], trace=[], seconds=0.0)
+    >>> r.to_dict()["preset"]
+    'int8'
+    """
 
     model: str
     preset: str
@@ -253,6 +313,16 @@ def evaluate(model: str = "minilm", presets: Iterable[str] | None = None, *,
     Returns
     -------
     list of EvalResult
+
+    Examples
+    --------
+    >>> import fpsim
+    >>> res = evaluate("minilm", ["int8"], sentences=fpsim.data.sentences()[:4], progress=False)
+    >>> r = res[0]
+    >>> r.model, r.preset, len(r.layer_sqnr_db), r.storage["bits_per_weight"]
+    ('minilm', 'int8', 7, 8.0625)
+    >>> r.metrics["cosine_mean"] > 0.99, r.metrics["nn_agreement"]
+    (True, 1.0)
     """
     from . import data
     from .models import load
@@ -311,7 +381,18 @@ def evaluate(model: str = "minilm", presets: Iterable[str] | None = None, *,
 
 
 def results_markdown(results: list[EvalResult]) -> str:
-    """A Markdown table of evaluation results (one row per preset)."""
+    """A Markdown table of evaluation results (one row per preset).
+
+    Examples
+    --------
+    >>> r = EvalResult(model="minilm", preset="int8", description="",
+    ...                metrics={"cosine_mean": 0.997, "cosine_min": 0.996,
+    ...                         "similarity_spearman": 1.0, "nn_agreement": 1.0},
+    ...                storage={"bits_per_weight": 8.0625, "ratio_to_fp32": 0.252},
+    ...                layer_sqnr_db=[22.5], trace=[], seconds=0.0)
+    >>> print(results_markdown([r]).splitlines()[-1])
+    | int8 | 0.99700 | 0.99600 | 1.00000 | 1.000 | 8.06 | 0.252 | 22.5 |
+    """
     if not results:
         return ""
     model = results[0].model

@@ -376,7 +376,14 @@ Format = Union[FloatFormat, IntFormat]
 # ---- finfo / iinfo -------------------------------------------------------
 @dataclass(frozen=True)
 class FInfo:
-    """Machine limits of a float format, with numpy's ``finfo`` field names."""
+    """Machine limits of a float format, with numpy's ``finfo`` field names.
+
+    Examples
+    --------
+    >>> fi = finfo("e5m2")
+    >>> fi.dtype, fi.bits, fi.nexp, fi.nmant, fi.max, fi.eps
+    ('float8_e5m2', 8, 5, 2, 57344.0, 0.25)
+    """
 
     dtype: str
     bits: int
@@ -400,7 +407,13 @@ class FInfo:
 
 @dataclass(frozen=True)
 class IInfo:
-    """Limits of an integer format, with numpy's ``iinfo`` field names."""
+    """Limits of an integer format, with numpy's ``iinfo`` field names.
+
+    Examples
+    --------
+    >>> iinfo("int8")
+    IInfo(dtype='int8', bits=8, min=-128.0, max=127.0)
+    """
 
     dtype: str
     bits: int

@@ -298,7 +298,13 @@ def max_abs_error(x, x_hat, *, axis=None):
 
 
 class RelativeError(NamedTuple):
-    """Statistics of ``|x_hat - x| / |x|`` over the elements where ``x != 0``."""
+    """Statistics of ``|x_hat - x| / |x|`` over the elements where ``x != 0``.
+
+    Examples
+    --------
+    >>> relative_error([1.0, 2.0, 4.0], [1.25, 2.0, 3.0])
+    RelativeError(mean=0.16666666666666666, median=0.25, max=0.25)
+    """
 
     mean: float | np.ndarray
     median: float | np.ndarray
@@ -554,7 +560,18 @@ _EVENTS = ("overflow", "saturated", "underflow", "subnormal", "nan", "inf")
 
 @dataclass(frozen=True)
 class Counts:
-    """How many elements hit each range event (see :func:`counts`), and their rates."""
+    """How many elements hit each range event (see :func:`counts`), and their rates.
+
+    Examples
+    --------
+    >>> import numpy as np, fpsim
+    >>> x = np.array([1.0, 500.0, 1e-5], np.float32)
+    >>> c = counts(x, fpsim.quantize(x, "e4m3fn", saturate=True), "e4m3fn")
+    >>> c.n, c.overflow, c.saturated, c.underflow, round(c.rate("overflow"), 4)
+    (3, 1, 1, 1, 0.3333)
+    >>> c.to_dict()["underflow_rate"] == c.rate("underflow")
+    True
+    """
 
     n: int
     overflow: int
@@ -672,6 +689,14 @@ class ErrorReport:
     Made by :func:`error_report`; ``str(report)`` is an aligned two-column table and
     :meth:`to_dict` gives plain Python types for ``json.dumps``. ``ulp_error_*`` and
     ``counts`` are None when no format is known.
+
+    Examples
+    --------
+    >>> r = error_report([0.3, 1.0, -2.6], "e4m3fn")
+    >>> r.n, round(r.sqnr_db, 2), r.counts.n
+    (3, 28.88, 3)
+    >>> r.to_dict()["format"]
+    'float8_e4m3fn'
     """
 
     n: int

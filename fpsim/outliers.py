@@ -177,6 +177,16 @@ class LLMInt8Details:
         ``int_accumulator * x_scales[:, None] * w_scales[None, :]``.
     outlier_part : ndarray of float64, shape (tokens, out_features)
         The float matmul over the outlier columns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 7.0, -2.0], [0.5, 1.0, 2.0]], np.float32)
+    >>> y, d = llm_int8_matmul(x, np.eye(3, 2, dtype=np.float32), return_details=True)
+    >>> d.outlier_columns.tolist(), d.int_accumulator.tolist()
+    ([1], [[8128, 0], [4064, 0]])
+    >>> bool(np.array_equal(y, (d.int8_part + d.outlier_part).astype(np.float32)))
+    True
     """
 
     outlier_columns: np.ndarray

@@ -69,6 +69,13 @@ def make_report(out_dir="fpsim-report", *, presets=REPORT_PRESETS, quick: bool =
         Fewer sentences and samples (for tests and a first look).
     quiet : bool
         No progress output.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> index = make_report(tempfile.mkdtemp(), presets=("int8",), quick=True, quiet=True)
+    >>> index.name, (index.parent / "results.json").exists()
+    ('index.md', True)
     """
     from . import data
     from .evaluate import evaluate, results_markdown

@@ -48,7 +48,18 @@ def rounding_mode(rounding) -> int:
 
 
 def check_saturate(saturate) -> bool:
-    """``saturate`` must be a real bool (numpy bools accepted)."""
+    """``saturate`` must be a real bool (numpy bools accepted).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_saturate(np.True_), check_saturate(False)
+    (True, False)
+    >>> check_saturate(1)
+    Traceback (most recent call last):
+    ...
+    TypeError: saturate must be True or False, got 1
+    """
     if not isinstance(saturate, (bool, np.bool_)):
         raise TypeError(f"saturate must be True or False, got {saturate!r}")
     return bool(saturate)

@@ -253,7 +253,16 @@ def recipe(name: str, **overrides) -> QuantSpec:
 
 
 def resolve_spec(spec, **overrides) -> QuantSpec:
-    """A QuantSpec from a QuantSpec or recipe name, with keyword overrides."""
+    """A QuantSpec from a QuantSpec or recipe name, with keyword overrides.
+
+    Examples
+    --------
+    >>> s = resolve_spec("int8")
+    >>> s.name, s.granularity, s.calibration
+    ('int8', 'tensor', 'max')
+    >>> resolve_spec(s) is s, resolve_spec(s, calibration="percentile").calibration
+    (True, 'percentile')
+    """
     if isinstance(spec, QuantSpec):
         if not overrides:
             return spec
@@ -448,7 +457,15 @@ def _kl_clip(g: np.ndarray, spec: QuantSpec, bins: int = 2048, n: int = 100) -> 
 
 
 def clip_value(g: np.ndarray, spec: QuantSpec) -> np.ndarray:
-    """Clip value of each row of ``g`` (groups, n) under ``spec.calibration``."""
+    """Clip value of each row of ``g`` (groups, n) under ``spec.calibration``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = np.array([[1.0, -3.0, 2.0], [0.5, 0.25, -0.125]])
+    >>> clip_value(g, recipe("int8")).tolist()  # calibration "max": the row's absmax
+    [[3.0], [0.5]]
+    """
     cal = spec.calibration
     if cal == "max":
         return _finite_abs(g).max(axis=1, keepdims=True) if g.shape[1] else np.zeros((g.shape[0], 1))
@@ -498,6 +515,15 @@ class QuantizedTensor:
         FP32 per-tensor scale of two-level recipes (NVFP4), else 1.
     scale_codes : ndarray or None
         The scales' own codes when they are stored in a small format.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> qt = quantize_tensor(np.array([0.5, -1.0, 2.0, 4.0], np.float32), "int8")
+    >>> qt.shape, qt.nbytes, qt.zero_points is None
+    ((4,), 8, True)
+    >>> qt.dequantize(np.float64).round(3).tolist()
+    [0.504, -1.008, 2.016, 4.0]
     """
 
     codes: np.ndarray

@@ -87,12 +87,26 @@ def _parse_sentences() -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
 
 
 def sentences() -> list[str]:
-    """All sentences (comments, blank lines and pair markers removed), in file order."""
+    """All sentences (comments, blank lines and pair markers removed), in file order.
+
+    Examples
+    --------
+    >>> s = sentences()
+    >>> len(s), s[0]
+    (320, 'I forgot my umbrella, so I got soaked on the way to work.')
+    """
     return list(_parse_sentences()[0])
 
 
 def paraphrase_pairs() -> list[tuple[int, int]]:
-    """Index pairs ``(i, i + 1)`` into :func:`sentences` of sentences with the same meaning."""
+    """Index pairs ``(i, i + 1)`` into :func:`sentences` of sentences with the same meaning.
+
+    Examples
+    --------
+    >>> pairs = paraphrase_pairs()
+    >>> len(pairs), pairs[:2]
+    (80, [(0, 1), (2, 3)])
+    """
     return list(_parse_sentences()[1])
 
 
@@ -138,15 +152,34 @@ def _parse_text() -> tuple[tuple[str, str, int, str], ...]:
 
 
 def text_sections() -> dict[str, str]:
-    """``{title: text}`` for each public-domain work, in file order (paragraphs joined by blank lines)."""
+    """``{title: text}`` for each public-domain work, in file order (paragraphs joined by blank lines).
+
+    Examples
+    --------
+    >>> sections = text_sections()
+    >>> len(sections), next(iter(sections))
+    (5, "Alice's Adventures in Wonderland - Chapter I: Down the Rabbit-Hole")
+    """
     return {title: text for title, _, _, text in _parse_text()}
 
 
 def text_sources() -> list[tuple[str, str, int]]:
-    """``(title, author, year)`` for each section of :func:`public_domain_text`."""
+    """``(title, author, year)`` for each section of :func:`public_domain_text`.
+
+    Examples
+    --------
+    >>> text_sources()[1]
+    ('Pride and Prejudice - Chapter I', 'Jane Austen', 1813)
+    """
     return [(title, author, year) for title, author, year, _ in _parse_text()]
 
 
 def public_domain_text() -> str:
-    """All public-domain prose without the ``===`` header lines, paragraphs joined by blank lines."""
+    """All public-domain prose without the ``===`` header lines, paragraphs joined by blank lines.
+
+    Examples
+    --------
+    >>> public_domain_text()[:42]
+    'Alice was beginning to get very tired of s'
+    """
     return "\n\n".join(text for *_, text in _parse_text())

@@ -35,6 +35,15 @@ def load(name: str, quant=None, **kwargs):
         Unknown model or preset.
     fpsim.models.weights.ModelFilesError
         The model files are missing or corrupted (the message says how to fetch them).
+
+    Examples
+    --------
+    >>> import fpsim
+    >>> model = fpsim.models.load("minilm")
+    >>> type(model).__name__, model.embed(["A cat sits.", "A dog runs."]).shape
+    ('MiniLM', (2, 384))
+    >>> fpsim.models.load("minilm", quant="int8").ctx.config.name
+    'int8'
     """
     if name == "minilm":
         from .bert import MiniLM

@@ -52,7 +52,15 @@ TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TO
 
 @dataclass(frozen=True)
 class LlamaHParams:
-    """Hyper-parameters of a Llama decoder, read from ``llama.*`` GGUF keys."""
+    """Hyper-parameters of a Llama decoder, read from ``llama.*`` GGUF keys.
+
+    Examples
+    --------
+    >>> hp = LlamaHParams(n_layer=1, n_embd=8, n_ff=16, n_head=2, n_head_kv=1, head_dim=4,
+    ...                   rope_theta=1e4, rms_eps=1e-5, n_vocab=10, n_ctx=16)
+    >>> hp.n_head // hp.n_head_kv                           # query heads per key-value head
+    2
+    """
 
     n_layer: int        # llama.block_count
     n_embd: int         # llama.embedding_length
@@ -68,7 +76,16 @@ class LlamaHParams:
 
 @dataclass(frozen=True)
 class TokenizerSpec:
-    """The tokenizer stored in a GGUF file (``tokenizer.ggml.*`` keys)."""
+    """The tokenizer stored in a GGUF file (``tokenizer.ggml.*`` keys).
+
+    Examples
+    --------
+    >>> spec = TokenizerSpec(model="gpt2", pre="default", tokens=("a", "b", "ab"),
+    ...                      token_types=(1, 1, 1), merges=("a b",), bos_id=None, eos_id=None,
+    ...                      unk_id=None, pad_id=None, add_bos=False)
+    >>> len(spec.tokens), spec.merges
+    (3, ('a b',))
+    """
 
     model: str                  # "gpt2": byte-level BPE
     pre: str                    # pre-tokenizer name, e.g. "smollm"
@@ -84,7 +101,15 @@ class TokenizerSpec:
 
 @dataclass(frozen=True)
 class GGUFModel:
-    """A GGUF file's contents with every tensor dequantized to float32."""
+    """A GGUF file's contents with every tensor dequantized to float32.
+
+    Examples
+    --------
+    >>> from fpsim.models.weights import model_path
+    >>> g = load_gguf(model_path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    >>> g.architecture, g.hparams.n_layer, g.tokenizer.tokens[g.tokenizer.eos_id]
+    ('llama', 30, '<|im_end|>')
+    """
 
     path: pathlib.Path
     architecture: str
@@ -229,6 +254,16 @@ def read_gguf(path, *, model: str | None = None) -> GGUFModel:
         The file is missing, truncated or corrupted, or holds no Llama model.
     ImportError
         The ``gguf`` package is not installed.
+
+    Examples
+    --------
+    Reading a real model takes seconds (:func:`load_gguf` caches the result); a missing
+    file raises an error that says what to do:
+
+    >>> read_gguf("no-such-file.gguf")
+    Traceback (most recent call last):
+    ...
+    fpsim.models.weights.ModelFilesError: model file no-such-file.gguf is missing; check the path
     """
     path = pathlib.Path(path)
     reader = _open(path, model)
@@ -330,6 +365,13 @@ def load_gguf(path, *, sha256: str | None = None, model: str | None = None,
     ------
     ModelFilesError
         The file is missing, truncated or corrupted.
+
+    Examples
+    --------
+    >>> from fpsim.models.weights import model_path
+    >>> g = load_gguf(model_path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    >>> g.tensor_types["token_embd.weight"], g.tensors["token_embd.weight"].shape
+    ('Q8_0', (49152, 576))
     """
     path = pathlib.Path(path)
     if not cache:
@@ -366,6 +408,14 @@ def bpe_tokenizer(spec: TokenizerSpec):
     ------
     ValueError
         A tokenizer model or pre-tokenizer this function does not know.
+
+    Examples
+    --------
+    >>> spec = TokenizerSpec(model="gpt2", pre="default", tokens=("a", "b", "ab", "<|end|>"),
+    ...                      token_types=(1, 1, 1, TOKEN_CONTROL), merges=("a b",), bos_id=None,
+    ...                      eos_id=3, unk_id=None, pad_id=None, add_bos=False)
+    >>> bpe_tokenizer(spec).encode("abab<|end|>", add_special_tokens=False).ids
+    [2, 2, 3]
     """
     try:
         from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -399,6 +449,11 @@ def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     ``w`` is ``(n_head * head_dim, in)``: within each head, row ``i`` of the first half and
     row ``i`` of the second half (the pair HF's rotate-half RoPE rotates together) become
     rows ``2i`` and ``2i + 1``.
+
+    Examples
+    --------
+    >>> permute_qk(np.arange(4.0)[:, None], 1).ravel()     # one head of width 4
+    array([0., 2., 1., 3.])
     """
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2) \
             .reshape(w.shape)

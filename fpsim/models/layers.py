@@ -107,13 +107,33 @@ def softmax(x, axis=-1):  # [...] -> [...]
 
 
 def split_heads(x, n_heads):  # [B, T, D] -> [B, H, T, D/H]
-    """View the model width as ``n_heads`` heads (no copy)."""
+    """View the model width as ``n_heads`` heads (no copy).
+
+    Examples
+    --------
+    >>> x = np.arange(12.0).reshape(1, 2, 6)                # B=1, T=2, D=6
+    >>> h = split_heads(x, 3)
+    >>> h.shape
+    (1, 3, 2, 2)
+    >>> h[0, 1]                                             # head 1: columns 2:4 of each token
+    array([[2., 3.],
+           [8., 9.]])
+    """
     B, T, D = x.shape
     return x.reshape(B, T, n_heads, D // n_heads).transpose(0, 2, 1, 3)  # [B, H, T, d]
 
 
 def merge_heads(x):  # [B, H, T, d] -> [B, T, H*d]
-    """Concatenate the heads back into the model width."""
+    """Concatenate the heads back into the model width.
+
+    Examples
+    --------
+    >>> x = np.arange(12.0).reshape(1, 2, 6)
+    >>> merge_heads(split_heads(x, 3)).shape
+    (1, 2, 6)
+    >>> bool(np.array_equal(merge_heads(split_heads(x, 3)), x))
+    True
+    """
     B, H, T, d = x.shape
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * d)  # [B, T, D]
 
@@ -123,6 +143,16 @@ def attention_weights(q, k, mask):  # [B, H, Tq, d], [B, H, Tk, d], [B, 1|H, 1|T
 
     ``mask`` is additive (0 or ``-inf``, see :func:`padding_mask`) and broadcasts
     against the scores; None means no mask.
+
+    Examples
+    --------
+    >>> q = k = np.eye(2)[None, None]                       # one batch, one head, two tokens
+    >>> np.round(attention_weights(q, k, None)[0, 0], 4)
+    array([[0.6698, 0.3302],
+           [0.3302, 0.6698]])
+    >>> attention_weights(q, k, padding_mask(np.array([1]), 2))[0, 0]
+    array([[1., 0.],
+           [1., 0.]])
     """
     scores = q @ k.swapaxes(-1, -2)  # [B, H, Tq, Tk]
     scores /= q.dtype.type(math.sqrt(q.shape[-1]))  # [B, H, Tq, Tk]

