@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from ._kernels import _util, generic, lut
+from ._kernels import _util, generic, lut, stochastic
 from ._kernels import scalar as cast
 from .formats import FloatFormat, IntFormat, get_format
 from .rounding import check_saturate, resolve_seed, rounding_mode
@@ -155,6 +155,60 @@ def _sr_ok(fmt) -> bool:
     return not isinstance(fmt, FloatFormat) or fmt.emin >= -126
 
 
+def _sr_float_ok(fmt) -> bool:
+    """Whether stochastic rounding of float32 can use the 32-bit block kernels
+    (:mod:`fpsim._kernels.stochastic`): signed float formats with zero and
+    subnormals whose exponents lie inside float32's, and small integers."""
+    return (isinstance(fmt, FloatFormat) and fmt.signed and fmt.has_zero and fmt.subnormals
+            and fmt.mantissa_bits <= 22 and fmt.emin >= -126 and fmt.emax <= 127)
+
+
+def _sr_int_ok(fmt) -> bool:
+    return isinstance(fmt, IntFormat) and fmt.bits <= 16 and -120 <= fmt.scale_exp <= 100
+
+
+@functools.lru_cache(maxsize=256)
+def _sr_params(fmt, saturate: bool) -> tuple:
+    """The constants of the block kernels (a tuple of uint32)."""
+    if isinstance(fmt, IntFormat):
+        p = [0] * 4
+        p[stochastic.I_CUTBASE] = 150 + fmt.scale_exp
+        p[stochastic.I_MAX_POS] = fmt.max_int
+        p[stochastic.I_MAX_NEG] = -fmt.min_int
+        p[stochastic.I_MASK] = (1 << fmt.bits) - 1 if fmt.bit_patterns else 0xFFFFFFFF
+        return tuple(np.uint32(v) for v in p)
+    fp = _float_params(fmt)
+
+    def overflow(neg: bool) -> int:
+        sign = fmt.sign_bit if neg else 0
+        if saturate or not (fmt.has_inf or fmt.has_nan):
+            return fmt.max_code | sign
+        if fmt.has_inf:
+            return fmt.inf_code(neg)
+        return fp[cast.FP_NAN_NEG if neg else cast.FP_NAN_POS]
+
+    m = fmt.mantissa_bits
+    kbias = 127 + fmt.emin
+    fast_lo = kbias << 23
+    fast_hi = int(np.float32(fmt.max).view(np.uint32))
+    p = [0] * 14
+    p[stochastic.F_MBITS] = m
+    p[stochastic.F_SHIFT] = 23 - m
+    p[stochastic.F_KBIAS] = kbias
+    p[stochastic.F_CBASE] = (kbias - 1) << m
+    p[stochastic.F_FSHIFT] = 9 + m
+    p[stochastic.F_MAX_CODE] = fmt.max_code
+    p[stochastic.F_OVF_POS] = overflow(False)
+    p[stochastic.F_OVF_NEG] = overflow(True)
+    p[stochastic.F_NAN_POS] = fp[cast.FP_NAN_POS]
+    p[stochastic.F_NAN_NEG] = fp[cast.FP_NAN_NEG]
+    p[stochastic.F_SIGN_SHIFT] = fmt.bits - 1
+    p[stochastic.F_NEGZERO] = int(fmt.has_negative_zero)
+    p[stochastic.F_FAST_LO] = fast_lo
+    p[stochastic.F_FAST_SPAN] = fast_hi - fast_lo
+    return tuple(np.uint32(v) for v in p)
+
+
 def _generic_fixed_r(x: np.ndarray, fmt, mode: int, saturate: bool, r: int) -> np.ndarray:
     view, mbits, ebits = _FLOAT_LAYOUT[x.dtype]
     out = np.empty(x.shape, dtype=fmt.code_dtype)
@@ -242,6 +296,25 @@ def _as_numba(a: np.ndarray) -> np.ndarray:
     return a.view(np.uint16) if a.dtype == np.float16 else a
 
 
+def _run_sr_blocks(xb, fmt, saturate, seed, flat_out, values, parallel) -> None:
+    """Stochastic rounding of float32 bits ``xb`` with :mod:`fpsim._kernels.stochastic`."""
+    p = _sr_params(fmt, saturate)
+    if isinstance(fmt, IntFormat):
+        if values:
+            k = stochastic.int_values_parallel if parallel else stochastic.int_values_serial
+            k(xb, flat_out, seed, p, np.float32(2.0**fmt.scale_exp))
+        else:
+            k = stochastic.int_codes_parallel if parallel else stochastic.int_codes_serial
+            k(xb, flat_out, seed, p)
+    elif values:
+        k = stochastic.float_values_parallel if parallel else stochastic.float_values_serial
+        k(xb, flat_out.view(np.uint32), seed, p,
+          _lut(fmt, np.dtype(np.float32)).view(np.uint32))
+    else:
+        k = stochastic.float_codes_parallel if parallel else stochastic.float_codes_serial
+        k(xb, flat_out, seed, p)
+
+
 def _run(arr, fmt, mode, saturate, seed, flat_out, *, values: bool) -> None:
     """Encode (or quantize, if ``values``) ``arr`` into ``flat_out``."""
     view, mbits, ebits = _FLOAT_LAYOUT[arr.dtype]
@@ -255,6 +328,11 @@ def _run(arr, fmt, mode, saturate, seed, flat_out, *, values: bool) -> None:
     flat_out = _as_numba(flat_out)
     parallel = flat.size >= _util.PARALLEL_THRESHOLD
     vdtype = arr.dtype if values else None
+    if arr.dtype == np.float32 and mode == cast.STOCHASTIC and (
+            _sr_float_ok(fmt) or _sr_int_ok(fmt)):
+        with np.errstate(over="ignore"):  # the generator's arithmetic wraps (plain-Python runs)
+            _run_sr_blocks(flat.view(np.uint32), fmt, saturate, seed, flat_out, values, parallel)
+        return
     if arr.dtype == np.float32 and _hi16_ok(fmt) and (mode != cast.STOCHASTIC or _sr_ok(fmt)):
         xb = flat.view(np.uint32)
         if mode == cast.STOCHASTIC:

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fpsim
-from fpsim import reference
-from fpsim._kernels import _util
+from fpsim import codec, reference
+from fpsim._kernels import _util, stochastic, u32
 
 JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") == "1"
 
@@ -256,6 +256,86 @@ def test_stochastic_only_neighbours_and_unbiased(name):
     assert (np.abs(mean_frac - p) <= 5 * se + 1e-9).all()
     # and overall bias in ulps far below 0.02
     assert abs(np.mean(mean_frac - p)) < (0.02 if not JIT_DISABLED else 0.05)
+
+
+SR_BLOCK_FORMATS = [f for f in ALL_FLOAT if codec._sr_float_ok(f)] + [
+    fpsim.get_format(n) for n in INT_FORMATS if codec._sr_int_ok(fpsim.get_format(n))]
+if JIT_DISABLED:
+    SR_BLOCK_FORMATS = [fpsim.get_format(n) for n in ("e4m3fn", "e2m1fn", "int8", "ocp_int8")]
+
+
+def test_sr_block_kernels_take_the_usual_formats():
+    names = {f.name for f in SR_BLOCK_FORMATS}
+    if not JIT_DISABLED:
+        assert {"float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz",
+                "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn", "float16", "bfloat16",
+                "int8", "uint8", "int4", "uint4", "ocp_int8"} <= names
+    assert not codec._sr_float_ok(fpsim.get_format("e8m0fnu"))  # unsigned, no zero
+
+
+@pytest.mark.parametrize("saturate", [False, True])
+@pytest.mark.parametrize("fmt", SR_BLOCK_FORMATS, ids=fmt_id)
+def test_sr_block_kernels_equal_generic_kernel(fmt, saturate):
+    """The 32-bit block kernels (fast, sparse and dense paths) against the generic
+    float64 kernel: every top half of a float32 with several low halves, sorted
+    (blocks of one kind: all fast, all dense, mixed) and shuffled, serial and parallel."""
+    lows = [0, 1, 0x7FFF, 0x8000, 0xFFFF, 0x1234]
+    step = 97 if JIT_DISABLED else 1
+    hi = np.arange(0, 1 << 16, step, dtype=np.uint32) << 16
+    bits = np.concatenate([hi | np.uint32(low) for low in lows])
+    x32 = np.concatenate([bits, np.random.default_rng(0).permutation(bits)]).view(np.float32)
+    with np.errstate(invalid="ignore"):
+        x64 = x32.astype(np.float64)
+    for seed in (0, 2**64 - 1):
+        want = fpsim.encode(x64, fmt, rounding="stochastic", saturate=saturate, rng=seed)
+        got = fpsim.encode(x32, fmt, rounding="stochastic", saturate=saturate, rng=seed)
+        bad = np.nonzero(got != want)[0]
+        assert bad.size == 0, [(hex(int(x32.view(np.uint32)[i])), int(got[i]), int(want[i]))
+                               for i in bad[:5]]
+        q = fpsim.quantize(x32, fmt, rounding="stochastic", saturate=saturate, rng=seed)
+        with np.errstate(over="ignore"):
+            qwant = fpsim.decode(want, fmt, dtype=np.float32)
+        np.testing.assert_array_equal(q.view(np.uint32)[~np.isnan(qwant)],
+                                      qwant.view(np.uint32)[~np.isnan(qwant)])
+        assert np.isnan(q[np.isnan(qwant)]).all()
+    # below the parallel threshold: the serial kernels, odd lengths included
+    for n in (1, 7, stochastic.BLOCK + 1):
+        np.testing.assert_array_equal(
+            fpsim.encode(x32[:n], fmt, rounding="stochastic", saturate=saturate, rng=3),
+            fpsim.encode(x64[:n], fmt, rounding="stochastic", saturate=saturate, rng=3))
+
+
+@pytest.mark.skipif(JIT_DISABLED, reason="compares the compiled intrinsics with their twins")
+def test_u32_intrinsics_equal_their_python_twins():
+    from numba import njit
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 2**32, 64, dtype=np.uint64).astype(np.uint32)
+    b = rng.integers(0, 2**32, 64, dtype=np.uint64).astype(np.uint32)
+    sh = rng.integers(0, 32, 64, dtype=np.uint64).astype(np.uint32)
+    a[:4] = [0, 1, 2**32 - 1, 2**31]
+    b[:4] = [0, 2**32 - 1, 1, 2**31]
+
+    @njit
+    def apply(a, b, sh, out):
+        for i in range(a.size):
+            out[0, i] = u32.add(a[i], b[i])
+            out[1, i] = u32.sub(a[i], b[i])
+            out[2, i] = u32.band(a[i], b[i])
+            out[3, i] = u32.bor(a[i], b[i])
+            out[4, i] = u32.shl(a[i], sh[i])
+            out[5, i] = u32.shr(a[i], sh[i])
+            out[6, i] = u32.gt(a[i], b[i])
+            out[7, i] = u32.select(u32.band(a[i], np.uint32(1)), a[i], b[i])
+
+    got = np.empty((8, a.size), np.uint32)
+    apply(a, b, sh, got)
+    tw = u32.PY_TWINS
+    for i in range(a.size):
+        want = [tw["add"](a[i], b[i]), tw["sub"](a[i], b[i]), tw["band"](a[i], b[i]),
+                tw["bor"](a[i], b[i]), tw["shl"](a[i], sh[i]), tw["shr"](a[i], sh[i]),
+                tw["gt"](a[i], b[i]), tw["select"](a[i] & 1, a[i], b[i])]
+        assert list(got[:, i]) == want, i
 
 
 def test_stochastic_leaves_grid_values_alone():

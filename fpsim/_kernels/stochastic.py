@@ -1,0 +1,326 @@
+"""Stochastic rounding of float32 inputs by 32-bit arithmetic, in SIMD-friendly blocks.
+
+The table loops of :mod:`fpsim._kernels.lut` need two dependent look-ups per
+element when rounding stochastically, and the generator's draws sit in the
+middle of the loop: the compiler vectorises none of it.  Here each block of
+``BLOCK`` elements goes through plain loops that LLVM vectorises eight
+elements wide (all arithmetic is ``uint32``, see :mod:`fpsim._kernels.u32`):
+
+1. draw the block's random bits into a buffer (``stochastic_pair``: the same
+   bits as every other kernel, element ``i`` gets the low half of draw
+   ``i // 2`` if ``i`` is even, else the high half);
+2. float formats: a short loop for inputs whose result is a normal number of
+   the format (most inputs): the code is the input's bits shifted right and
+   rebased, plus one when the dropped fraction, scaled to 32 bits, exceeds
+   the element's random bits; it flags the other inputs;
+3. those inputs again through the general rule (subnormal results, zero,
+   overflow, Inf, NaN): only the groups of 8 with a flag, or the whole block
+   when many are flagged (then the next block starts there, e.g. float4_e2m1fn
+   on N(0, 1) data, where most results are subnormal).
+
+Integer formats have a single loop (the general rule is short for them).
+
+Every path computes exactly what ``fpsim.reference`` defines for stochastic
+rounding (``docs/numerics.md``); the tests compare them with the generic
+kernel for every format this module takes, on every top half of a float32.
+
+The float formats: signed, with zero and subnormals, at most 22 mantissa bits
+and exponents inside float32's (``fpsim.codec._sr_float_ok``).  Their magnitude
+codes are ``(exponent field << mantissa bits) | mantissa`` with field 1 for
+the smallest normal, so a code is a float32's bits with another bias.
+Constants arrive as a tuple of uint32 (indices ``F_*`` and ``I_*``).
+"""
+
+import numpy as np
+
+from . import u32
+from ._util import inline, jit, pjit, prange
+from .scalar import stochastic_pair
+
+#: Elements per block (its random bits and flags stay in the L1 cache).
+BLOCK = 2048
+#: A block with more flagged inputs than this is redone whole by the general loop.
+DENSE = BLOCK // 8
+
+(
+    F_MBITS,  # mantissa bits m
+    F_SHIFT,  # 23 - m: where a float32 normal is cut
+    F_KBIAS,  # float32 exponent field of the format's smallest normal (127 + emin)
+    F_CBASE,  # (F_KBIAS - 1) << m: rebases a float32's top bits to a code
+    F_FSHIFT,  # 9 + m: brings the dropped fraction to the top of 32 bits
+    F_MAX_CODE,  # magnitude code of max
+    F_OVF_POS,  # code for a positive overflow (Inf, NaN or max by the format and saturate=)
+    F_OVF_NEG,
+    F_NAN_POS,  # code for a NaN input with the sign bit clear
+    F_NAN_NEG,
+    F_SIGN_SHIFT,  # bits - 1: the sign bit's place in a code
+    F_NEGZERO,  # 1 if the format has -0
+    F_FAST_LO,  # |x| bits from which the result is a normal number ...
+    F_FAST_SPAN,  # ... up to F_FAST_LO + F_FAST_SPAN (max itself)
+) = range(14)
+
+(
+    I_CUTBASE,  # 150 + scale_exp: n = significand >> (I_CUTBASE - exponent field)
+    I_MAX_POS,  # max_int
+    I_MAX_NEG,  # -min_int
+    I_MASK,  # 2**bits - 1 for formats that return bit patterns (ocp_int8), else all ones
+) = range(4)
+
+_U = np.uint32
+_ABS = _U(0x7FFFFFFF)
+_SIGN = _U(0x80000000)
+_INF = _U(0x7F800000)
+_Z = _U(0)
+_1 = _U(1)
+_23 = _U(23)
+_31 = _U(31)
+_32 = _U(32)
+_40 = _U(40)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+
+
+@inline
+def _fill_bits(r32, seed, pair0, npairs):
+    """The random bits of elements 2*pair0 ... 2*(pair0 + npairs) - 1."""
+    for j in range(npairs):
+        z = stochastic_pair(seed, pair0 + j)
+        r32[2 * j] = np.uint32(z & _LOW32)
+        r32[2 * j + 1] = np.uint32(z >> _S32)
+
+
+@inline
+def _split(a):
+    """(exponent field, at least 1; significand) of a float32 magnitude's bits."""
+    be = u32.shr(a, _23)
+    be1 = u32.select(u32.gt(be, _Z), be, _1)
+    return be1, u32.sub(a, u32.shl(u32.sub(be1, _1), _23))
+
+
+@inline
+def _cut(sig, cut, r):
+    """``floor(sig / 2**cut)`` plus one with probability the dropped fraction:
+    one when the fraction, as 32 bits, exceeds ``r``.  ``sig < 2**24``, ``cut >= 1``."""
+    hi = u32.shr(sig, u32.select(u32.gt(cut, _31), _31, cut))
+    left = u32.gt(_U(33), cut)  # cut <= 32: the fraction is sig's low bits, shifted up
+    fl = u32.shl(sig, u32.select(left, u32.sub(_32, cut), _Z))
+    rc = u32.select(left, _Z, u32.sub(cut, _32))
+    fr = u32.shr(sig, u32.select(u32.gt(rc, _31), _31, rc))
+    return u32.add(hi, u32.gt(u32.select(left, fl, fr), r))
+
+
+@inline
+def float_code(b, r, p):
+    """Code of the float32 with bits ``b`` given random bits ``r``: any input."""
+    a = u32.band(b, _ABS)
+    be1, sig = _split(a)
+    kb = p[F_KBIAS]
+    below = u32.gt(kb, be1)
+    top = u32.select(below, kb, be1)
+    d = u32.select(below, u32.sub(kb, be1), _Z)
+    cut = u32.add(p[F_SHIFT], u32.select(u32.gt(d, _40), _40, d))
+    code = u32.add(u32.shl(u32.sub(top, kb), p[F_MBITS]), _cut(sig, cut, r))
+    neg = u32.shr(b, _31)
+    s = u32.band(neg, u32.bor(u32.gt(code, _Z), p[F_NEGZERO]))
+    res = u32.bor(code, u32.shl(s, p[F_SIGN_SHIFT]))
+    res = u32.select(u32.gt(code, p[F_MAX_CODE]), u32.select(neg, p[F_OVF_NEG], p[F_OVF_POS]),
+                     res)
+    return u32.select(u32.gt(a, _INF), u32.select(neg, p[F_NAN_NEG], p[F_NAN_POS]), res)
+
+
+@inline
+def int_value(b, r, p):
+    """Signed integer ``n`` (as uint32 bits) of the float32 with bits ``b``."""
+    a = u32.band(b, _ABS)
+    be1, sig = _split(a)
+    neg = u32.shr(b, _31)
+    lim = u32.select(neg, p[I_MAX_NEG], p[I_MAX_POS])
+    big = u32.gt(be1, u32.sub(p[I_CUTBASE], _1))  # |x| >= 2**23 units: clip
+    n = _cut(sig, u32.select(big, _1, u32.sub(p[I_CUTBASE], be1)), r)
+    n = u32.select(u32.bor(big, u32.gt(n, lim)), lim, n)
+    n = u32.select(u32.gt(a, _INF), _Z, n)  # NaN gives 0
+    return u32.select(neg, u32.sub(_Z, n), n)
+
+
+@inline
+def _fast(x, out, r32, flags, p, values):
+    """Normal results only; flags the other inputs and returns how many."""
+    sh = p[F_SHIFT]
+    cbase = p[F_CBASE]
+    fsh = p[F_FSHIFT]
+    ssh = p[F_SIGN_SHIFT]
+    lo = p[F_FAST_LO]
+    span = p[F_FAST_SPAN]
+    bad = _Z
+    for j in range(x.size):
+        b = x[j]
+        a = u32.band(b, _ABS)
+        q = u32.add(u32.shr(a, sh), u32.gt(u32.shl(a, fsh), r32[j]))
+        if values:  # the float32 bits of the value: the input cut and carried
+            out[j] = u32.bor(u32.shl(q, sh), u32.band(b, _SIGN))
+        else:
+            out[j] = u32.bor(u32.sub(q, cbase), u32.shl(u32.shr(b, _31), ssh))
+        f = u32.gt(u32.sub(a, lo), span)  # wraps below lo
+        flags[j] = f
+        bad = u32.add(bad, f)
+    return bad
+
+
+@inline
+def _general(x, out, r32, cbuf, p, lut, values):
+    if values:  # codes first, then their values: two loops that vectorise
+        for j in range(x.size):
+            cbuf[j] = float_code(x[j], r32[j], p)
+        for j in range(x.size):
+            out[j] = lut[cbuf[j]]
+    else:
+        for j in range(x.size):
+            out[j] = float_code(x[j], r32[j], p)
+
+
+@inline
+def _sparse(x, out, r32, flags, p, lut, values):
+    """The general rule for the flagged inputs, eight at a time."""
+    words = flags.view(np.uint64)
+    n = x.size
+    for g in range((n + 7) >> 3):
+        if words[g] != 0:
+            for j in range(g * 8, min(g * 8 + 8, n)):
+                if flags[j] != 0:
+                    c = float_code(x[j], r32[j], p)
+                    if values:
+                        out[j] = lut[c]
+                    else:
+                        out[j] = c
+
+
+@inline
+def _float_block(xb, out, r32, flags, cbuf, seed, blk, p, lut, values, dense):
+    """One block; returns whether it was dense (the next block starts with the general loop)."""
+    i0 = blk * BLOCK
+    m = min(BLOCK, xb.size - i0)
+    _fill_bits(r32, seed, i0 >> 1, (m + 1) >> 1)
+    x = xb[i0:i0 + m]
+    o = out[i0:i0 + m]
+    if dense:
+        _general(x, o, r32, cbuf, p, lut, values)
+        # stay dense while the block's inputs mostly need the general rule
+        lo = p[F_FAST_LO]
+        span = p[F_FAST_SPAN]
+        bad = _Z
+        for j in range(m):
+            bad = u32.add(bad, u32.gt(u32.sub(u32.band(x[j], _ABS), lo), span))
+        return bad > DENSE
+    bad = _fast(x, o, r32, flags, p, values)
+    if bad > DENSE:
+        _general(x, o, r32, cbuf, p, lut, values)
+        return True
+    if bad != _Z:
+        _sparse(x, o, r32, flags, p, lut, values)
+    return False
+
+
+@inline
+def _signed(n):
+    """The uint32 ``n`` read as a two's-complement int32 (as an int64)."""
+    v = np.int64(n)
+    return v - ((v >> 31) << 32)
+
+
+@inline
+def _int_block(xb, out, r32, seed, blk, p, scale, values):
+    i0 = blk * BLOCK
+    m = min(BLOCK, xb.size - i0)
+    _fill_bits(r32, seed, i0 >> 1, (m + 1) >> 1)
+    for j in range(m):
+        n = int_value(xb[i0 + j], r32[j], p)
+        if values:
+            out[i0 + j] = np.float32(_signed(n)) * scale
+        else:
+            out[i0 + j] = _signed(u32.band(n, p[I_MASK]))
+
+
+@inline
+def _float_serial(xb, out, seed, p, lut, values):
+    r32 = np.empty(BLOCK, dtype=np.uint32)
+    flags = np.zeros(BLOCK, dtype=np.uint8)
+    cbuf = np.empty(BLOCK, dtype=np.uint32)
+    dense = False
+    for blk in range((xb.size + BLOCK - 1) // BLOCK):
+        dense = _float_block(xb, out, r32, flags, cbuf, seed, blk, p, lut, values, dense)
+
+
+@inline
+def _float_parallel(xb, out, seed, p, lut, values):
+    nblocks = (xb.size + BLOCK - 1) // BLOCK
+    nchunks = min(nblocks, 64)
+    for c in prange(nchunks):
+        r32 = np.empty(BLOCK, dtype=np.uint32)
+        flags = np.zeros(BLOCK, dtype=np.uint8)
+        cbuf = np.empty(BLOCK, dtype=np.uint32)
+        dense = False
+        for blk in range(c * nblocks // nchunks, (c + 1) * nblocks // nchunks):
+            dense = _float_block(xb, out, r32, flags, cbuf, seed, blk, p, lut, values, dense)
+
+
+@inline
+def _int_serial(xb, out, seed, p, scale, values):
+    r32 = np.empty(BLOCK, dtype=np.uint32)
+    for blk in range((xb.size + BLOCK - 1) // BLOCK):
+        _int_block(xb, out, r32, seed, blk, p, scale, values)
+
+
+@inline
+def _int_parallel(xb, out, seed, p, scale, values):
+    nblocks = (xb.size + BLOCK - 1) // BLOCK
+    nchunks = min(nblocks, 64)
+    for c in prange(nchunks):
+        r32 = np.empty(BLOCK, dtype=np.uint32)
+        for blk in range(c * nblocks // nchunks, (c + 1) * nblocks // nchunks):
+            _int_block(xb, out, r32, seed, blk, p, scale, values)
+
+
+# The entry points pass ``values`` as a constant, so each compiles to branch-free loops.
+@jit
+def float_codes_serial(xb, out, seed, p):
+    """Stochastic codes of the float32 bit patterns ``xb`` (uint32) into ``out``."""
+    _float_serial(xb, out, seed, p, out, False)
+
+
+@pjit
+def float_codes_parallel(xb, out, seed, p):
+    _float_parallel(xb, out, seed, p, out, False)
+
+
+@jit
+def float_values_serial(xb, out, seed, p, lut):
+    """The float32 bits (``out``: uint32) of the stochastically rounded values;
+    ``lut`` holds every code's float32 bits."""
+    _float_serial(xb, out, seed, p, lut, True)
+
+
+@pjit
+def float_values_parallel(xb, out, seed, p, lut):
+    _float_parallel(xb, out, seed, p, lut, True)
+
+
+@jit
+def int_codes_serial(xb, out, seed, p):
+    """Stochastically rounded integers of the float32 bit patterns ``xb``."""
+    _int_serial(xb, out, seed, p, np.float32(1.0), False)
+
+
+@pjit
+def int_codes_parallel(xb, out, seed, p):
+    _int_parallel(xb, out, seed, p, np.float32(1.0), False)
+
+
+@jit
+def int_values_serial(xb, out, seed, p, scale):
+    """Their float32 values, ``n * scale``."""
+    _int_serial(xb, out, seed, p, scale, True)
+
+
+@pjit
+def int_values_parallel(xb, out, seed, p, scale):
+    _int_parallel(xb, out, seed, p, scale, True)
