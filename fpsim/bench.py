@@ -91,8 +91,10 @@ def run_bench(names=None, *, log2_size: int = 24, repeat: int = 7, seed: int = 0
 
     header = ["format", "op", "implementation", "ms", "Mvalues/s", "t/reference", "t/memcpy"]
     rows = []
+    times = {}
 
     def add(fmt_name, op, impl, t, t_ref):
+        times[fmt_name, op, impl] = t
         rows.append([fmt_name, op, impl, f"{t * 1e3:.2f}", f"{n / t / 1e6:.0f}",
                      f"{t / t_ref:.2f}" if t_ref else "-", f"{t / t_memcpy:.1f}"])
         print("  ".join(rows[-1]), file=sys.stderr, flush=True)  # progress
@@ -131,4 +133,17 @@ def run_bench(names=None, *, log2_size: int = 24, repeat: int = 7, seed: int = 0
     print(format_table(header, rows, right={3, 4, 5, 6}), file=out)
     print("t/reference, t/memcpy: time divided by the reference cast's (ml_dtypes, or numpy "
           "for int8) and by a memcpy of the input; below 1 is faster.", file=out)
+    sr_rows = []
+    for fmt in fmts:
+        for op in ("encode", "quantize"):
+            t_ne = times.get((fmt.name, op, "fpsim nearest_even out="))
+            t_sr = times.get((fmt.name, op, "fpsim stochastic out="))
+            if t_ne and t_sr:
+                sr_rows.append([fmt.name, op, f"{t_ne * 1e3:.2f}", f"{t_sr * 1e3:.2f}",
+                                f"{t_ne / t_sr:.2f}"])
+    if sr_rows:
+        print(file=out)
+        print(format_table(["format", "op", "nearest_even ms", "stochastic ms",
+                            "stochastic speed / nearest_even"], sr_rows, right={2, 3, 4}),
+              file=out)
     return 0

@@ -327,14 +327,18 @@ def test_u32_intrinsics_equal_their_python_twins():
             out[5, i] = u32.shr(a[i], sh[i])
             out[6, i] = u32.gt(a[i], b[i])
             out[7, i] = u32.select(u32.band(a[i], np.uint32(1)), a[i], b[i])
+            out[8, i] = u32.sgt(u32.shr(a[i], np.uint32(1)), u32.shr(b[i], np.uint32(1)))
+            out[9, i] = u32.umin(a[i], b[i])
+            out[10, i] = u32.umax(a[i], b[i])
 
-    got = np.empty((8, a.size), np.uint32)
+    got = np.empty((11, a.size), np.uint32)
     apply(a, b, sh, got)
     tw = u32.PY_TWINS
     for i in range(a.size):
         want = [tw["add"](a[i], b[i]), tw["sub"](a[i], b[i]), tw["band"](a[i], b[i]),
                 tw["bor"](a[i], b[i]), tw["shl"](a[i], sh[i]), tw["shr"](a[i], sh[i]),
-                tw["gt"](a[i], b[i]), tw["select"](a[i] & 1, a[i], b[i])]
+                tw["gt"](a[i], b[i]), tw["select"](a[i] & 1, a[i], b[i]),
+                tw["sgt"](a[i] >> 1, b[i] >> 1), tw["umin"](a[i], b[i]), tw["umax"](a[i], b[i])]
         assert list(got[:, i]) == want, i
 
 

@@ -9,7 +9,8 @@ fraction of the cost.  Float16 inputs index a 65536-entry table directly.
 ``quantize`` uses the same loops with tables of values instead of codes.
 Stochastic rounding stacks the codes below (for exact and inexact low
 halves) and above, and compares the 32-bit fraction with the element's
-random bits.
+random bits; it serves the formats that the faster 32-bit block kernels of
+:mod:`fpsim._kernels.stochastic` do not take (the unsigned ones).
 """
 
 import numpy as np

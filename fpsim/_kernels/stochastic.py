@@ -39,8 +39,9 @@ from .scalar import stochastic_pair
 
 #: Elements per block (its random bits and flags stay in the L1 cache).
 BLOCK = 2048
-#: A block with more flagged inputs than this is redone whole by the general loop.
-DENSE = BLOCK // 8
+#: A block with more flagged inputs than this is redone whole by the general loop
+#: (measured break-even: the general loop costs about what 13 sparse fixes do).
+DENSE = 16
 
 (
     F_MBITS,  # mantissa bits m
@@ -92,8 +93,7 @@ def _fill_bits(r32, seed, pair0, npairs):
 @inline
 def _split(a):
     """(exponent field, at least 1; significand) of a float32 magnitude's bits."""
-    be = u32.shr(a, _23)
-    be1 = u32.select(u32.gt(be, _Z), be, _1)
+    be1 = u32.umax(u32.shr(a, _23), _1)
     return be1, u32.sub(a, u32.shl(u32.sub(be1, _1), _23))
 
 
@@ -101,12 +101,11 @@ def _split(a):
 def _cut(sig, cut, r):
     """``floor(sig / 2**cut)`` plus one with probability the dropped fraction:
     one when the fraction, as 32 bits, exceeds ``r``.  ``sig < 2**24``, ``cut >= 1``."""
-    hi = u32.shr(sig, u32.select(u32.gt(cut, _31), _31, cut))
-    left = u32.gt(_U(33), cut)  # cut <= 32: the fraction is sig's low bits, shifted up
-    fl = u32.shl(sig, u32.select(left, u32.sub(_32, cut), _Z))
-    rc = u32.select(left, _Z, u32.sub(cut, _32))
-    fr = u32.shr(sig, u32.select(u32.gt(rc, _31), _31, rc))
-    return u32.add(hi, u32.gt(u32.select(left, fl, fr), r))
+    hi = u32.shr(sig, u32.umin(cut, _31))
+    # the fraction's 32 bits: sig's low bits shifted up (cut <= 32), or its high bits down
+    fl = u32.shl(sig, u32.band(u32.sub(_32, cut), _31))
+    fr = u32.shr(sig, u32.umin(u32.sub(cut, _32), _31))  # wraps to 31 (gives 0) below 32
+    return u32.add(hi, u32.gt(u32.select(u32.sgt(_U(33), cut), fl, fr), r))
 
 
 @inline
@@ -115,17 +114,15 @@ def float_code(b, r, p):
     a = u32.band(b, _ABS)
     be1, sig = _split(a)
     kb = p[F_KBIAS]
-    below = u32.gt(kb, be1)
-    top = u32.select(below, kb, be1)
-    d = u32.select(below, u32.sub(kb, be1), _Z)
-    cut = u32.add(p[F_SHIFT], u32.select(u32.gt(d, _40), _40, d))
+    top = u32.umax(kb, be1)
+    cut = u32.add(p[F_SHIFT], u32.umin(u32.sub(top, be1), _40))
     code = u32.add(u32.shl(u32.sub(top, kb), p[F_MBITS]), _cut(sig, cut, r))
     neg = u32.shr(b, _31)
-    s = u32.band(neg, u32.bor(u32.gt(code, _Z), p[F_NEGZERO]))
+    s = u32.band(neg, u32.bor(u32.umin(code, _1), p[F_NEGZERO]))
     res = u32.bor(code, u32.shl(s, p[F_SIGN_SHIFT]))
-    res = u32.select(u32.gt(code, p[F_MAX_CODE]), u32.select(neg, p[F_OVF_NEG], p[F_OVF_POS]),
+    res = u32.select(u32.sgt(code, p[F_MAX_CODE]), u32.select(neg, p[F_OVF_NEG], p[F_OVF_POS]),
                      res)
-    return u32.select(u32.gt(a, _INF), u32.select(neg, p[F_NAN_NEG], p[F_NAN_POS]), res)
+    return u32.select(u32.sgt(a, _INF), u32.select(neg, p[F_NAN_NEG], p[F_NAN_POS]), res)
 
 
 @inline
@@ -135,10 +132,10 @@ def int_value(b, r, p):
     be1, sig = _split(a)
     neg = u32.shr(b, _31)
     lim = u32.select(neg, p[I_MAX_NEG], p[I_MAX_POS])
-    big = u32.gt(be1, u32.sub(p[I_CUTBASE], _1))  # |x| >= 2**23 units: clip
+    big = u32.sgt(be1, u32.sub(p[I_CUTBASE], _1))  # |x| >= 2**23 units: clip
     n = _cut(sig, u32.select(big, _1, u32.sub(p[I_CUTBASE], be1)), r)
-    n = u32.select(u32.bor(big, u32.gt(n, lim)), lim, n)
-    n = u32.select(u32.gt(a, _INF), _Z, n)  # NaN gives 0
+    n = u32.select(big, lim, u32.umin(n, lim))
+    n = u32.select(u32.sgt(a, _INF), _Z, n)  # NaN gives 0
     return u32.select(neg, u32.sub(_Z, n), n)
 
 
@@ -168,14 +165,21 @@ def _fast(x, out, r32, flags, p, values):
 
 @inline
 def _general(x, out, r32, cbuf, p, lut, values):
+    """The general rule for every input; returns how many lie outside the fast range."""
+    lo = p[F_FAST_LO]
+    span = p[F_FAST_SPAN]
+    bad = _Z
     if values:  # codes first, then their values: two loops that vectorise
         for j in range(x.size):
             cbuf[j] = float_code(x[j], r32[j], p)
+            bad = u32.add(bad, u32.gt(u32.sub(u32.band(x[j], _ABS), lo), span))
         for j in range(x.size):
             out[j] = lut[cbuf[j]]
     else:
         for j in range(x.size):
             out[j] = float_code(x[j], r32[j], p)
+            bad = u32.add(bad, u32.gt(u32.sub(u32.band(x[j], _ABS), lo), span))
+    return bad
 
 
 @inline
@@ -202,15 +206,8 @@ def _float_block(xb, out, r32, flags, cbuf, seed, blk, p, lut, values, dense):
     _fill_bits(r32, seed, i0 >> 1, (m + 1) >> 1)
     x = xb[i0:i0 + m]
     o = out[i0:i0 + m]
-    if dense:
-        _general(x, o, r32, cbuf, p, lut, values)
-        # stay dense while the block's inputs mostly need the general rule
-        lo = p[F_FAST_LO]
-        span = p[F_FAST_SPAN]
-        bad = _Z
-        for j in range(m):
-            bad = u32.add(bad, u32.gt(u32.sub(u32.band(x[j], _ABS), lo), span))
-        return bad > DENSE
+    if dense:  # stay dense while the block's inputs often need the general rule
+        return _general(x, o, r32, cbuf, p, lut, values) > DENSE
     bad = _fast(x, o, r32, flags, p, values)
     if bad > DENSE:
         _general(x, o, r32, cbuf, p, lut, values)
@@ -221,13 +218,6 @@ def _float_block(xb, out, r32, flags, cbuf, seed, blk, p, lut, values, dense):
 
 
 @inline
-def _signed(n):
-    """The uint32 ``n`` read as a two's-complement int32 (as an int64)."""
-    v = np.int64(n)
-    return v - ((v >> 31) << 32)
-
-
-@inline
 def _int_block(xb, out, r32, seed, blk, p, scale, values):
     i0 = blk * BLOCK
     m = min(BLOCK, xb.size - i0)
@@ -235,9 +225,9 @@ def _int_block(xb, out, r32, seed, blk, p, scale, values):
     for j in range(m):
         n = int_value(xb[i0 + j], r32[j], p)
         if values:
-            out[i0 + j] = np.float32(_signed(n)) * scale
+            out[i0 + j] = np.float32(np.int32(n)) * scale  # n as two's complement
         else:
-            out[i0 + j] = _signed(u32.band(n, p[I_MASK]))
+            out[i0 + j] = np.int32(u32.band(n, p[I_MASK]))
 
 
 @inline
