@@ -191,7 +191,7 @@ def _sr_params(fmt, saturate: bool) -> tuple:
     kbias = 127 + fmt.emin
     fast_lo = kbias << 23
     fast_hi = int(np.float32(fmt.max).view(np.uint32))
-    p = [0] * 14
+    p = [0] * 21
     p[stochastic.F_MBITS] = m
     p[stochastic.F_SHIFT] = 23 - m
     p[stochastic.F_KBIAS] = kbias
@@ -206,6 +206,17 @@ def _sr_params(fmt, saturate: bool) -> tuple:
     p[stochastic.F_NEGZERO] = int(fmt.has_negative_zero)
     p[stochastic.F_FAST_LO] = fast_lo
     p[stochastic.F_FAST_SPAN] = fast_hi - fast_lo
+    p[stochastic.F_SUBSCALE] = int(np.float32(2.0 ** (fmt.emin - m)).view(np.uint32))
+    value_bits = _lut(fmt, np.dtype(np.float32)).view(np.uint32)
+    for code_i, value_i in ((stochastic.F_OVF_POS, stochastic.F_OVFV_POS),
+                            (stochastic.F_OVF_NEG, stochastic.F_OVFV_NEG),
+                            (stochastic.F_NAN_POS, stochastic.F_NANV_POS),
+                            (stochastic.F_NAN_NEG, stochastic.F_NANV_NEG)):
+        p[value_i] = int(value_bits[p[code_i]])
+    # the semi loop: the cut (23 - m + kbias - field) is at most 32 from this field on
+    semi_lo = max(kbias + 23 - m - 32, 1) << 23
+    p[stochastic.F_SEMI_LO] = semi_lo
+    p[stochastic.F_SEMI_SPAN] = fast_hi - semi_lo
     return tuple(np.uint32(v) for v in p)
 
 
@@ -308,8 +319,7 @@ def _run_sr_blocks(xb, fmt, saturate, seed, flat_out, values, parallel) -> None:
             k(xb, flat_out, seed, p)
     elif values:
         k = stochastic.float_values_parallel if parallel else stochastic.float_values_serial
-        k(xb, flat_out.view(np.uint32), seed, p,
-          _lut(fmt, np.dtype(np.float32)).view(np.uint32))
+        k(xb, flat_out.view(np.uint32), seed, p)
     else:
         k = stochastic.float_codes_parallel if parallel else stochastic.float_codes_serial
         k(xb, flat_out, seed, p)

@@ -58,7 +58,14 @@ DENSE = 16
     F_NEGZERO,  # 1 if the format has -0
     F_FAST_LO,  # |x| bits from which the result is a normal number ...
     F_FAST_SPAN,  # ... up to F_FAST_LO + F_FAST_SPAN (max itself)
-) = range(14)
+    F_SUBSCALE,  # float32 bits of 2**(emin - m): the value of subnormal code 1
+    F_OVFV_POS,  # float32 bits of the values of F_OVF_POS, F_OVF_NEG, F_NAN_POS, F_NAN_NEG
+    F_OVFV_NEG,
+    F_NANV_POS,
+    F_NANV_NEG,
+    F_SEMI_LO,  # |x| bits from which the semi loop's fraction lies in the significand ...
+    F_SEMI_SPAN,  # ... up to F_SEMI_LO + F_SEMI_SPAN (max itself)
+) = range(21)
 
 (
     I_CUTBASE,  # 150 + scale_exp: n = significand >> (I_CUTBASE - exponent field)
@@ -109,20 +116,43 @@ def _cut(sig, cut, r):
 
 
 @inline
-def float_code(b, r, p):
-    """Code of the float32 with bits ``b`` given random bits ``r``: any input."""
-    a = u32.band(b, _ABS)
+def _magnitude(a, r, p):
+    """Magnitude code of the float32 magnitude bits ``a`` (beyond max: above F_MAX_CODE)."""
     be1, sig = _split(a)
     kb = p[F_KBIAS]
     top = u32.umax(kb, be1)
     cut = u32.add(p[F_SHIFT], u32.umin(u32.sub(top, be1), _40))
-    code = u32.add(u32.shl(u32.sub(top, kb), p[F_MBITS]), _cut(sig, cut, r))
+    return u32.add(u32.shl(u32.sub(top, kb), p[F_MBITS]), _cut(sig, cut, r))
+
+
+@inline
+def float_code(b, r, p):
+    """Code of the float32 with bits ``b`` given random bits ``r``: any input."""
+    a = u32.band(b, _ABS)
+    code = _magnitude(a, r, p)
     neg = u32.shr(b, _31)
     s = u32.band(neg, u32.bor(u32.umin(code, _1), p[F_NEGZERO]))
     res = u32.bor(code, u32.shl(s, p[F_SIGN_SHIFT]))
     res = u32.select(u32.sgt(code, p[F_MAX_CODE]), u32.select(neg, p[F_OVF_NEG], p[F_OVF_POS]),
                      res)
     return u32.select(u32.sgt(a, _INF), u32.select(neg, p[F_NAN_NEG], p[F_NAN_POS]), res)
+
+
+@inline
+def float_value(b, r, p):
+    """The float32 bits of the value of ``float_code(b, r, p)``, computed directly."""
+    a = u32.band(b, _ABS)
+    code = _magnitude(a, r, p)
+    neg = u32.shr(b, _31)
+    normal = u32.shl(u32.add(code, p[F_CBASE]), p[F_SHIFT])
+    scale = np.uint32(p[F_SUBSCALE]).view(np.float32)
+    subnormal = np.float32(np.float32(np.int32(code)) * scale).view(np.uint32)
+    mag = u32.select(u32.shr(code, p[F_MBITS]), normal, subnormal)
+    s = u32.band(neg, u32.bor(u32.umin(code, _1), p[F_NEGZERO]))
+    res = u32.bor(mag, u32.shl(s, _31))
+    res = u32.select(u32.sgt(code, p[F_MAX_CODE]), u32.select(neg, p[F_OVFV_NEG], p[F_OVFV_POS]),
+                     res)
+    return u32.select(u32.sgt(a, _INF), u32.select(neg, p[F_NANV_NEG], p[F_NANV_POS]), res)
 
 
 @inline
@@ -137,6 +167,12 @@ def int_value(b, r, p):
     n = u32.select(big, lim, u32.umin(n, lim))
     n = u32.select(u32.sgt(a, _INF), _Z, n)  # NaN gives 0
     return u32.select(neg, u32.sub(_Z, n), n)
+
+
+@inline
+def _outside(a, lo, span):
+    """1 where ``a`` lies outside [lo, lo + span] (unsigned: wraps below lo)."""
+    return u32.gt(u32.sub(a, lo), span)
 
 
 @inline
@@ -157,64 +193,109 @@ def _fast(x, out, r32, flags, p, values):
             out[j] = u32.bor(u32.shl(q, sh), u32.band(b, _SIGN))
         else:
             out[j] = u32.bor(u32.sub(q, cbase), u32.shl(u32.shr(b, _31), ssh))
-        f = u32.gt(u32.sub(a, lo), span)  # wraps below lo
+        f = _outside(a, p[F_FAST_LO], span)
         flags[j] = f
         bad = u32.add(bad, f)
     return bad
 
 
 @inline
-def _general(x, out, r32, cbuf, p, lut, values):
-    """The general rule for every input; returns how many lie outside the fast range."""
-    lo = p[F_FAST_LO]
-    span = p[F_FAST_SPAN]
+def _semi(x, out, r32, flags, p, values):
+    """Normal and subnormal results (and zeros) whose fraction lies in the input's
+    significand; flags tiny, overflowing and non-finite inputs.  Returns (inputs
+    outside the fast loop's range, inputs flagged)."""
+    kb = p[F_KBIAS]
+    sh = p[F_SHIFT]
+    m = p[F_MBITS]
+    nz = p[F_NEGZERO]
+    lo = p[F_SEMI_LO]
+    span = p[F_SEMI_SPAN]
+    scale = np.uint32(p[F_SUBSCALE]).view(np.float32)
+    nfast = _Z
     bad = _Z
-    if values:  # codes first, then their values: two loops that vectorise
-        for j in range(x.size):
-            cbuf[j] = float_code(x[j], r32[j], p)
-            bad = u32.add(bad, u32.gt(u32.sub(u32.band(x[j], _ABS), lo), span))
-        for j in range(x.size):
-            out[j] = lut[cbuf[j]]
-    else:
-        for j in range(x.size):
-            out[j] = float_code(x[j], r32[j], p)
-            bad = u32.add(bad, u32.gt(u32.sub(u32.band(x[j], _ABS), lo), span))
-    return bad
+    for j in range(x.size):
+        b = x[j]
+        a = u32.band(b, _ABS)
+        be1, sig = _split(a)
+        top = u32.umax(kb, be1)
+        cut = u32.add(sh, u32.sub(top, be1))  # <= 32 for inputs not flagged
+        hi = u32.shr(sig, u32.umin(cut, _31))
+        up = u32.gt(u32.shl(sig, u32.band(u32.sub(_32, cut), _31)), r32[j])
+        code = u32.add(u32.add(u32.shl(u32.sub(top, kb), m), hi), up)
+        s = u32.band(u32.shr(b, _31), u32.bor(u32.umin(code, _1), nz))
+        if values:
+            normal = u32.shl(u32.add(code, p[F_CBASE]), sh)
+            subnormal = np.float32(np.float32(np.int32(code)) * scale).view(np.uint32)
+            out[j] = u32.bor(u32.select(u32.shr(code, m), normal, subnormal), u32.shl(s, _31))
+        else:
+            out[j] = u32.bor(code, u32.shl(s, p[F_SIGN_SHIFT]))
+        f = u32.band(_outside(a, lo, span), u32.umin(a, _1))
+        flags[j] = f
+        bad = u32.add(bad, f)
+        nfast = u32.add(nfast, _outside(a, p[F_FAST_LO], p[F_FAST_SPAN]))
+    return nfast, bad
 
 
 @inline
-def _sparse(x, out, r32, flags, p, lut, values):
-    """The general rule for the flagged inputs, eight at a time."""
+def _general(x, out, r32, p, values):
+    """The general rule for every input.  Returns (inputs outside the fast loop's
+    range, inputs the semi loop would flag)."""
+    nfast = _Z
+    nsemi = _Z
+    for j in range(x.size):
+        b = x[j]
+        out[j] = float_value(b, r32[j], p) if values else float_code(b, r32[j], p)
+        a = u32.band(b, _ABS)
+        nfast = u32.add(nfast, _outside(a, p[F_FAST_LO], p[F_FAST_SPAN]))
+        nsemi = u32.add(nsemi, u32.band(_outside(a, p[F_SEMI_LO], p[F_SEMI_SPAN]),
+                                        u32.umin(a, _1)))
+    return nfast, nsemi
+
+
+@inline
+def _sparse(x, out, r32, flags, p, values):
+    """The general rule for the flagged inputs (groups of 8 without a flag are skipped)."""
     words = flags.view(np.uint64)
     n = x.size
     for g in range((n + 7) >> 3):
         if words[g] != 0:
             for j in range(g * 8, min(g * 8 + 8, n)):
                 if flags[j] != 0:
-                    c = float_code(x[j], r32[j], p)
-                    if values:
-                        out[j] = lut[c]
-                    else:
-                        out[j] = c
+                    b = x[j]
+                    out[j] = float_value(b, r32[j], p) if values else float_code(b, r32[j], p)
+
+
+# loop choice per block: the fast loop while it flags few inputs, else the semi
+# loop while that flags few, else the general loop; each block starts with the
+# choice its predecessor's counts point to
+_FAST, _SEMI, _GENERAL = 0, 1, 2
 
 
 @inline
-def _float_block(xb, out, r32, flags, cbuf, seed, blk, p, lut, values, dense):
-    """One block; returns whether it was dense (the next block starts with the general loop)."""
+def _float_block(xb, out, r32, flags, seed, blk, p, values, mode):
+    """One block; returns the loop the next block starts with."""
     i0 = blk * BLOCK
     m = min(BLOCK, xb.size - i0)
     _fill_bits(r32, seed, i0 >> 1, (m + 1) >> 1)
     x = xb[i0:i0 + m]
     o = out[i0:i0 + m]
-    if dense:  # stay dense while the block's inputs often need the general rule
-        return _general(x, o, r32, cbuf, p, lut, values) > DENSE
-    bad = _fast(x, o, r32, flags, p, values)
-    if bad > DENSE:
-        _general(x, o, r32, cbuf, p, lut, values)
-        return True
-    if bad != _Z:
-        _sparse(x, o, r32, flags, p, lut, values)
-    return False
+    if mode == _FAST:
+        bad = _fast(x, o, r32, flags, p, values)
+        if bad <= DENSE:
+            if bad != _Z:
+                _sparse(x, o, r32, flags, p, values)
+            return _FAST
+        mode = _SEMI
+    if mode == _SEMI:
+        nfast, bad = _semi(x, o, r32, flags, p, values)
+        if bad <= DENSE:
+            if bad != _Z:
+                _sparse(x, o, r32, flags, p, values)
+            return _FAST if nfast <= DENSE else _SEMI
+    nfast, nsemi = _general(x, o, r32, p, values)
+    if nfast <= DENSE:
+        return _FAST
+    return _SEMI if nsemi <= DENSE else _GENERAL
 
 
 @inline
@@ -231,26 +312,24 @@ def _int_block(xb, out, r32, seed, blk, p, scale, values):
 
 
 @inline
-def _float_serial(xb, out, seed, p, lut, values):
+def _float_serial(xb, out, seed, p, values):
     r32 = np.empty(BLOCK, dtype=np.uint32)
     flags = np.zeros(BLOCK, dtype=np.uint8)
-    cbuf = np.empty(BLOCK, dtype=np.uint32)
-    dense = False
+    mode = _FAST
     for blk in range((xb.size + BLOCK - 1) // BLOCK):
-        dense = _float_block(xb, out, r32, flags, cbuf, seed, blk, p, lut, values, dense)
+        mode = _float_block(xb, out, r32, flags, seed, blk, p, values, mode)
 
 
 @inline
-def _float_parallel(xb, out, seed, p, lut, values):
+def _float_parallel(xb, out, seed, p, values):
     nblocks = (xb.size + BLOCK - 1) // BLOCK
     nchunks = min(nblocks, 64)
     for c in prange(nchunks):
         r32 = np.empty(BLOCK, dtype=np.uint32)
         flags = np.zeros(BLOCK, dtype=np.uint8)
-        cbuf = np.empty(BLOCK, dtype=np.uint32)
-        dense = False
+        mode = _FAST
         for blk in range(c * nblocks // nchunks, (c + 1) * nblocks // nchunks):
-            dense = _float_block(xb, out, r32, flags, cbuf, seed, blk, p, lut, values, dense)
+            mode = _float_block(xb, out, r32, flags, seed, blk, p, values, mode)
 
 
 @inline
@@ -274,24 +353,23 @@ def _int_parallel(xb, out, seed, p, scale, values):
 @jit
 def float_codes_serial(xb, out, seed, p):
     """Stochastic codes of the float32 bit patterns ``xb`` (uint32) into ``out``."""
-    _float_serial(xb, out, seed, p, out, False)
+    _float_serial(xb, out, seed, p, False)
 
 
 @pjit
 def float_codes_parallel(xb, out, seed, p):
-    _float_parallel(xb, out, seed, p, out, False)
+    _float_parallel(xb, out, seed, p, False)
 
 
 @jit
-def float_values_serial(xb, out, seed, p, lut):
-    """The float32 bits (``out``: uint32) of the stochastically rounded values;
-    ``lut`` holds every code's float32 bits."""
-    _float_serial(xb, out, seed, p, lut, True)
+def float_values_serial(xb, out, seed, p):
+    """The float32 bits (``out``: uint32) of the stochastically rounded values."""
+    _float_serial(xb, out, seed, p, True)
 
 
 @pjit
-def float_values_parallel(xb, out, seed, p, lut):
-    _float_parallel(xb, out, seed, p, lut, True)
+def float_values_parallel(xb, out, seed, p):
+    _float_parallel(xb, out, seed, p, True)
 
 
 @jit
