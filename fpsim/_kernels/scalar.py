@@ -53,12 +53,17 @@ IP_SCALE_EXP, IP_MIN_INT, IP_MAX_INT, IP_BITS, IP_BIT_PATTERNS = range(5)
 
 
 @inline
-def stochastic_pair(seed, k):
-    """64 random bits for elements 2k and 2k+1: splitmix64 keyed by (seed, k)."""
-    z = seed + np.uint64(k + 1) * _GOLDEN
+def splitmix64_mix(z):
+    """splitmix64's output function of its state ``z`` (uint64)."""
     z = (z ^ (z >> _S30)) * _MIX1
     z = (z ^ (z >> _S27)) * _MIX2
     return z ^ (z >> _S31)
+
+
+@inline
+def stochastic_pair(seed, k):
+    """64 random bits for elements 2k and 2k+1: splitmix64 keyed by (seed, k)."""
+    return splitmix64_mix(seed + np.uint64(k + 1) * _GOLDEN)
 
 
 @inline

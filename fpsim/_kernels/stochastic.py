@@ -35,7 +35,7 @@ import numpy as np
 
 from . import u32
 from ._util import inline, jit, pjit, prange
-from .scalar import stochastic_pair
+from .scalar import splitmix64_mix
 
 #: Elements per block (its random bits and flags stay in the L1 cache).
 BLOCK = 2048
@@ -86,13 +86,17 @@ _32 = _U(32)
 _40 = _U(40)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment (scalar.stochastic_pair)
 
 
 @inline
 def _fill_bits(r32, seed, pair0, npairs):
-    """The random bits of elements 2*pair0 ... 2*(pair0 + npairs) - 1."""
+    """The random bits of elements 2*pair0 ... 2*(pair0 + npairs) - 1: those of
+    ``stochastic_pair``, its state stepped by addition (no multiply per draw)."""
+    state = seed + np.uint64(pair0 + 1) * _GOLDEN
     for j in range(npairs):
-        z = stochastic_pair(seed, pair0 + j)
+        z = splitmix64_mix(state)
+        state += _GOLDEN
         r32[2 * j] = np.uint32(z & _LOW32)
         r32[2 * j + 1] = np.uint32(z >> _S32)
 
