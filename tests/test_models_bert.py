@@ -253,6 +253,29 @@ def test_embeddings_match_sentence_transformers(fp32_embeddings, golden):
 
 
 @pytest.mark.slow
+def test_torch_dynamic_int8_preset_matches_pytorch(golden):
+    """The whole model under torch.ao.quantization.quantize_dynamic (golden from
+    tests/golden/make_torch_dynamic_golden.py).  Per-tensor dynamic activation scales are
+    chaotic: one float32 ulp of difference in an unquantized part (LayerNorm, GELU, softmax)
+    can flip a rounding and move an embedding by ~1e-2 (measured: +-1 ulp of noise on the
+    linear inputs moves 2 of these 11 sentences by 2e-2).  So: most sentences must agree to
+    float32 precision (7 of 11 do; a near miss such as the float64 weight rounding fpsim
+    used before matched none), and all to cosine 0.99."""
+    from fpsim.models import weights
+    from fpsim.models.bert import MiniLM
+
+    with np.load(GOLDEN.parent / "torch_dynamic_int8.npz") as g:
+        sentences = [str(s) for s in g["sentences"]]
+        ref = g["embeddings"]
+    weights.fetch("minilm", quiet=True)
+    m = MiniLM.load(quant="torch_dynamic_int8")
+    emb = np.stack([m.embed([s])[0] for s in sentences])  # torch ran them one at a time
+    diff = np.abs(emb - ref).max(axis=1)
+    assert (diff <= 1e-6).sum() >= 6, diff
+    assert ((emb * ref).sum(axis=1) >= 0.99).all(), (emb * ref).sum(axis=1)
+
+
+@pytest.mark.slow
 def test_hidden_states_match_transformers(model, golden):
     texts = [golden["sentences"][i] for i in golden["hidden_index"]]
     states = model.hidden_states(texts)

@@ -1,5 +1,7 @@
 """QuantConfig / presets / QuantContext (no model weights needed)."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -85,6 +87,27 @@ def test_torch_dynamic_int8_hand_case():
     # integers: x -> [127, 50], w -> [[128 -> clamp 127, -50], [25, 0]]
     acc = np.array([[127 * 127 + 50 * 25, 127 * -50]])
     np.testing.assert_allclose(y, acc * np.float32(0.01) * np.float32(0.01), rtol=1e-6)
+
+
+TORCH_GOLDEN = pathlib.Path(__file__).parent / "golden" / "torch_dynamic_int8.npz"
+
+
+def test_torch_dynamic_int8_matches_pytorch_bit_for_bit():
+    """Against torch 2.13's quantize_dynamic (tests/golden/make_torch_dynamic_golden.py):
+    the quantized weights and every output bit, bias included."""
+    with np.load(TORCH_GOLDEN) as g:
+        names = list(g["case_names"])
+        assert {"gaussian", "positive", "negative", "outlier", "zeros", "minilm_query"} <= set(
+            names)
+        for name in names:
+            x, w, b, y = (g[f"{name}_{k}"] for k in "xwby")
+            s_w = np.float32(np.abs(w).max() / 127.5)
+            assert s_w == np.float32(g[f"{name}_w_scale"]), name
+            np.testing.assert_array_equal(np.clip(np.rint(w / s_w), -128, 127),
+                                          g[f"{name}_w_int"], err_msg=name)
+            got = quant.torch_dynamic_int8_linear(x, w.T, b)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, y, err_msg=name)
 
 
 @pytest.mark.parametrize(
