@@ -14,7 +14,7 @@ Rounding-mode numbers (``mode``)::
 
 import numpy as np
 
-from ._util import inline, jit, pjit, prange
+from ._util import inline
 
 # splitmix64 constants (see docs/numerics.md, "Stochastic rounding's random bits")
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -6,17 +6,26 @@ middle of the loop: the compiler vectorises none of it.  Here each block of
 ``BLOCK`` elements goes through plain loops that LLVM vectorises eight
 elements wide (all arithmetic is ``uint32``, see :mod:`fpsim._kernels.u32`):
 
-1. draw the block's random bits into a buffer (``stochastic_pair``: the same
-   bits as every other kernel, element ``i`` gets the low half of draw
-   ``i // 2`` if ``i`` is even, else the high half);
-2. float formats: a short loop for inputs whose result is a normal number of
-   the format (most inputs): the code is the input's bits shifted right and
-   rebased, plus one when the dropped fraction, scaled to 32 bits, exceeds
-   the element's random bits; it flags the other inputs;
-3. those inputs again through the general rule (subnormal results, zero,
-   overflow, Inf, NaN): only the groups of 8 with a flag, or the whole block
-   when many are flagged (then the next block starts there, e.g. float4_e2m1fn
-   on N(0, 1) data, where most results are subnormal).
+1. draw the block's random bits into a buffer (``splitmix64_mix``: the same
+   bits as ``stochastic_pair`` gives every other kernel, element ``i`` gets the
+   low half of draw ``i // 2`` if ``i`` is even, else the high half);
+2. float formats, one of three loops, each exact on the inputs it does not flag:
+
+   * *fast*: results that are normal numbers of the format.  The code is the
+     input's bits shifted right and rebased, plus one when the dropped
+     fraction, scaled to 32 bits, exceeds the element's random bits;
+   * *semi*: also subnormal results and zeros (the cut then moves with the
+     input's exponent); flags only tiny inputs (whose fraction reaches below
+     the significand), overflow and Inf/NaN;
+   * *general*: every input;
+
+   a block starts with the loop its predecessor's counts point to (the fast
+   one while few inputs fall outside its range, e.g. float8_e5m2 on N(0, 1)
+   data; the semi one for float8_e4m3fn and float4_e2m1fn, whose subnormals
+   are common) and falls through to the next loop when the first flags more
+   than ``DENSE`` inputs;
+3. the few flagged inputs again through the general rule (groups of 8 with
+   no flag are skipped).
 
 Integer formats have a single loop (the general rule is short for them).
 
@@ -197,7 +206,7 @@ def _fast(x, out, r32, flags, p, values):
             out[j] = u32.bor(u32.shl(q, sh), u32.band(b, _SIGN))
         else:
             out[j] = u32.bor(u32.sub(q, cbase), u32.shl(u32.shr(b, _31), ssh))
-        f = _outside(a, p[F_FAST_LO], span)
+        f = _outside(a, lo, span)
         flags[j] = f
         bad = u32.add(bad, f)
     return bad
