@@ -189,17 +189,23 @@ def cmd_values(args) -> int:
 def cmd_verify(args) -> int:
     from .verify import run_verify
 
+    if args.stochastic:
+        default = [get_format(n) for n in ML_DTYPES_FORMATS] + [get_format("int8")]
+    else:
+        default = [get_format(n) for n in ML_DTYPES_FORMATS]
     names = []
-    for fmt in args.formats or [get_format(n) for n in ML_DTYPES_FORMATS]:
-        if fmt.name not in ML_DTYPES_FORMATS:
+    for fmt in args.formats or default:
+        if not args.stochastic and fmt.name not in ML_DTYPES_FORMATS:
             raise UserError(
                 f"argument --formats: {fmt.name!r} has no ml_dtypes counterpart to verify "
-                f"against; choose from {', '.join(ML_DTYPES_FORMATS)}"
+                f"against; choose from {', '.join(ML_DTYPES_FORMATS)} (or any format with "
+                f"--stochastic)"
             )
         if fmt.name not in names:
             names.append(fmt.name)
     return run_verify(names, exhaustive=args.exhaustive, sample=args.sample,
-                      chunk=args.chunk, seed=args.seed, max_shown=args.show)
+                      chunk=args.chunk, seed=args.seed, max_shown=args.show,
+                      stochastic=args.stochastic)
 
 
 def cmd_bench(args) -> int:
@@ -364,9 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "(a fixed stride over all 2^32 bit patterns, random patterns, and the "
                     "format's rounding boundaries); --exhaustive: all 2^32 patterns. "
                     "Exit status 1 if a mismatch is not explained by a known ml_dtypes bug. "
-                    "Needs ml_dtypes (pip install 'fpsim[test]').")
+                    "Needs ml_dtypes (pip install 'fpsim[test]'), except with --stochastic, "
+                    "which checks fpsim's fast stochastic-rounding kernels against its generic "
+                    "one instead.")
     s.add_argument("--exhaustive", action="store_true",
                    help="check all 2^32 float32 bit patterns (minutes per format)")
+    s.add_argument("--stochastic", action="store_true",
+                   help="check stochastic rounding instead: the fast float32 kernels against "
+                        "fpsim's generic bit kernel on the same values as float64, with "
+                        "--seed as the rounding seed; any format (default: the ml_dtypes "
+                        "ones and int8; about a minute per format with --exhaustive)")
     s.add_argument("--formats", nargs="+", metavar="F", type=_format_arg,
                    help=f"formats to check (default: all {len(ML_DTYPES_FORMATS)})")
     s.add_argument("--sample", type=_positive_int, default=1 << 24, metavar="N",

@@ -53,7 +53,7 @@ def _sorted_unique(a: np.ndarray) -> np.ndarray:
     return a[keep]
 
 
-def boundary_bits(fmt: FloatFormat) -> np.ndarray:
+def boundary_bits(fmt) -> np.ndarray:
     """float32 bit patterns at and around every rounding boundary of ``fmt``.
 
     Every finite value of the format, every midpoint between neighbours
@@ -71,7 +71,9 @@ def boundary_bits(fmt: FloatFormat) -> np.ndarray:
     fmt = get_format(fmt)
     v = fmt.values()
     v = np.unique(np.abs(v[np.isfinite(v)]))  # sorted, >= 0
-    past_max = fmt.max + 2.0 ** (fmt.emax - fmt.mantissa_bits)
+    top_ulp = (2.0 ** (fmt.emax - fmt.mantissa_bits) if isinstance(fmt, FloatFormat)
+               else 2.0 ** fmt.scale_exp)
+    past_max = fmt.max + top_ulp
     grid = np.append(v, past_max)
     pts = np.concatenate([grid, (grid[:-1] + grid[1:]) / 2, [grid[grid > 0][0] / 2]])
     with np.errstate(over="ignore"):
@@ -167,8 +169,13 @@ class _Progress:
 
 
 def run_verify(names, *, exhaustive: bool = False, sample: int = 1 << 24, chunk: int = 1 << 24,
-               seed: int = 0, max_shown: int = 5, file=None) -> int:
+               seed: int = 0, max_shown: int = 5, stochastic: bool = False, file=None) -> int:
     """Compare fpsim.encode with ml_dtypes on float32 inputs; print a report.
+
+    With ``stochastic``, compare instead fpsim's stochastic rounding of float32 inputs
+    (its fast kernels) with the same rounding of the same values as float64 (the generic
+    bit kernel, itself tested against ``fpsim.reference``), random bits keyed by the
+    element's index in its chunk with seed ``seed``; any format.
 
     Returns the exit status: 0 if every mismatch is a known ml_dtypes bug, else 1.
     """
@@ -177,8 +184,16 @@ def run_verify(names, *, exhaustive: bool = False, sample: int = 1 << 24, chunk:
 
     out = file if file is not None else sys.stdout
     fmts = [get_format(n) for n in names]
-    ml_dtypes = require_ml_dtypes(*(f.name for f in fmts))
-    ml_types = {f.name: getattr(ml_dtypes, f.name) for f in fmts}
+    if stochastic:
+        ref_label = "float64 kernel"
+        intro = (f"fpsim verify --stochastic: encode(x, fmt, rounding='stochastic', rng={seed}) "
+                 f"on float32 x vs on float64(x) (the generic bit kernel)")
+    else:
+        ml_dtypes = require_ml_dtypes(*(f.name for f in fmts))
+        ml_types = {f.name: getattr(ml_dtypes, f.name) for f in fmts}
+        ref_label = "ml_dtypes"
+        intro = (f"fpsim verify: encode(x, fmt) vs x.astype(ml_dtypes.<fmt>); "
+                 f"ml_dtypes {ml_dtypes.__version__}")
 
     if exhaustive:
         total = 1 << 32
@@ -195,11 +210,10 @@ def run_verify(names, *, exhaustive: bool = False, sample: int = 1 << 24, chunk:
         def source(start, stop):
             return bits[start:stop]
 
-    print(f"fpsim verify: encode(x, fmt) vs x.astype(ml_dtypes.<fmt>) on {what}; "
-          f"ml_dtypes {ml_dtypes.__version__}, numpy {np.__version__}", file=out, flush=True)
+    print(f"{intro}, on {what}; numpy {np.__version__}", file=out, flush=True)
 
     stats = {f.name: _Stats(f.name) for f in fmts}
-    codes = np.empty(min(chunk, total), dtype=np.uint8)
+    codes = {f.name: np.empty(min(chunk, total), dtype=f.code_dtype) for f in fmts}
     n_chunks = -(-total // chunk)
     progress = _Progress(total, "verify") if n_chunks > 1 else None
     t_start = time.perf_counter()
@@ -210,16 +224,23 @@ def run_verify(names, *, exhaustive: bool = False, sample: int = 1 << 24, chunk:
             for fmt in fmts:
                 st = stats[fmt.name]
                 t0 = time.perf_counter()
-                got = encode(x, fmt, out=codes[: x.size])
-                t1 = time.perf_counter()
-                ref = x.astype(ml_types[fmt.name]).view(np.uint8)
+                if stochastic:
+                    got = encode(x, fmt, rounding="stochastic", rng=seed,
+                                 out=codes[fmt.name][: x.size])
+                    t1 = time.perf_counter()
+                    ref = encode(x.astype(np.float64), fmt, rounding="stochastic", rng=seed)
+                else:
+                    got = encode(x, fmt, out=codes[fmt.name][: x.size])
+                    t1 = time.perf_counter()
+                    ref = x.astype(ml_types[fmt.name]).view(np.uint8)
                 t2 = time.perf_counter()
                 st.t_fpsim += t1 - t0
                 st.t_ml += t2 - t1
                 st.checked += x.size
                 bad = np.flatnonzero(got != ref)
                 if bad.size:
-                    known = known_ml_dtypes_bug(fmt, x[bad], got[bad], ref[bad])
+                    known = (np.zeros(bad.size, dtype=bool) if stochastic
+                             else known_ml_dtypes_bug(fmt, x[bad], got[bad], ref[bad]))
                     st.known += int(known.sum())
                     unexplained = bad[~known]
                     st.mismatches += unexplained.size
@@ -235,7 +256,7 @@ def run_verify(names, *, exhaustive: bool = False, sample: int = 1 << 24, chunk:
     if progress is not None:
         progress.close()
 
-    header = ["format", "inputs", "mismatches", "known ml_dtypes bug", "fpsim s", "ml_dtypes s",
+    header = ["format", "inputs", "mismatches", "known ml_dtypes bug", "fpsim s", f"{ref_label} s",
               "result"]
     rows = [[s.name, f"{s.checked:,}", f"{s.mismatches:,}", f"{s.known:,}", f"{s.t_fpsim:.2f}",
              f"{s.t_ml:.2f}", "ok" if s.mismatches == 0 else "FAIL"] for s in stats.values()]
@@ -250,7 +271,7 @@ def run_verify(names, *, exhaustive: bool = False, sample: int = 1 << 24, chunk:
                   file=out)
         for b, v, ours, theirs in s.examples:
             print(f"mismatch: {s.name}: input 0x{b:08X} ({v!r}): fpsim 0x{ours:02X}, "
-                  f"ml_dtypes 0x{theirs:02X}", file=out)
+                  f"{ref_label} 0x{theirs:02X}", file=out)
 
     failed = [s.name for s in stats.values() if s.mismatches]
     elapsed = time.perf_counter() - t_start

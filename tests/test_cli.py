@@ -125,6 +125,28 @@ def test_verify_reports_unexplained_mismatches(capsys, monkeypatch):
     assert "FAILED" in out
 
 
+def test_verify_stochastic_checks_fast_kernels_against_the_generic_one(capsys, monkeypatch):
+    status, out, err = run(capsys, "verify", "--stochastic", "--formats", "e4m3fn", "int8",
+                           "p3109_k8p3se", "e8m0fnu", "--sample", "4096", "--chunk", "2048")
+    assert status == 0, out + err
+    assert "float64 kernel" in out and "OK: 4 format(s)" in out
+    # a fast kernel that is off on float32 input only: caught, with the input shown
+    real = fpsim.encode
+
+    def off_for_float32(x, fmt, **kw):
+        codes = real(x, fmt, **kw)
+        x = np.asarray(x)
+        if x.dtype == np.float32:
+            codes[x == 1.0] += 1
+        return codes
+
+    monkeypatch.setattr(fpsim, "encode", off_for_float32)
+    status, out, _ = run(capsys, "verify", "--stochastic", "--formats", "e4m3fn",
+                         "--sample", "256")
+    assert status == 1
+    assert "mismatch: float8_e4m3fn: input 0x3F800000 (1.0): fpsim 0x39, float64 kernel 0x38" in out
+
+
 def test_verify_without_ml_dtypes(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # makes `import ml_dtypes` fail
     status, _, err = run(capsys, "verify", "--formats", "e4m3fn", "--sample", "16")
