@@ -158,12 +158,13 @@ def _sr_ok(fmt) -> bool:
 def _sr_float_ok(fmt) -> bool:
     """Whether stochastic rounding of float32 can use the 32-bit block kernels
     (:mod:`fpsim._kernels.stochastic`): signed float formats with zero and
-    subnormals whose exponents lie inside float32's, and small integers."""
+    subnormals whose exponents lie inside float32's (:func:`_sr_int_ok`: integers)."""
     return (isinstance(fmt, FloatFormat) and fmt.signed and fmt.has_zero and fmt.subnormals
             and fmt.mantissa_bits <= 22 and fmt.emin >= -126 and fmt.emax <= 127)
 
 
 def _sr_int_ok(fmt) -> bool:
+    """Integer formats up to 16 bits whose grid step 2**scale_exp is a float32 normal."""
     return isinstance(fmt, IntFormat) and fmt.bits <= 16 and -120 <= fmt.scale_exp <= 100
 
 
