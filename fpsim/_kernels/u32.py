@@ -22,45 +22,29 @@ def _check(*args):
     return all(a == types.uint32 for a in args)
 
 
-def _binary(method):
+def _binary(emit):
+    """An intrinsic ``uint32 f(uint32 a, uint32 b)`` whose body ``emit(builder, a, b)`` builds."""
     def factory(typingctx, a, b):
         if _check(a, b):
             def codegen(context, builder, signature, args):
-                return getattr(builder, method)(args[0], args[1])
+                return emit(builder, args[0], args[1])
             return types.uint32(types.uint32, types.uint32), codegen
         return None
     return factory
 
 
-def _gt(typingctx, a, b):
-    """1 where a > b else 0."""
-    if _check(a, b):
-        def codegen(context, builder, signature, args):
-            c = builder.icmp_unsigned(">", args[0], args[1])
-            return builder.zext(c, args[0].type)
-        return types.uint32(types.uint32, types.uint32), codegen
-    return None
+def _method(name):
+    return lambda builder, a, b: getattr(builder, name)(a, b)
 
 
-def _sgt(typingctx, a, b):
-    """1 where a > b else 0, for a, b < 2**31 (a signed compare: one AVX2 instruction)."""
-    if _check(a, b):
-        def codegen(context, builder, signature, args):
-            c = builder.icmp_signed(">", args[0], args[1])
-            return builder.zext(c, args[0].type)
-        return types.uint32(types.uint32, types.uint32), codegen
-    return None
+def _compare(icmp, op):
+    """1 where ``a op b`` else 0 (``icmp``: ``"icmp_unsigned"`` or ``"icmp_signed"``)."""
+    return lambda builder, a, b: builder.zext(getattr(builder, icmp)(op, a, b), a.type)
 
 
-def _minmax(op):
-    def factory(typingctx, a, b):
-        if _check(a, b):
-            def codegen(context, builder, signature, args):
-                c = builder.icmp_unsigned(op, args[0], args[1])
-                return builder.select(c, args[0], args[1])
-            return types.uint32(types.uint32, types.uint32), codegen
-        return None
-    return factory
+def _pick(op):
+    """a where ``a op b`` (unsigned) else b: min for ``<``, max for ``>``."""
+    return lambda builder, a, b: builder.select(builder.icmp_unsigned(op, a, b), a, b)
 
 
 def _select(typingctx, c, a, b):
@@ -96,14 +80,15 @@ if config.DISABLE_JIT:
     add, sub, band, bor, shl, shr, gt, sgt, umin, umax, select = (
         PY_TWINS[k] for k in PY_TWINS)
 else:
-    add = intrinsic(_binary("add"))
-    sub = intrinsic(_binary("sub"))
-    band = intrinsic(_binary("and_"))
-    bor = intrinsic(_binary("or_"))
-    shl = intrinsic(_binary("shl"))
-    shr = intrinsic(_binary("lshr"))
-    gt = intrinsic(_gt)
-    sgt = intrinsic(_sgt)
-    umin = intrinsic(_minmax("<"))
-    umax = intrinsic(_minmax(">"))
+    add = intrinsic(_binary(_method("add")))
+    sub = intrinsic(_binary(_method("sub")))
+    band = intrinsic(_binary(_method("and_")))
+    bor = intrinsic(_binary(_method("or_")))
+    shl = intrinsic(_binary(_method("shl")))
+    shr = intrinsic(_binary(_method("lshr")))
+    gt = intrinsic(_binary(_compare("icmp_unsigned", ">")))
+    # signed: one AVX2 instruction, where an unsigned compare takes three (a, b < 2**31 only)
+    sgt = intrinsic(_binary(_compare("icmp_signed", ">")))
+    umin = intrinsic(_binary(_pick("<")))
+    umax = intrinsic(_binary(_pick(">")))
     select = intrinsic(_select)
