@@ -49,6 +49,36 @@ __all__ = [
 SPECIALS = ("ieee", "fn", "fnuz", "p3109_extended", "p3109_finite", "none")
 
 
+def _check_fields(obj, ints=(), optional_ints=(), bools=(), strs=()) -> None:
+    """Check the types of a format's fields; store numpy ints / bools as Python ones.
+
+    Raises TypeError naming the field, the value received and the type expected: int
+    fields take an int or numpy integer (not a bool or a float), bool fields a real
+    bool (``True``/``False`` or ``numpy.bool_``, not ``0``/``1`` or ``"False"``).
+    """
+    cls = type(obj).__name__
+    for name in ints + optional_ints:
+        v = getattr(obj, name)
+        if v is None and name in optional_ints:
+            continue
+        if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
+            none = " or None" if name in optional_ints else ""
+            raise TypeError(f"{cls} field {name} must be an int (or numpy integer){none}, "
+                            f"got {v!r} of type {type(v).__name__}")
+        object.__setattr__(obj, name, int(v))
+    for name in bools:
+        v = getattr(obj, name)
+        if not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{cls} field {name} must be a bool (True or False), "
+                            f"got {v!r} of type {type(v).__name__}")
+        object.__setattr__(obj, name, bool(v))
+    for name in strs:
+        v = getattr(obj, name)
+        if not isinstance(v, str):
+            raise TypeError(f"{cls} field {name} must be a str, "
+                            f"got {v!r} of type {type(v).__name__}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class FloatFormat:
     """A binary floating-point format of 2 to 16 bits.
@@ -94,10 +124,9 @@ class FloatFormat:
     aliases: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self):
-        for arg in ("exponent_bits", "mantissa_bits"):
-            v = getattr(self, arg)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
-                raise TypeError(f"{arg} must be an int, got {type(v).__name__}")
+        _check_fields(self, ints=("exponent_bits", "mantissa_bits"), optional_ints=("bias",),
+                      bools=("signed", "subnormals", "has_zero"),
+                      strs=("specials", "ties", "name"))
         if self.exponent_bits < 1:
             raise ValueError(f"exponent_bits must be >= 1, got {self.exponent_bits}")
         if self.mantissa_bits < 0:
@@ -320,7 +349,9 @@ class IntFormat:
     aliases: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self):
-        if not isinstance(self.bits, (int, np.integer)) or not 2 <= self.bits <= 16:
+        _check_fields(self, ints=("bits", "scale_exp"),
+                      bools=("signed", "symmetric", "bit_patterns"), strs=("name",))
+        if not 2 <= self.bits <= 16:
             raise ValueError(f"bits must be an int from 2 to 16, got {self.bits!r}")
         if not self.name:
             object.__setattr__(self, "name", f"{'' if self.signed else 'u'}int{self.bits}")

@@ -207,3 +207,64 @@ def test_float16_values_match_numpy():
     np.testing.assert_array_equal(
         fpsim.get_format("float16").values(), codes.view(np.float16).astype(np.float64)
     )
+
+
+# ---- field types are checked at construction ------------------------------------
+@pytest.mark.parametrize(
+    "cls, kwargs, field",
+    [
+        (IntFormat, dict(bits=8, scale_exp=1.5), "scale_exp"),
+        (IntFormat, dict(bits=8, scale_exp=True), "scale_exp"),
+        (IntFormat, dict(bits=8, scale_exp="-6"), "scale_exp"),
+        (IntFormat, dict(bits=8.0), "bits"),
+        (IntFormat, dict(bits=True), "bits"),
+        (IntFormat, dict(bits=8, symmetric="False"), "symmetric"),
+        (IntFormat, dict(bits=8, symmetric=0), "symmetric"),
+        (IntFormat, dict(bits=8, signed=1), "signed"),
+        (IntFormat, dict(bits=8, signed="yes"), "signed"),
+        (IntFormat, dict(bits=8, bit_patterns=None), "bit_patterns"),
+        (IntFormat, dict(bits=8, name=3), "name"),
+        (FloatFormat, dict(exponent_bits=4, mantissa_bits=3, bias=7.0), "bias"),
+        (FloatFormat, dict(exponent_bits=4, mantissa_bits=3, bias=False), "bias"),
+        (FloatFormat, dict(exponent_bits=4, mantissa_bits=3.0), "mantissa_bits"),
+        (FloatFormat, dict(exponent_bits=np.float64(4), mantissa_bits=3), "exponent_bits"),
+        (FloatFormat, dict(exponent_bits=4, mantissa_bits=3, signed="False"), "signed"),
+        (FloatFormat, dict(exponent_bits=4, mantissa_bits=3, signed=1), "signed"),
+        (FloatFormat, dict(exponent_bits=4, mantissa_bits=3, subnormals="no"), "subnormals"),
+        (FloatFormat, dict(exponent_bits=4, mantissa_bits=3, has_zero=1), "has_zero"),
+        (FloatFormat, dict(exponent_bits=4, mantissa_bits=3, specials=None), "specials"),
+        (FloatFormat, dict(exponent_bits=4, mantissa_bits=3, ties=0), "ties"),
+        (FloatFormat, dict(exponent_bits=4, mantissa_bits=3, name=b"x"), "name"),
+    ],
+)
+def test_format_field_types_are_checked(cls, kwargs, field):
+    """A field of the wrong type raises TypeError naming the field, the value and the type
+    expected (bool fields take a real bool, int fields an int or numpy integer)."""
+    value = kwargs[field]
+    with pytest.raises(TypeError) as err:
+        cls(**kwargs)
+    msg = str(err.value)
+    assert field in msg and repr(value) in msg
+    assert ("bool" in msg) if field in ("signed", "symmetric", "bit_patterns", "subnormals",
+                                        "has_zero") else True
+    assert ("int" in msg) if field in ("bits", "scale_exp", "bias", "exponent_bits",
+                                       "mantissa_bits") else True
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (IntFormat, dict(bits=np.int64(8), scale_exp=np.int32(-6))),
+        (IntFormat, dict(bits=8, signed=np.bool_(False), symmetric=False)),
+        (FloatFormat, dict(exponent_bits=np.uint8(4), mantissa_bits=np.int16(3),
+                           bias=np.int64(7), signed=np.bool_(True))),
+    ],
+)
+def test_format_fields_accept_numpy_scalars(cls, kwargs):
+    """numpy integers and numpy bools are accepted and stored as Python int / bool."""
+    fmt = cls(**kwargs)
+    for k, v in kwargs.items():
+        got = getattr(fmt, k)
+        assert type(got) is (bool if isinstance(v, (bool, np.bool_)) else int) and got == v
+    plain = {k: v.item() if isinstance(v, np.generic) else v for k, v in kwargs.items()}
+    assert fmt == cls(**plain) and hash(fmt) == hash(cls(**plain))
