@@ -4,7 +4,11 @@ MX (OCP Microscaling Formats v1.0): a block of ``k`` elements along an axis
 shares one E8M0 scale ``X = 2**es``; the elements are rounded (nearest-even by
 default) and **saturated** to the element format.  ``scale_rule`` picks
 ``es`` from the block's amax (see :data:`SCALE_RULES`); the OCP rule is
-``floor``.  Elements are encoded exactly as ``x / X`` rounded once.
+``floor``.  Elements are encoded exactly as ``x / X`` rounded once.  The
+``mxint8`` element is ``ocp_int8``: two's complement ``n * 2**-6`` clipped to
+``[-2, 127/64]`` as OCP MX v1.0 (section 5.3.4) and gfloat define it; pass
+``element="ocp_int8_symmetric"`` for microxcaling's symmetric clamp to
+``+-127/64``.
 
 NVFP4: blocks of 16 E2M1 elements with an E4M3 scale each, under one FP32
 scale per tensor (``amax / (448 * 6)``).
@@ -37,7 +41,7 @@ MX_ELEMENTS = {
     "mxfp6_e2m3": "float6_e2m3fn",
     "mxfp6_e3m2": "float6_e3m2fn",
     "mxfp4_e2m1": "float4_e2m1fn",
-    "mxint8": "ocp_int8",
+    "mxint8": "ocp_int8",  # [-2, 127/64] (OCP); microxcaling: "ocp_int8_symmetric"
 }
 
 

@@ -602,8 +602,12 @@ _register(IntFormat(name="int8", bits=8, signed=True))
 _register(IntFormat(name="uint8", bits=8, signed=False))
 _register(IntFormat(name="int4", bits=4, signed=True))
 _register(IntFormat(name="uint4", bits=4, signed=False))
-_register(IntFormat(name="ocp_int8", bits=8, signed=True, scale_exp=-6, symmetric=True,
-                    bit_patterns=True), "mxint8_element")
+# The OCP MX v1.0 INT8 element (section 5.3.4): two's complement, value n * 2**-6, so
+# [-2, 127/64] and every code round-trips (as gfloat); microxcaling clips symmetrically.
+_register(IntFormat(name="ocp_int8", bits=8, signed=True, scale_exp=-6, bit_patterns=True),
+          "mxint8_element")
+_register(IntFormat(name="ocp_int8_symmetric", bits=8, signed=True, scale_exp=-6,
+                    symmetric=True, bit_patterns=True), "ocp_int8_sym")
 
 
 def list_formats(kind: str | None = None) -> list[str]:

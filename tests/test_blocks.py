@@ -47,13 +47,22 @@ def test_floor_rule_matches_gfloat(name):
     fi = GFLOAT_MX[name]
     for row, g in zip(x, got):
         want = gfloat.quantize_block(fi, row.astype(np.float64), gfloat.compute_scale_amax)
-        if name == "mxint8":
-            # fpsim's INT8 element is symmetric (+-127/64, as microxcaling); gfloat
-            # also uses -2 (0x80): they differ only where x / X rounds to -2.
-            scale = 2.0 ** (np.floor(np.log2(np.abs(row).max())) - 0) if row.any() else 1.0
-            differ = row / scale <= -(127 / 64 + 1 / 128)
-            want = np.where(differ, -127 / 64 * scale, want)
         np.testing.assert_array_equal(g.astype(np.float64), want)
+
+
+def test_mxint8_element_reaches_minus_two():
+    """mxint8's element is ocp_int8 (OCP MX v1.0: min -2, as gfloat); microxcaling's
+    symmetric clamp is the element ocp_int8_symmetric."""
+    row = np.array([-1.999, 1.0, 0.5, -0.25], np.float32)  # X = 1; -1.999 rounds to -2
+    v, _ = blocks.mx_fake_quantize(row, blocks.MX_ELEMENTS["mxint8"], block_size=4)
+    want = gfloat.quantize_block(format_info_mxint8, row.astype(np.float64),
+                                 gfloat.compute_scale_amax)
+    np.testing.assert_array_equal(v.astype(np.float64), want)
+    assert v[0] == -2.0
+    codes, _ = blocks.mx_encode(row, "ocp_int8", block_size=4)
+    assert codes[0] == 0x80
+    v, _ = blocks.mx_fake_quantize(row, "ocp_int8_symmetric", block_size=4)
+    assert v[0] == -127 / 64
 
 
 @pytest.mark.parametrize(

@@ -514,3 +514,45 @@ def test_specials_documented_behaviour():
     assert fpsim.encode(x, "e8m0fnu", saturate=True).tolist() == [0xFF, 0xFF, 0xFE, 0, 0, 0]
     assert fpsim.encode(x, "int8").tolist() == [0, 0, 127, -128, 0, 0]
     assert fpsim.encode(x, "p3109_p4").tolist() == [0x80, 0x80, 0x7F, 0xFF, 0, 0]
+
+
+# ---- new formats and the OCP INT8 element (issue 9) ---------------------------------
+def test_ocp_int8_every_code_round_trips():
+    """OCP MX v1.0 5.3.4: INT8 element = two's complement int8 * 2**-6, so 0x80 is -2 and
+    every one of the 256 codes is a value that encodes back to itself."""
+    codes = np.arange(256, dtype=np.uint8)
+    for dtype in (np.float16, np.float32, np.float64):
+        v = fpsim.decode(codes, "ocp_int8", dtype=dtype)
+        back = fpsim.encode(v, "ocp_int8")
+        np.testing.assert_array_equal(back, codes)
+        np.testing.assert_array_equal(fpsim.decode(back, "ocp_int8", dtype=dtype), v)
+        np.testing.assert_array_equal(fpsim.quantize(v, "ocp_int8"), v)
+    assert fpsim.decode(np.uint8(0x80), "ocp_int8") == -2.0
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("saturate", [False, True])
+def test_ocp_int8_clamps_to_minus_two_and_127_64(rounding, saturate):
+    fmt = fpsim.get_format("ocp_int8")
+    assert (fmt.min, fmt.max) == (-2.0, 127 / 64)
+    x = np.array([-5.0, -2.0, -2.0 - 2**-8, -np.inf, 5.0, 2.0, np.inf], np.float32)
+    q = fpsim.quantize(x, fmt, rounding=rounding, saturate=saturate, rng=0)
+    assert q.tolist() == [-2.0, -2.0, -2.0, -2.0, 127 / 64, 127 / 64, 127 / 64]
+    assert fpsim.encode(x, fmt, rounding=rounding, saturate=saturate, rng=0).tolist() == [
+        0x80, 0x80, 0x80, 0x80, 0x7F, 0x7F, 0x7F]
+
+
+def test_ocp_int8_symmetric_is_microxcaling_clamp():
+    """The symmetric variant clips to +-127/64 (microxcaling's int8 element): every code
+    round-trips except 0x80, which encode never produces (it decodes to -2 and re-encodes
+    to 0x81, -127/64)."""
+    fmt = fpsim.get_format("ocp_int8_symmetric")
+    assert fpsim.get_format("ocp_int8_sym") is fmt
+    assert (fmt.min, fmt.max) == (-127 / 64, 127 / 64)
+    codes = np.arange(256, dtype=np.uint8)
+    v = fpsim.decode(codes, fmt)
+    back = fpsim.encode(v, fmt)
+    np.testing.assert_array_equal(back[codes != 0x80], codes[codes != 0x80])
+    assert back[0x80] == 0x81 and v[0x80] == -2.0
+    assert fpsim.quantize(-5.0, fmt) == -127 / 64
+    assert fpsim.quantize(-5.0, fmt, rounding="stochastic", rng=1) == -127 / 64

@@ -185,7 +185,8 @@ def test_int_formats():
     assert fpsim.iinfo("int8").min == -128 and fpsim.iinfo("int8").max == 127
     assert fpsim.iinfo("uint4").max == 15
     ocp = fpsim.get_format("ocp_int8")
-    assert isinstance(ocp, IntFormat) and ocp.max == 127 / 64 and ocp.min == -127 / 64
+    assert isinstance(ocp, IntFormat) and ocp.max == 127 / 64 and ocp.min == -2.0
+    assert fpsim.iinfo("ocp_int8_symmetric").min == -127 / 64
     v = ocp.values()
     assert v[0x40] == 1.0 and v[0xC0] == -1.0 and v[0x80] == -2.0
     with pytest.raises(TypeError):
