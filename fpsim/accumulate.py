@@ -246,7 +246,7 @@ class _Acc:
     kind: str  # "exact", "float", "tensorcore", "int32"
     kernel_kind: int = kern.FLOAT32
     rp: tuple = (0, 0.0, 0.0, 0.0, 0.0, 0)
-    fp: tuple = (0,) * 16
+    fp: tuple = (0,) * cast.FP_SIZE
     lut: np.ndarray = field(default_factory=lambda: _NO_LUT)
     mode: int = cast.NEAREST_EVEN
     dtype: type = np.float32

@@ -35,7 +35,7 @@ def _float_params(fmt: FloatFormat) -> tuple:
         nan_pos, nan_neg = fmt.sign_bit, 0
     else:
         nan_pos = nan_neg = 0
-    p = [0] * 16
+    p = [0] * cast.FP_SIZE
     p[cast.FP_MBITS] = fmt.mantissa_bits
     p[cast.FP_EMIN] = fmt.emin
     p[cast.FP_EMAX] = fmt.emax
@@ -52,6 +52,7 @@ def _float_params(fmt: FloatFormat) -> tuple:
     p[cast.FP_INF_POS] = max(fmt.inf_code(False), 0)
     p[cast.FP_INF_NEG] = max(fmt.inf_code(True), 0)
     p[cast.FP_NEGZERO] = fmt.sign_bit if fmt.has_negative_zero else 0
+    p[cast.FP_NEG_NAN] = int(not fmt.signed and fmt.negatives == "nan")
     return tuple(int(v) for v in p)
 
 

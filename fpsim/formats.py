@@ -102,6 +102,13 @@ class FloatFormat:
     ties : str
         ``"even"``, or ``"away"`` for formats whose round-to-nearest breaks
         ties upward (``float8_e8m0fnu``, following ml_dtypes).
+    negatives : str
+        What an unsigned format makes of a negative input (not -0):
+        ``"round"`` (default; P3109) rounds its magnitude and gives 0 if that
+        is zero, else NaN; ``"nan"`` (``float8_e5m3fnu``, following ml_dtypes)
+        gives NaN for every negative input, however small.  Either way
+        ``saturate=True`` gives code 0 instead of NaN.  Signed formats take
+        ``"round"`` only.
     name : str, optional
         Defaults to ``custom_e{E}m{M}``.
 
@@ -120,13 +127,14 @@ class FloatFormat:
     subnormals: bool = True
     has_zero: bool = True
     ties: str = "even"
+    negatives: str = "round"
     name: str = ""
     aliases: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self):
         _check_fields(self, ints=("exponent_bits", "mantissa_bits"), optional_ints=("bias",),
                       bools=("signed", "subnormals", "has_zero"),
-                      strs=("specials", "ties", "name"))
+                      strs=("specials", "ties", "negatives", "name"))
         if self.exponent_bits < 1:
             raise ValueError(f"exponent_bits must be >= 1, got {self.exponent_bits}")
         if self.mantissa_bits < 0:
@@ -135,6 +143,11 @@ class FloatFormat:
             raise ValueError(f"specials must be one of {SPECIALS}, got {self.specials!r}")
         if self.ties not in ("even", "away"):
             raise ValueError(f"ties must be 'even' or 'away', got {self.ties!r}")
+        if self.negatives not in ("round", "nan"):
+            raise ValueError(f"negatives must be 'round' or 'nan', got {self.negatives!r}")
+        if self.signed and self.negatives != "round":
+            raise ValueError(f"negatives={self.negatives!r} is for unsigned formats; a signed "
+                             "format takes negatives='round'")
         bits = int(self.signed) + self.exponent_bits + self.mantissa_bits
         if not 2 <= bits <= 16:
             raise ValueError(
@@ -321,13 +334,14 @@ class IntFormat:
     Parameters
     ----------
     bits : int
-        Width, 2 to 16.
+        Width, 1 to 16 (``int1`` holds -1 and 0, ``uint1`` 0 and 1).
     signed : bool
     scale_exp : int
         Each integer ``n`` stands for ``n * 2**scale_exp`` (-6 for the OCP MX
         INT8 element).
     symmetric : bool
-        Clip signed values to ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]``.
+        Clip signed values to ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]``
+        (needs ``bits >= 2``).
     bit_patterns : bool
         If True, ``encode`` returns unsigned bit patterns (two's complement)
         and ``decode`` takes them, like the float element formats; otherwise
@@ -351,8 +365,11 @@ class IntFormat:
     def __post_init__(self):
         _check_fields(self, ints=("bits", "scale_exp"),
                       bools=("signed", "symmetric", "bit_patterns"), strs=("name",))
-        if not 2 <= self.bits <= 16:
-            raise ValueError(f"bits must be an int from 2 to 16, got {self.bits!r}")
+        if not 1 <= self.bits <= 16:
+            raise ValueError(f"bits must be an int from 1 to 16, got {self.bits!r}")
+        if self.symmetric and self.signed and self.bits < 2:
+            raise ValueError(f"symmetric=True needs bits >= 2 (a symmetric int1 holds only 0), "
+                             f"got bits={self.bits}")
         if not self.name:
             object.__setattr__(self, "name", f"{'' if self.signed else 'u'}int{self.bits}")
 
@@ -555,6 +572,7 @@ _ml("float8_e3m4", 3, 4, specials="ieee")
 _ml("float8_e4m3", 4, 3, specials="ieee")
 _ml("float8_e8m0fnu", 8, 0, signed=False, specials="fn", subnormals=False,
     has_zero=False, ties="away")
+_ml("float8_e5m3fnu", 5, 3, signed=False, specials="fn", negatives="nan")
 _ml("float6_e2m3fn", 2, 3, specials="none")
 _ml("float6_e3m2fn", 3, 2, specials="none")
 _ml("float4_e2m1fn", 2, 1, specials="none")
@@ -602,6 +620,10 @@ _register(IntFormat(name="int8", bits=8, signed=True))
 _register(IntFormat(name="uint8", bits=8, signed=False))
 _register(IntFormat(name="int4", bits=4, signed=True))
 _register(IntFormat(name="uint4", bits=4, signed=False))
+_register(IntFormat(name="int2", bits=2, signed=True))
+_register(IntFormat(name="uint2", bits=2, signed=False))
+_register(IntFormat(name="int1", bits=1, signed=True))
+_register(IntFormat(name="uint1", bits=1, signed=False))
 # The OCP MX v1.0 INT8 element (section 5.3.4): two's complement, value n * 2**-6, so
 # [-2, 127/64] and every code round-trips (as gfloat); microxcaling clips symmetrically.
 _register(IntFormat(name="ocp_int8", bits=8, signed=True, scale_exp=-6, bit_patterns=True),

@@ -14,8 +14,11 @@ the chosen magnitude code then meets the sign, zero, overflow and NaN rules.
 
 Choices the spec leaves open, made here:
 
-- ``-Inf`` into an unsigned format (``float8_e8m0fnu``, P3109 ``u``) follows
-  the negative-input rule: NaN, or code 0 with ``saturate=True``.
+- ``-Inf`` into an unsigned format (``float8_e8m0fnu``, ``float8_e5m3fnu``,
+  P3109 ``u``) follows the negative-input rule: NaN, or code 0 with
+  ``saturate=True``.  A negative input whose magnitude rounds to zero gives
+  0 (P3109 ``u``), or NaN in formats with ``negatives="nan"``
+  (``float8_e5m3fnu``, as ml_dtypes).
 - User-defined formats with zero but no subnormals (none is registered): at
   the tie between 0 (code 0) and the smallest normal (code ``2**m``, also
   even when m > 0) ``nearest_even`` picks 0; ``odd`` picks the smallest
@@ -389,8 +392,9 @@ def encode(x, fmt, *, rounding: str = "nearest_even", saturate: bool = False,
         inverse_zero = 0 if negative or not fmt.has_zero else fmt.sign_bit
         return _nan_or(fmt, negative, inverse_zero)
     if negative and not fmt.signed and (kind == "inf" or value != 0):
-        # Negative input, unsigned format: 0 if the magnitude rounds to zero, else NaN.
-        if kind == "finite" and fmt.has_zero:
+        # Negative input, unsigned format: 0 if the magnitude rounds to zero, else NaN;
+        # formats with negatives="nan" (float8_e5m3fnu, as ml_dtypes): NaN always.
+        if kind == "finite" and fmt.has_zero and fmt.negatives == "round":
             mag = _round_magnitude(fmt, -value, True, rounding, random_bits)
             if mag <= max_code and _field_value(fmt, mag) == 0:
                 return 0

@@ -556,3 +556,53 @@ def test_ocp_int8_symmetric_is_microxcaling_clamp():
     assert back[0x80] == 0x81 and v[0x80] == -2.0
     assert fpsim.quantize(-5.0, fmt) == -127 / 64
     assert fpsim.quantize(-5.0, fmt, rounding="stochastic", rng=1) == -127 / 64
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_e5m3fnu_negative_inputs_are_nan(rounding, dtype):
+    """float8_e5m3fnu (unsigned) follows ml_dtypes: every negative input other than -0 is
+    NaN (0xFF), even one whose magnitude rounds to zero; -0 is 0; saturate=True gives 0."""
+    tiny = np.finfo(dtype).smallest_subnormal
+    x = np.array([-1.0, -1e-4, -tiny, -np.inf, -1e30 if dtype != np.float16 else -6e4, -0.0],
+                 dtype)
+    got = fpsim.encode(x, "e5m3fnu", rounding=rounding, rng=3)
+    assert got.tolist() == [0xFF] * 5 + [0x00]
+    sat = fpsim.encode(x, "e5m3fnu", rounding=rounding, saturate=True, rng=3)
+    assert sat.tolist() == [0x00] * 6
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = x.astype(ml_dtypes.float8_e5m3fnu).view(np.uint8)
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(fpsim.quantize(x[:5], "e5m3fnu", rounding=rounding, rng=3)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_e5m3fnu_matches_ml_dtypes_on_every_float32_kind(dtype):
+    """Probes (values, midpoints, +-1 ulp, specials) and random bit patterns, cast as float32
+    and as float64 (ml_dtypes 0.7 rounds float64 once)."""
+    fmt = fpsim.get_format("float8_e5m3fnu")
+    rng = np.random.default_rng(9)
+    x = np.concatenate([probes(fmt), rng.integers(0, 2**32, 50000, dtype=np.uint64)
+                        .astype(np.uint32).view(np.float32)])
+    with np.errstate(invalid="ignore"):
+        x = x.astype(dtype)
+        want = x.astype(ml_dtypes.float8_e5m3fnu).view(np.uint8)
+    np.testing.assert_array_equal(fpsim.encode(x, fmt), want)
+
+
+@pytest.mark.parametrize("name", ["int1", "uint1", "int2", "uint2"])
+def test_narrow_ints_round_clip_and_round_trip(name):
+    """1- and 2-bit integers: every value round-trips, in-range integers cast as ml_dtypes
+    casts them, others round to nearest-even then clip (NaN -> 0), as the wider ints."""
+    fmt = fpsim.get_format(name)
+    ml = getattr(ml_dtypes, name)
+    ints = np.arange(fmt.min_int, fmt.max_int + 1)
+    np.testing.assert_array_equal(fpsim.encode(ints.astype(np.float32), fmt), ints)
+    np.testing.assert_array_equal(ints.astype(np.float32).astype(ml).astype(np.int64), ints)
+    np.testing.assert_array_equal(fpsim.decode(ints, fmt), ints.astype(np.float32))
+    x = np.array([-7.0, -1.5, -0.5, 0.5, 1.5, 7.0, np.nan, np.inf, -np.inf], np.float32)
+    want = np.clip(np.rint(np.nan_to_num(x, nan=0.0, posinf=99, neginf=-99)),
+                   fmt.min_int, fmt.max_int)
+    np.testing.assert_array_equal(fpsim.encode(x, fmt), want)
+    np.testing.assert_array_equal(fpsim.quantize(x, fmt), want.astype(np.float32))
+    assert fpsim.encode(x, fmt).dtype == fmt.code_dtype

@@ -22,15 +22,25 @@ def test_registry_holds_every_numerics_format():
     ml = {
         "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz",
         "float8_e4m3b11fnuz", "float8_e3m4", "float8_e4m3", "float8_e8m0fnu",
-        "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn",
+        "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn", "float8_e5m3fnu",
     }
     assert ml <= names
-    assert {"float16", "bfloat16", "int8", "uint8", "int4", "uint4", "ocp_int8"} <= names
+    assert {"float16", "bfloat16", "int8", "uint8", "int4", "uint4", "int2", "uint2", "int1",
+            "uint1", "ocp_int8", "ocp_int8_symmetric"} <= names
     for p in range(1, 8):
         for s in "su":
             for d in "ef":
                 assert f"p3109_k8p{p}{s}{d}" in names
-    assert len(ML_FORMATS) == 12  # the eleven small ones plus bfloat16 (float16 is numpy's)
+    assert len(ML_FORMATS) == 13  # the twelve small ones plus bfloat16 (float16 is numpy's)
+
+
+def test_every_ml_dtypes_type_is_registered():
+    """Each float and integer type of the installed ml_dtypes is a registered format."""
+    types = [n for n in dir(ml_dtypes) if n.startswith(("float", "bfloat", "int", "uint"))
+             and isinstance(getattr(ml_dtypes, n), type)]
+    assert "float8_e4m3fn" in types and "int4" in types
+    missing = [n for n in types if n not in fpsim.list_formats()]
+    assert not missing, missing
 
 
 @pytest.mark.parametrize("name", ML_FORMATS)
@@ -91,6 +101,7 @@ def test_finfo_float16_matches_numpy():
         ("float8_e3m4", 15.5, 2**-6),
         ("float8_e4m3", 240, 2**-9),
         ("float8_e8m0fnu", 2.0**127, 2**-127),
+        ("float8_e5m3fnu", 114688, 2**-17),
         ("float6_e2m3fn", 7.5, 0.125),
         ("float6_e3m2fn", 28, 0.0625),
         ("float4_e2m1fn", 6, 0.5),
@@ -269,3 +280,31 @@ def test_format_fields_accept_numpy_scalars(cls, kwargs):
         assert type(got) is (bool if isinstance(v, (bool, np.bool_)) else int) and got == v
     plain = {k: v.item() if isinstance(v, np.generic) else v for k, v in kwargs.items()}
     assert fmt == cls(**plain) and hash(fmt) == hash(cls(**plain))
+
+
+# ---- integer formats against ml_dtypes.iinfo / numpy.iinfo ---------------------------
+INT_FORMATS = fpsim.list_formats("int")
+ML_INTS = [n for n in INT_FORMATS if hasattr(ml_dtypes, n) or hasattr(np, n)]
+
+
+@pytest.mark.parametrize("name", ML_INTS)
+def test_iinfo_matches_ml_dtypes(name):
+    ours = fpsim.iinfo(name)
+    theirs = ml_dtypes.iinfo(getattr(ml_dtypes, name, None) or getattr(np, name))
+    assert ours.dtype == name == str(theirs.dtype)
+    assert (ours.bits, ours.min, ours.max) == (theirs.bits, theirs.min, theirs.max)
+    fmt = fpsim.get_format(name)
+    assert fmt.values().tolist() == list(range(theirs.min, theirs.max + 1))
+
+
+def test_ml_dtypes_integer_types_are_all_checked():
+    assert {"int1", "uint1", "int2", "uint2", "int4", "uint4", "int8", "uint8"} <= set(ML_INTS)
+
+
+def test_e5m3fnu_is_unsigned_e5m3_with_one_nan():
+    fmt = fpsim.get_format("e5m3fnu")
+    assert fmt is fpsim.get_format("float8_e5m3fnu") is fpsim.get_format(ml_dtypes.float8_e5m3fnu)
+    v = fmt.values()
+    assert not fmt.signed and fmt.bits == 8 and (fmt.exponent_bits, fmt.mantissa_bits) == (5, 3)
+    assert np.isnan(v[0xFF]) and np.isnan(v).sum() == 1 and v[0xFE] == 114688 and v[0] == 0
+    assert (v[:0xFF] >= 0).all() and not fmt.has_inf and not fmt.has_negative_zero

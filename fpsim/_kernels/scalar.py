@@ -46,7 +46,9 @@ NEAREST_EVEN, NEAREST_AWAY, TOWARD_ZERO, TOWARD_POSITIVE, TOWARD_NEGATIVE, ODD, 
     FP_INF_POS,
     FP_INF_NEG,
     FP_NEGZERO,  # code for -0 (0 where the format has no -0)
-) = range(16)
+    FP_NEG_NAN,  # unsigned formats: 1 if every negative input (not -0) is NaN
+) = range(17)
+FP_SIZE = 17  # length of the tuple
 
 # Indices of the integer-format parameter tuple ``ip``.
 IP_SCALE_EXP, IP_MIN_INT, IP_MAX_INT, IP_BITS, IP_BIT_PATTERNS = range(5)
@@ -188,7 +190,7 @@ def encode_float(b, in_mbits, in_ebits, fp, mode, saturate, r, eshift=0):
         )
         return _overflow(neg, to_max, fp)
     if fp[FP_SIGNED] == 0:
-        if neg and (mag != 0 or fp[FP_HAS_ZERO] == 0):
+        if neg and (mag != 0 or fp[FP_HAS_ZERO] == 0 or fp[FP_NEG_NAN] != 0):
             return 0 if (saturate or fp[FP_HAS_NAN] == 0) else fp[FP_NAN_POS]
         return mag
     # Branch-free sign: -0 keeps the sign bit only where the format has -0.
