@@ -567,3 +567,38 @@ def test_ocp_int8_encode_matches_gfloat(rounding):
         value = reference.decode(code, fmt)
         assert reference.encode(value, fmt) == code
         assert gfloat.encode_float(fi, float(value)) == code
+
+
+# ---- float8_e5m3fnu: hand-derived cases (issue 9) --------------------------------------
+# Unsigned E5M3, bias 15, NaN 0xFF only: max 1.75 * 2**16 = 114688 = 0xFE (even), virtual
+# max + ulp = 2**17 = 0xFF; 1.0 = exponent field 15 = 0x78; smallest subnormal 2**-17 = 0x01.
+E5M3FNU_GOLDEN = [
+    (1.0, {}, 0x78),
+    (114688.0, {}, 0xFE),
+    (118784.0, {}, 0xFE),  # tie 0xFE | 0xFF (virtual): even code 0xFE
+    (118785.0, {}, 0xFF),  # nearer the virtual value: overflow -> NaN (no Inf)
+    (118785.0, {"saturate": True}, 0xFE),
+    (1e9, {"rounding": "toward_zero"}, 0xFE),
+    (INF, {}, 0xFF),
+    (INF, {"saturate": True}, 0xFE),
+    (2.0**-18, {}, 0x00),  # tie 0 | 2**-17: even code 0
+    (3 * 2.0**-19, {}, 0x01),
+    (-0.0, {}, 0x00),  # no -0
+    (NAN, {}, 0xFF),
+    (-NAN, {}, 0xFF),
+    (-1.0, {}, 0xFF),  # negative: NaN
+    (-1e-30, {}, 0xFF),  # negative, even though it rounds to zero (ml_dtypes); P3109 u: 0
+    (-1e-30, {"rounding": "toward_zero"}, 0xFF),
+    (-1e-30, {"saturate": True}, 0x00),
+    (-INF, {}, 0xFF),
+    (-INF, {"saturate": True}, 0x00),
+]
+
+
+@pytest.mark.parametrize("x, options, expected", E5M3FNU_GOLDEN)
+def test_e5m3fnu_golden(x, options, expected):
+    assert reference.encode(x, "float8_e5m3fnu", **options) == expected
+    if not options and not math.isnan(x):  # the same as ml_dtypes' cast
+        with np.errstate(all="ignore"):
+            ml = np.array([x], np.float64).astype(ml_dtypes.float8_e5m3fnu).view(np.uint8)
+        assert ml[0] == expected
