@@ -214,7 +214,8 @@ def formats(*, kind=None, max_bits=16, include_custom=False):
     kind : {None, "float", "int"}
         Only float or only integer formats (default both).
     max_bits : int
-        Largest width drawn, 2 to 16.
+        Largest width drawn, 1 to 16 (``int1`` and ``uint1`` have one bit; float
+        formats at least two).
     include_custom : bool
         Also draw :class:`~fpsim.FloatFormat` / :class:`~fpsim.IntFormat`
         objects built from random fields (exponent widths up to 8, every
@@ -237,20 +238,23 @@ def formats(*, kind=None, max_bits=16, include_custom=False):
     >>> from hypothesis import find
     >>> find(formats(kind="float"), lambda f: not f.has_nan).name
     'float6_e2m3fn'
-    >>> formats(kind="int", max_bits=3)
+    >>> formats(kind="float", max_bits=3)
     Traceback (most recent call last):
     ...
-    hypothesis.errors.InvalidArgument: no registered int format has at most max_bits=3 bits (the narrowest has 4); raise max_bits or pass include_custom=True
+    hypothesis.errors.InvalidArgument: no registered float format has at most max_bits=3 bits (the narrowest has 4); raise max_bits or pass include_custom=True
     """
     if kind not in (None, "float", "int"):
         raise InvalidArgument(f"kind={kind!r}, but it must be None, 'float' or 'int'")
-    max_bits = _check_int(max_bits, "max_bits", 2, 16)
+    max_bits = _check_int(max_bits, "max_bits", 1, 16)
     include_custom = _check_bool(include_custom, "include_custom")
+    if kind == "float" and max_bits < 2:
+        raise InvalidArgument(f"max_bits={max_bits}, but a float format has at least 2 bits; "
+                              "pass max_bits >= 2, or kind='int' or None for int1/uint1")
     registered = [get_format(n) for n in list_formats(kind)]
     fits = [f for f in registered if f.bits <= max_bits]
     parts = [st.sampled_from(fits)] if fits else []
     if include_custom:
-        if kind in (None, "float"):
+        if kind in (None, "float") and max_bits >= 2:  # a float format has 2 bits or more
             parts.append(_custom_float_formats(max_bits))
         if kind in (None, "int"):
             parts.append(_custom_int_formats(max_bits))
@@ -284,9 +288,10 @@ def _custom_float_formats(draw, max_bits):
 @st.composite
 def _custom_int_formats(draw, max_bits):
     signed = draw(st.booleans())
-    return IntFormat(bits=draw(st.integers(2, max_bits)), signed=signed,
+    bits = draw(st.integers(1, max_bits))
+    return IntFormat(bits=bits, signed=signed,
                      scale_exp=draw(st.integers(-8, 8)),
-                     symmetric=signed and draw(st.booleans()),
+                     symmetric=signed and bits >= 2 and draw(st.booleans()),
                      bit_patterns=draw(st.booleans()))
 
 

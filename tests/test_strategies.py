@@ -221,12 +221,13 @@ def test_roundings(r, any_r):
 # ---- argument checks ---------------------------------------------------------------
 BAD_ARGUMENTS = [  # (strategy, kwargs, text the message must contain)
     (fst.formats, {"kind": "floats"}, "kind='floats'"),
-    (fst.formats, {"max_bits": 1}, "max_bits=1"),
+    (fst.formats, {"max_bits": 0}, "max_bits=0"),
+    (fst.formats, {"kind": "float", "max_bits": 1, "include_custom": True}, "at least 2 bits"),
     (fst.formats, {"max_bits": 17}, "max_bits=17"),
     (fst.formats, {"max_bits": 8.0}, "max_bits=8.0"),
     (fst.formats, {"max_bits": True}, "max_bits=True"),
     (fst.formats, {"include_custom": "yes"}, "include_custom='yes'"),
-    (fst.formats, {"kind": "int", "max_bits": 3}, "include_custom=True"),
+    (fst.formats, {"kind": "float", "max_bits": 3}, "include_custom=True"),
     (fst.codes, {"fmt": "e4m3fm"}, "did you mean 'e4m3fn'"),
     (fst.codes, {"fmt": 3}, "fmt=3"),
     (fst.codes, {"fmt": "e2m1fn", "allow_nan": True}, "allow_nan=False"),
@@ -305,3 +306,40 @@ def test_quant_specs_validation():
         fst.quant_specs(granularities=("row",))
     with pytest.raises(InvalidArgument, match="block_sizes"):
         fst.quant_specs(block_sizes=(0,))
+
+
+# ---- the narrowest formats (issue 9: int1, uint1, int2, uint2, float8_e5m3fnu) ---------
+def test_formats_draw_one_bit_integers():
+    """max_bits=1 draws int1 / uint1 and one-bit custom integers."""
+    for include_custom in (False, True):
+        drawn = find(fst.formats(max_bits=1, include_custom=include_custom),
+                     lambda f: f.signed)
+        assert isinstance(drawn, IntFormat) and drawn.bits == 1
+    assert find(fst.formats(kind="int", max_bits=1), lambda f: not f.signed).name == "uint1"
+
+
+@pytest.mark.parametrize("name", ["int1", "uint1", "int2", "uint2", "float8_e5m3fnu",
+                                  "ocp_int8", "ocp_int8_symmetric"])
+def test_new_formats_strategies_agree_with_the_codec(name):
+    """Every value a strategy draws for the new formats is a value of the format, and
+    encodes to a code that decodes back to it."""
+    fmt = fpsim.get_format(name)
+    values = []
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(fst.values(name))
+    def check(v):
+        values.append(v)
+        assert fpsim.quantize(np.float64(v), fmt) == v
+    check()
+    assert min(values) >= lowest(fmt) and max(values) <= fmt.max
+    codes = []
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(fst.codes(name))
+    def check_codes(c):
+        codes.append(c)
+        fpsim.decode(np.array([c]), fmt)  # accepted
+    check_codes()
+    if name == "float8_e5m3fnu":
+        assert all(0 <= c <= 0xFF for c in codes)
