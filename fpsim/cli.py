@@ -31,6 +31,7 @@ ML_DTYPES_FORMATS = (
     "float8_e3m4",
     "float8_e4m3",
     "float8_e8m0fnu",
+    "float8_e5m3fnu",
     "float6_e2m3fn",
     "float6_e3m2fn",
     "float4_e2m1fn",

@@ -1,7 +1,8 @@
 """Check ``fpsim.encode`` against ml_dtypes' casts on float32 inputs (``fpsim verify``).
 
-For every ml_dtypes format of 8 bits or fewer, ``fpsim.encode(x, fmt)`` must
-equal ``x.astype(ml_dtypes.<fmt>).view(np.uint8)`` bit for bit, except on the
+For every ml_dtypes float format of 8 bits or fewer (``float8_e5m3fnu``
+included), ``fpsim.encode(x, fmt)`` must equal
+``x.astype(ml_dtypes.<fmt>).view(np.uint8)`` bit for bit, except on the
 one documented ml_dtypes bug: ``float8_e8m0fnu`` inputs in the open interval
 (2^-127, 1.5 * 2^-127), which ml_dtypes rounds to 2^-126 (code 0x01) where
 the correct result is 2^-127 (code 0x00). Those are counted apart.

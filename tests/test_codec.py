@@ -606,3 +606,17 @@ def test_narrow_ints_round_clip_and_round_trip(name):
     np.testing.assert_array_equal(fpsim.encode(x, fmt), want)
     np.testing.assert_array_equal(fpsim.quantize(x, fmt), want.astype(np.float32))
     assert fpsim.encode(x, fmt).dtype == fmt.code_dtype
+
+
+def test_verify_covers_every_ml_dtypes_float_format():
+    """`fpsim verify` checks every registered float format of 8 bits or fewer that ml_dtypes
+    has (float8_e5m3fnu included), and a sample of e5m3fnu passes."""
+    import io
+
+    from fpsim.cli import ML_DTYPES_FORMATS
+    from fpsim.verify import run_verify
+
+    assert set(ML_SMALL) <= set(ML_DTYPES_FORMATS)
+    out = io.StringIO()
+    assert run_verify(["float8_e5m3fnu"], sample=1 << 14, chunk=1 << 12, file=out) == 0, \
+        out.getvalue()
