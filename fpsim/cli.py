@@ -194,6 +194,12 @@ def cmd_verify(args) -> int:
         default = [get_format(n) for n in ML_DTYPES_FORMATS] + [get_format("int8")]
     else:
         default = [get_format(n) for n in ML_DTYPES_FORMATS]
+        try:
+            import ml_dtypes
+        except ImportError:
+            pass  # run_verify says what to install
+        else:  # an older ml_dtypes lacks the newest formats (float8_e5m3fnu: 0.7)
+            default = [f for f in default if hasattr(ml_dtypes, f.name)]
     names = []
     for fmt in args.formats or default:
         if not args.stochastic and fmt.name not in ML_DTYPES_FORMATS:

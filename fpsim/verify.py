@@ -41,7 +41,7 @@ def require_ml_dtypes(*names: str):
     if missing:
         raise ImportError(
             f"ml_dtypes {getattr(ml_dtypes, '__version__', '?')} has no {', '.join(missing)}: "
-            "pip install 'ml_dtypes>=0.5'"
+            "pip install -U ml_dtypes (float8_e5m3fnu needs 0.7 or later)"
         )
     return ml_dtypes
 

@@ -620,3 +620,14 @@ def test_verify_covers_every_ml_dtypes_float_format():
     out = io.StringIO()
     assert run_verify(["float8_e5m3fnu"], sample=1 << 14, chunk=1 << 12, file=out) == 0, \
         out.getvalue()
+
+
+def test_verify_default_skips_formats_an_older_ml_dtypes_lacks(monkeypatch, capsys):
+    """ml_dtypes < 0.7 has no float8_e5m3fnu: plain `fpsim verify` checks the others."""
+    from fpsim.cli import main
+
+    monkeypatch.delattr(ml_dtypes, "float8_e5m3fnu")
+    status = main(["verify", "--sample", "256"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "float8_e4m3fn" in out and "float8_e5m3fnu" not in out
