@@ -598,7 +598,7 @@ E5M3FNU_GOLDEN = [
 @pytest.mark.parametrize("x, options, expected", E5M3FNU_GOLDEN)
 def test_e5m3fnu_golden(x, options, expected):
     assert reference.encode(x, "float8_e5m3fnu", **options) == expected
-    if not options and not math.isnan(x):  # the same as ml_dtypes' cast
+    if not options and not math.isnan(x) and hasattr(ml_dtypes, "float8_e5m3fnu"):  # the same as ml_dtypes' cast
         with np.errstate(all="ignore"):
             ml = np.array([x], np.float64).astype(ml_dtypes.float8_e5m3fnu).view(np.uint8)
         assert ml[0] == expected
