@@ -96,16 +96,45 @@ def test_verify_small_sample(capsys):
     assert "OK:" in out and "FAIL" not in out
 
 
-def test_verify_e8m0_counts_the_known_ml_dtypes_bug_apart(capsys):
-    pytest.importorskip("ml_dtypes")
+def test_verify_e8m0_counts_the_known_ml_dtypes_bug_apart(capsys, ml_quirks):
+    """The e8m0 bug of ml_dtypes < 0.7 is counted apart only if the installed version has it."""
     status, out, _ = run(capsys, "verify", "--formats", "float8_e8m0fnu", "--sample", "1024")
     assert status == 0
     row = next(line for line in out.splitlines() if line.startswith("float8_e8m0fnu "))
     _, _, mismatches, known, *_ = row.split()
     assert mismatches == "0"
     # the boundary points include inputs in (2^-127, 1.5 * 2^-127)
-    assert int(known.replace(",", "")) > 0
-    assert "known ml_dtypes bug" in out
+    assert (int(known.replace(",", "")) > 0) == ml_quirks.e8m0_tie_bug
+    assert ("known bug of ml_dtypes < 0.7" in out) == ml_quirks.e8m0_tie_bug
+    assert f"e8m0 tie bug of ml_dtypes < 0.7: {'present' if ml_quirks.e8m0_tie_bug else 'absent'}" in out
+
+
+def test_verify_e8m0_bug_is_a_failure_when_ml_dtypes_is_right(capsys, monkeypatch, ml_quirks):
+    """fpsim giving the old ml_dtypes answer (2^-126) is a mismatch against a fixed ml_dtypes."""
+    if ml_quirks.e8m0_tie_bug:
+        pytest.skip(f"ml_dtypes {ml_quirks.version} has the e8m0 bug; the test above covers it")
+    real = fpsim.encode
+
+    def old_bug(x, fmt, **kw):
+        codes = real(x, fmt, **kw)
+        xa = np.asarray(x)
+        codes[(xa > 2.0**-127) & (xa < 1.5 * 2.0**-127)] = 1
+        return codes
+
+    monkeypatch.setattr(fpsim, "encode", old_bug)
+    status, out, _ = run(capsys, "verify", "--formats", "float8_e8m0fnu", "--sample", "1024")
+    assert status == 1 and "FAILED" in out
+
+
+def test_known_ml_dtypes_bug_follows_the_probe():
+    from fpsim.verify import MlDtypesQuirks, known_ml_dtypes_bug
+
+    x = np.array([np.float32(2**-127) * np.float32(1.25)])
+    old = MlDtypesQuirks("0.5.0", e8m0_tie_bug=True, float64_double_rounding=True)
+    new = MlDtypesQuirks("0.7.0", e8m0_tie_bug=False, float64_double_rounding=False)
+    args = ("float8_e8m0fnu", x, np.array([0]), np.array([1]))
+    assert known_ml_dtypes_bug(*args, quirks=old).tolist() == [True]
+    assert known_ml_dtypes_bug(*args, quirks=new).tolist() == [False]
 
 
 def test_verify_reports_unexplained_mismatches(capsys, monkeypatch):
