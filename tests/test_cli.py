@@ -220,3 +220,55 @@ def test_encode_user_errors(capsys):
 def test_fetch_rejects_unknown_models(capsys):
     status, _, err = run(capsys, "fetch", "gpt5")
     assert status == 2 and "minilm" in err
+
+
+# ---- clear one-line errors, checked before any long work (issue 9) ---------------------
+def _no_work(monkeypatch):
+    """Make the long parts fail loudly if they are reached."""
+    import fpsim.evaluate
+    import fpsim.report
+
+    def boom(*a, **k):
+        raise AssertionError("the prerequisites must be checked before any work")
+
+    monkeypatch.setattr(fpsim.evaluate, "evaluate", boom)
+    monkeypatch.setattr(fpsim.report, "synthetic_table", boom)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["eval", "--config", "{tmp}/missing.json"], "missing.json"),
+    (["eval", "--config", "{tmp}/bad.yaml"], "YAML is not supported"),
+    (["eval", "--preset", "int8", "--json", "{tmp}/no/such/folder/r.json"],
+     "--json: folder .*no/such/folder does not exist"),
+    (["report", "--out", "/proc/x"], "--out: cannot create the report folder /proc/x"),
+    (["report", "--out", "{tmp}/file.txt"], "--out: .*file.txt is a file"),
+    (["bench", "--log2-size", "40"], "--log2-size: .*at most 30"),
+    (["eval", "--preset", "int8", "--config", "{tmp}/gate.json"],
+     "'down', 'gate', 'up' that this model does not have"),
+])
+def test_cli_errors_are_one_line_and_come_first(capsys, monkeypatch, tmp_path, argv, fragment):
+    (tmp_path / "bad.yaml").write_text("sites: {}\n")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "gate.json").write_text('{"sites": {"gate": "int8", "up": "int8", "down": "int8"}}')
+    _no_work(monkeypatch)
+    from fpsim.models import weights
+
+    monkeypatch.setattr(weights, "fetch", lambda *a, **k: None)
+    status, out, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert status == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("fpsim") and "error:" in lines[0]
+    import re
+
+    assert re.search(fragment, lines[0]), lines[0]
+    assert not (tmp_path / "no").exists()
+
+
+def test_report_checks_the_models_extra_first(capsys, monkeypatch, tmp_path):
+    """Without safetensors/tokenizers, `fpsim report` fails at once and leaves no folder."""
+    _no_work(monkeypatch)
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # import tokenizers -> ImportError
+    status, _, err = run(capsys, "report", "--out", str(tmp_path / "rep"))
+    assert status == 2 and "pip install 'fpsim[models]'" in err and "tokenizers" in err
+    assert not (tmp_path / "rep").exists()
