@@ -107,6 +107,7 @@ from ._kernels import scalar as cast
 from .codec import _float_params, _lut
 from .formats import FloatFormat, IntFormat, get_format
 from .scaling import QuantSpec, fake_quantize, quantize_tensor, resolve_spec
+from .rounding import as_generator
 
 __all__ = [
     "ACCUMULATORS",
@@ -392,11 +393,7 @@ def _seeds(rng):
     """One seed per operand, so that both may use stochastic rounding."""
     if rng is None:
         return None, None
-    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer,
-                                                                 np.random.Generator)):
-        raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, "
-                        f"got {type(rng).__name__}")
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(int(rng))
+    gen = as_generator(rng)
     s = gen.integers(0, 2**63, size=2)
     return int(s[0]), int(s[1])
 

@@ -78,6 +78,19 @@ def _format_arg(name: str):
         raise argparse.ArgumentTypeError(_short_message(err)) from None
 
 
+#: bench allocates about 8 arrays of 2^K values: 2^30 float32 is 4 GiB each.
+MAX_LOG2_SIZE = 30
+
+
+def _log2_size(text: str) -> int:
+    n = _positive_int(text)
+    if n > MAX_LOG2_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"expected K at most {MAX_LOG2_SIZE} (2^{MAX_LOG2_SIZE} float32 values are 4 GiB "
+            f"per array; the benchmark holds several), got {text!r}")
+    return n
+
+
 def _positive_int(text: str) -> int:
     try:
         n = int(text, 0)
@@ -223,32 +236,48 @@ def cmd_bench(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import REPORT_PRESETS, make_report
+    from .report import REPORT_PRESETS, check_prerequisites, make_report
+
+    check_prerequisites(args.out)
 
     make_report(args.out, presets=args.presets or REPORT_PRESETS, quick=args.quick)
     return 0
 
 
-def cmd_eval(args) -> int:
-    import json
+def _writable_file(option: str, path) -> None:
+    """Refuse an output file whose folder is missing or not writable (before any work)."""
     import pathlib
 
+    folder = pathlib.Path(path).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise UserError(f"argument {option}: folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"argument {option}: folder {folder} is not writable")
+
+
+def cmd_eval(args) -> int:
     from .evaluate import evaluate, results_json, results_markdown
-    from .models import weights
+    from .models import bert, llama, weights
     from .models.quant import QuantConfig
 
+    if args.json:
+        _writable_file("--json", args.json)
     presets = list(args.preset or [])
-    if args.config:
-        presets += [QuantConfig.load(path) for path in args.config]
+    configs = [QuantConfig.load(path) for path in (args.config or [])]
+    sites = {"minilm": bert.SITES, "smollm2": llama.SITES}[args.model]
+    for cfg in configs:
+        cfg.check_model(sites=sites)
+    presets += configs
     if not presets:
         presets = None
     weights.fetch(args.model)
     results = evaluate(args.model, presets, max_tokens=args.max_tokens)
     print(results_markdown(results))
     if args.json:
+        import pathlib
+
         pathlib.Path(args.json).write_text(results_json(results))
         print(f"results written to {args.json}")
-    del json
     return 0
 
 
@@ -405,8 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "ratios. Needs ml_dtypes.")
     s.add_argument("--formats", nargs="+", metavar="F", type=_format_arg,
                    help="formats (default: float8_e4m3fn float8_e5m2 float4_e2m1fn int8)")
-    s.add_argument("--log2-size", type=_positive_int, default=24, metavar="K",
-                   help="2^K values (default 24)")
+    s.add_argument("--log2-size", type=_log2_size, default=24, metavar="K",
+                   help=f"2^K values, K in [1, {MAX_LOG2_SIZE}] (default 24)")
     s.add_argument("--repeat", type=_positive_int, default=7, help="timed runs (default 7)")
     s.add_argument("--seed", type=int, default=0, help="seed of the data (default 0)")
     s.set_defaults(func=cmd_bench)
@@ -421,6 +450,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (UserError, ValueError, TypeError, ImportError, ModelFilesError) as err:
         print(f"{PROG} {args.command}: error: {_short_message(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file or folder the user named: missing, unreadable, read-only
+        where = f" {err.filename}" if getattr(err, "filename", None) else ""
+        print(f"{PROG} {args.command}: error:{where}: {err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -124,6 +124,9 @@ def _prepare_out(out, shape, dtype, name="out") -> np.ndarray:
         return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
+    if isinstance(out, np.ma.MaskedArray):
+        raise TypeError(f"{name} must be a plain numpy array, got a masked array; the result "
+                        "of a masked input is a masked array with a copy of its mask")
     if out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
     if out.shape != tuple(shape):
@@ -135,6 +138,48 @@ def _prepare_out(out, shape, dtype, name="out") -> np.ndarray:
 
 def _result(out: np.ndarray, scalar: bool):
     return out[()] if scalar else out
+
+
+def _unalias(arr: np.ndarray, out) -> np.ndarray:
+    """``arr``, copied if ``out`` shares memory with it (so no input is read after it is
+    overwritten: in place, ``out=x``, and partial overlaps give the out-of-place result)."""
+    if out is not None and isinstance(out, np.ndarray) and np.may_share_memory(arr, out):
+        return arr.copy()
+    return arr
+
+
+def _unmask(x):
+    """(data, mask copy) of a masked array, else (x, None)."""
+    if isinstance(x, np.ma.MaskedArray):
+        return x.data, np.ma.getmaskarray(x).copy()
+    return x, None
+
+
+def _remask(res, mask):
+    return res if mask is None else np.ma.MaskedArray(res, mask=mask)
+
+
+def _ml_dtype(x):
+    """The dtype of an ml_dtypes array or scalar input (bfloat16, float8_*, ...), else None."""
+    dt = getattr(x, "dtype", None)
+    if isinstance(x, (np.ndarray, np.generic)) and dt is not None and dt not in _FLOAT_LAYOUT \
+            and dt.kind in "Vf" and dt.itemsize <= 2:
+        return dt
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _holds(fmt, dtype: np.dtype) -> bool:
+    """Does ``dtype`` hold every value of ``fmt`` exactly (Inf and NaN included)?"""
+    if isinstance(fmt, IntFormat) and not fmt.bit_patterns:
+        codes = np.arange(fmt.min_int, fmt.max_int + 1, dtype=np.int64)
+    else:
+        codes = np.arange(1 << fmt.bits, dtype=np.int64)
+    values = decode(codes, fmt)
+    with np.errstate(all="ignore"):
+        back = values.astype(dtype).astype(np.float32)
+    same = (back == values) | (np.isnan(back) & np.isnan(values))
+    return bool(same.all())
 
 
 
@@ -428,12 +473,12 @@ def encode(x, fmt, *, rounding="nearest_even", saturate=False, rng=None, out=Non
     mode = _mode_for(fmt, rounding)
     saturate = check_saturate(saturate)
     seed = resolve_seed(rng) if (mode == cast.STOCHASTIC or rng is not None) else np.uint64(0)
-    arr = _as_float_array(x)
+    x, mask = _unmask(x)
+    arr = _unalias(_as_float_array(x), out)
     res = _prepare_out(out, arr.shape, fmt.code_dtype)
-    if arr.size == 0:
-        return _result(res, arr.ndim == 0)
-    _run(arr, fmt, mode, saturate, seed, res.reshape(-1), values=False)
-    return _result(res, arr.ndim == 0)
+    if arr.size:
+        _run(arr, fmt, mode, saturate, seed, res.reshape(-1), values=False)
+    return _remask(_result(res, arr.ndim == 0), mask)
 
 
 def quantize(x, fmt, *, rounding="nearest_even", saturate=False, rng=None, out=None):
@@ -452,7 +497,11 @@ def quantize(x, fmt, *, rounding="nearest_even", saturate=False, rng=None, out=N
     Returns
     -------
     ndarray
-        Same shape and dtype as ``x`` (float64 for Python floats).
+        Same shape and dtype as ``x`` (float64 for Python floats). An ml_dtypes
+        input (``bfloat16``, ``float8_*``, ...) comes back in its own dtype when that
+        dtype holds every value of ``fmt`` (Inf and NaN included), else as float32.
+        A masked array gives a masked array with a copy of its mask. ``out`` may be
+        ``x`` itself or overlap it: the result is the same as out of place.
 
     Raises
     ------
@@ -469,12 +518,19 @@ def quantize(x, fmt, *, rounding="nearest_even", saturate=False, rng=None, out=N
     mode = _mode_for(fmt, rounding)
     saturate = check_saturate(saturate)
     seed = resolve_seed(rng) if (mode == cast.STOCHASTIC or rng is not None) else np.uint64(0)
-    arr = _as_float_array(x)
-    res = _prepare_out(out, arr.shape, arr.dtype)
-    if arr.size == 0:
-        return _result(res, arr.ndim == 0)
-    _run(arr, fmt, mode, saturate, seed, res.reshape(-1), values=True)
-    return _result(res, arr.ndim == 0)
+    x, mask = _unmask(x)
+    ml = _ml_dtype(x)
+    arr = _unalias(_as_float_array(x), out)
+    if ml is not None and _holds(fmt, ml):  # computed in float32, returned in x's dtype
+        res = _prepare_out(out, arr.shape, ml)
+        work = np.empty(arr.shape, arr.dtype)
+    else:
+        res = work = _prepare_out(out, arr.shape, arr.dtype)
+    if arr.size:
+        _run(arr, fmt, mode, saturate, seed, work.reshape(-1), values=True)
+        if work is not res:
+            res[...] = work  # exact: the dtype holds every value of fmt
+    return _remask(_result(res, arr.ndim == 0), mask)
 
 
 def decode(codes, fmt, *, dtype=np.float32, out=None):
@@ -516,6 +572,7 @@ def decode(codes, fmt, *, dtype=np.float32, out=None):
         raise TypeError(f"dtype must be float16, float32 or float64, got {dtype}")
     if isinstance(codes, (bool, np.bool_)):
         raise ValueError("codes must be integers, got a bool")
+    codes, mask = _unmask(codes)
     arr = np.asarray(codes)
     if arr.dtype.kind not in "iu":
         raise ValueError(
@@ -524,7 +581,10 @@ def decode(codes, fmt, *, dtype=np.float32, out=None):
         )
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
+    arr = _unalias(arr, out)
     res = _prepare_out(out, arr.shape, dtype)
+    if mask is not None:
+        return _remask(decode(arr, fmt, dtype=dtype, out=res), mask)
     if arr.size == 0:
         return _result(res, arr.ndim == 0)
     flat = np.ascontiguousarray(arr).reshape(-1)

@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .metrics import kl_divergence, sqnr_db
+from .rounding import as_generator
 
 __all__ = [
     "spearman",
@@ -136,7 +137,7 @@ def bootstrap_ci(diff_fn: Callable[[np.ndarray], float], n: int, *, n_boot: int 
     >>> bootstrap_ci(lambda i: float(np.mean(x[i])), x.size, n_boot=200)
     (2.9, 6.4)
     """
-    g = np.random.default_rng(rng)
+    g = as_generator(rng)
     stats = np.array([diff_fn(g.integers(0, n, n)) for _ in range(n_boot)])
     lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-__all__ = ["make_report", "SYNTHETIC_RECIPES", "REPORT_PRESETS"]
+__all__ = ["make_report", "check_prerequisites", "SYNTHETIC_RECIPES", "REPORT_PRESETS"]
 
 #: Recipes compared on synthetic data.
 SYNTHETIC_RECIPES = ("bfloat16", "float8_e4m3fn", "float8_e5m2", "int8", "int8_channel",
@@ -28,6 +28,51 @@ REPORT_PRESETS = ("bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "fp8_e4m3_delayed", "i
 def _log(msg: str, quiet: bool) -> None:
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
+
+
+def check_prerequisites(out_dir) -> None:
+    """Raise before any work if the report cannot be made: the models extra is missing or
+    ``out_dir`` cannot be written. Leaves nothing behind.
+
+    Raises
+    ------
+    ImportError
+        safetensors or tokenizers (the ``models`` extra) is not installed.
+    ValueError
+        ``out_dir`` is a file, or cannot be created or written.
+    """
+    import importlib
+    import os
+
+    for mod in ("safetensors", "tokenizers"):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            raise ImportError(f"fpsim report runs MiniLM, which needs {mod}: "
+                              "pip install 'fpsim[models]'") from None
+    import tempfile
+
+    out = pathlib.Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"argument --out: {out} is a file, not a folder")
+    missing = []  # the folders we would create, deepest first
+    p = out
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    try:  # really try (root passes os.access checks; /proc refuses anyway), then undo
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ValueError(f"argument --out: cannot create the report folder {out} "
+                         f"({e.strerror or e})") from None
+    finally:
+        for folder in missing:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
 
 def synthetic_table(*, n: int = 1 << 18, seed: int = 0) -> tuple[list[dict], dict]:
@@ -80,9 +125,9 @@ def make_report(out_dir="fpsim-report", *, presets=REPORT_PRESETS, quick: bool =
     from . import data
     from .evaluate import evaluate, results_markdown
 
+    check_prerequisites(out_dir)
     t_start = time.perf_counter()
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     figures: list[tuple[str, str]] = []
 
     _log("fpsim report: synthetic data", quiet)
@@ -102,6 +147,7 @@ def make_report(out_dir="fpsim-report", *, presets=REPORT_PRESETS, quick: bool =
     results = evaluate("minilm", presets, sentences=sentences, progress=not quiet)
     model_md = results_markdown(results)
 
+    out.mkdir(parents=True, exist_ok=True)
     _log("fpsim report: figures", quiet)
     try:
         figures = _figures(out, syn_data, results)

@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["ROUNDINGS", "rounding_mode", "check_saturate", "resolve_seed"]
+__all__ = ["ROUNDINGS", "as_generator", "check_saturate", "resolve_seed", "rounding_mode"]
 
 #: Rounding modes, in the order of their kernel numbers.
 ROUNDINGS = (
@@ -84,9 +84,36 @@ def resolve_seed(rng) -> np.uint64:
     if isinstance(rng, numbers.Integral):
         seed = int(rng)
         if not 0 <= seed < 2**64:
-            raise ValueError(f"rng seed must satisfy 0 <= seed < 2**64, got {seed}")
+            raise ValueError(f"rng: an int seed must satisfy 0 <= seed < 2**64, got {seed}; "
+                             "pass a non-negative int, a numpy.random.Generator or None")
         return np.uint64(seed)
     raise TypeError(
         "rng must be an int seed, a numpy.random.Generator or None, "
         f"got {type(rng).__name__}"
     )
+
+
+def as_generator(rng, *, name: str = "rng") -> np.random.Generator:
+    """A ``numpy.random.Generator`` from ``rng``: an int seed, a Generator (used as is) or None.
+
+    Examples
+    --------
+    >>> int(as_generator(7).integers(0, 10)) == int(as_generator(7).integers(0, 10))
+    True
+    >>> as_generator(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: rng: an int seed must satisfy 0 <= seed < 2**64, got -1; pass a non-negative int, a numpy.random.Generator or None
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, numbers.Integral):
+        raise TypeError(f"{name} must be an int seed, a numpy.random.Generator or None, "
+                        f"got {type(rng).__name__}")
+    seed = int(rng)
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"{name}: an int seed must satisfy 0 <= seed < 2**64, got {seed}; "
+                         "pass a non-negative int, a numpy.random.Generator or None")
+    return np.random.default_rng(seed)

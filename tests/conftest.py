@@ -32,3 +32,35 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ml_quirks():
+    """What the installed ml_dtypes does where its versions differ, probed once.
+
+    Tests compare fpsim with the correct answer and use this only to know which
+    ml_dtypes results to expect; an oracle's bug is never asserted as a constant.
+    """
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from fpsim.verify import ml_dtypes_quirks
+
+    return ml_dtypes_quirks(ml_dtypes)
+
+
+@pytest.fixture(scope="session")
+def model_files():
+    """``model_files(name)`` fetches a model's files into the cache once per session.
+
+    Every test that loads a real model asks for it here, so each passes alone, from an
+    empty cache, in any order (``python -m fpsim fetch`` is the same call).
+    """
+    from fpsim.models import weights
+
+    done = {}
+
+    def need(name: str):
+        if name not in done:
+            done[name] = weights.fetch(name, quiet=True)
+        return done[name]
+
+    return need

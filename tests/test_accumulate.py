@@ -385,6 +385,7 @@ A, B = np.ones((2, 64), np.float32), np.ones((64, 3), np.float32)
     (dict(a_spec="e9m9"), ValueError, "unknown recipe"),
     (dict(a_spec=8), TypeError, "a_spec"),
     (dict(rng="seed"), TypeError, "rng"),
+    (dict(rng=-1), ValueError, r"rng: an int seed must satisfy 0 <= seed < 2\*\*64, got -1"),
     (dict(return_report=1), TypeError, "return_report"),
 ])
 def test_invalid_arguments(kwargs, error, match):

@@ -96,16 +96,45 @@ def test_verify_small_sample(capsys):
     assert "OK:" in out and "FAIL" not in out
 
 
-def test_verify_e8m0_counts_the_known_ml_dtypes_bug_apart(capsys):
-    pytest.importorskip("ml_dtypes")
+def test_verify_e8m0_counts_the_known_ml_dtypes_bug_apart(capsys, ml_quirks):
+    """The e8m0 bug of ml_dtypes < 0.7 is counted apart only if the installed version has it."""
     status, out, _ = run(capsys, "verify", "--formats", "float8_e8m0fnu", "--sample", "1024")
     assert status == 0
     row = next(line for line in out.splitlines() if line.startswith("float8_e8m0fnu "))
     _, _, mismatches, known, *_ = row.split()
     assert mismatches == "0"
     # the boundary points include inputs in (2^-127, 1.5 * 2^-127)
-    assert int(known.replace(",", "")) > 0
-    assert "known ml_dtypes bug" in out
+    assert (int(known.replace(",", "")) > 0) == ml_quirks.e8m0_tie_bug
+    assert ("known bug of ml_dtypes < 0.7" in out) == ml_quirks.e8m0_tie_bug
+    assert f"e8m0 tie bug of ml_dtypes < 0.7: {'present' if ml_quirks.e8m0_tie_bug else 'absent'}" in out
+
+
+def test_verify_e8m0_bug_is_a_failure_when_ml_dtypes_is_right(capsys, monkeypatch, ml_quirks):
+    """fpsim giving the old ml_dtypes answer (2^-126) is a mismatch against a fixed ml_dtypes."""
+    if ml_quirks.e8m0_tie_bug:
+        pytest.skip(f"ml_dtypes {ml_quirks.version} has the e8m0 bug; the test above covers it")
+    real = fpsim.encode
+
+    def old_bug(x, fmt, **kw):
+        codes = real(x, fmt, **kw)
+        xa = np.asarray(x)
+        codes[(xa > 2.0**-127) & (xa < 1.5 * 2.0**-127)] = 1
+        return codes
+
+    monkeypatch.setattr(fpsim, "encode", old_bug)
+    status, out, _ = run(capsys, "verify", "--formats", "float8_e8m0fnu", "--sample", "1024")
+    assert status == 1 and "FAILED" in out
+
+
+def test_known_ml_dtypes_bug_follows_the_probe():
+    from fpsim.verify import MlDtypesQuirks, known_ml_dtypes_bug
+
+    x = np.array([np.float32(2**-127) * np.float32(1.25)])
+    old = MlDtypesQuirks("0.5.0", e8m0_tie_bug=True, float64_double_rounding=True)
+    new = MlDtypesQuirks("0.7.0", e8m0_tie_bug=False, float64_double_rounding=False)
+    args = ("float8_e8m0fnu", x, np.array([0]), np.array([1]))
+    assert known_ml_dtypes_bug(*args, quirks=old).tolist() == [True]
+    assert known_ml_dtypes_bug(*args, quirks=new).tolist() == [False]
 
 
 def test_verify_reports_unexplained_mismatches(capsys, monkeypatch):
@@ -191,3 +220,55 @@ def test_encode_user_errors(capsys):
 def test_fetch_rejects_unknown_models(capsys):
     status, _, err = run(capsys, "fetch", "gpt5")
     assert status == 2 and "minilm" in err
+
+
+# ---- clear one-line errors, checked before any long work (issue 9) ---------------------
+def _no_work(monkeypatch):
+    """Make the long parts fail loudly if they are reached."""
+    import fpsim.evaluate
+    import fpsim.report
+
+    def boom(*a, **k):
+        raise AssertionError("the prerequisites must be checked before any work")
+
+    monkeypatch.setattr(fpsim.evaluate, "evaluate", boom)
+    monkeypatch.setattr(fpsim.report, "synthetic_table", boom)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["eval", "--config", "{tmp}/missing.json"], "missing.json"),
+    (["eval", "--config", "{tmp}/bad.yaml"], "YAML is not supported"),
+    (["eval", "--preset", "int8", "--json", "{tmp}/no/such/folder/r.json"],
+     "--json: folder .*no/such/folder does not exist"),
+    (["report", "--out", "/proc/x"], "--out: cannot create the report folder /proc/x"),
+    (["report", "--out", "{tmp}/file.txt"], "--out: .*file.txt is a file"),
+    (["bench", "--log2-size", "40"], "--log2-size: .*at most 30"),
+    (["eval", "--preset", "int8", "--config", "{tmp}/gate.json"],
+     "'down', 'gate', 'up' that this model does not have"),
+])
+def test_cli_errors_are_one_line_and_come_first(capsys, monkeypatch, tmp_path, argv, fragment):
+    (tmp_path / "bad.yaml").write_text("sites: {}\n")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "gate.json").write_text('{"sites": {"gate": "int8", "up": "int8", "down": "int8"}}')
+    _no_work(monkeypatch)
+    from fpsim.models import weights
+
+    monkeypatch.setattr(weights, "fetch", lambda *a, **k: None)
+    status, out, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert status == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("fpsim") and "error:" in lines[0]
+    import re
+
+    assert re.search(fragment, lines[0]), lines[0]
+    assert not (tmp_path / "no").exists()
+
+
+def test_report_checks_the_models_extra_first(capsys, monkeypatch, tmp_path):
+    """Without safetensors/tokenizers, `fpsim report` fails at once and leaves no folder."""
+    _no_work(monkeypatch)
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # import tokenizers -> ImportError
+    status, _, err = run(capsys, "report", "--out", str(tmp_path / "rep"))
+    assert status == 2 and "pip install 'fpsim[models]'" in err and "tokenizers" in err
+    assert not (tmp_path / "rep").exists()

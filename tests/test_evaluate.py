@@ -63,7 +63,8 @@ def test_weight_storage():
 
 
 @pytest.mark.slow
-def test_evaluate_minilm_small():
+def test_evaluate_minilm_small(model_files):
+    model_files("minilm")
     res = ev.evaluate("minilm", ["int8", "mxfp4"], sentences=fpsim.data.sentences()[:24],
                       progress=False)
     by = {r.preset: r for r in res}
@@ -75,7 +76,8 @@ def test_evaluate_minilm_small():
 
 
 @pytest.mark.slow
-def test_report_quick(tmp_path):
+def test_report_quick(tmp_path, model_files):
+    model_files("minilm")
     from fpsim.report import make_report
 
     index = make_report(tmp_path / "rep", presets=("int8",), quick=True, quiet=True)
@@ -86,3 +88,10 @@ def test_report_quick(tmp_path):
             "sqnr_vs_scale.png", "mx_scales.png", "layer_sqnr.png"} <= set(pngs)
     data = json.loads((tmp_path / "rep" / "results.json").read_text())
     assert data["minilm"][0]["preset"] == "int8"
+
+
+def test_bootstrap_ci_names_a_bad_rng():
+    with pytest.raises(ValueError, match=r"rng: an int seed must satisfy 0 <= seed"):
+        ev.bootstrap_ci(lambda i: 0.0, 10, n_boot=5, rng=-1)
+    with pytest.raises(TypeError, match="rng must be an int seed"):
+        ev.bootstrap_ci(lambda i: 0.0, 10, n_boot=5, rng="seed")

@@ -221,11 +221,10 @@ def golden():
 
 
 @pytest.fixture(scope="session")
-def model():
-    from fpsim.models import weights
+def model(model_files):
     from fpsim.models.bert import MiniLM
 
-    weights.fetch("minilm", quiet=True)
+    model_files("minilm")
     return MiniLM.load()
 
 
@@ -253,7 +252,7 @@ def test_embeddings_match_sentence_transformers(fp32_embeddings, golden):
 
 
 @pytest.mark.slow
-def test_torch_dynamic_int8_preset_matches_pytorch(golden):
+def test_torch_dynamic_int8_preset_matches_pytorch(golden, model_files):
     """The whole model under torch.ao.quantization.quantize_dynamic (golden from
     tests/golden/make_torch_dynamic_golden.py).  Per-tensor dynamic activation scales are
     chaotic: one float32 ulp of difference in an unquantized part (LayerNorm, GELU, softmax)
@@ -261,13 +260,12 @@ def test_torch_dynamic_int8_preset_matches_pytorch(golden):
     linear inputs moves 2 of these 11 sentences by 2e-2).  So: most sentences must agree to
     float32 precision (7 of 11 do; a near miss such as the float64 weight rounding fpsim
     used before matched none), and all to cosine 0.99."""
-    from fpsim.models import weights
     from fpsim.models.bert import MiniLM
 
     with np.load(GOLDEN.parent / "torch_dynamic_int8.npz") as g:
         sentences = [str(s) for s in g["sentences"]]
         ref = g["embeddings"]
-    weights.fetch("minilm", quiet=True)
+    model_files("minilm")
     m = MiniLM.load(quant="torch_dynamic_int8")
     emb = np.stack([m.embed([s])[0] for s in sentences])  # torch ran them one at a time
     diff = np.abs(emb - ref).max(axis=1)
@@ -321,9 +319,10 @@ def test_int8_quantizes_and_stays_close(golden, fp32_embeddings):
 
 
 @pytest.mark.slow
-def test_trace_records_every_site(golden):
+def test_trace_records_every_site(golden, model_files):
     from fpsim.models.bert import MiniLM
 
+    model_files("minilm")
     m = MiniLM.load("int8", trace=True)
     m.embed([str(golden["sentences"][2])])
     sites = {s for s, _ in m.ctx.trace}

@@ -436,8 +436,8 @@ def golden():
 
 
 @pytest.fixture(scope="session")
-def smollm2():
-    weights.fetch("smollm2", quiet=True)
+def smollm2(model_files):
+    model_files("smollm2")
     return SmolLM2.load()
 
 

@@ -133,3 +133,117 @@ def test_toml_keeps_fp32_layer_overrides(tmp_path):
     cfg.save(tmp_path / "c.toml")
     back = QuantConfig.load(tmp_path / "c.toml")
     assert back == cfg and back.spec_for("q", 0) is None and back.spec_for("q", 1) is not None
+
+
+# ---- QuantConfig validation (issue 9): typos, layer indices, types, files, sites ---------
+from fpsim.models.bert import SITES as BERT_SITES  # noqa: E402
+from fpsim.models.llama import SITES as LLAMA_SITES  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "call, exc, fragment",
+    [
+        # options: typos and options that do not apply are errors, not silently ignored
+        (lambda: QuantConfig(linear_mode="llm_int8", options={"treshold": 6.0}), ValueError,
+         r"unknown option 'treshold' \(did you mean 'threshold'\?\)"),
+        (lambda: QuantConfig(options={"alpha": 0.5}), ValueError,
+         "alpha.*linear_mode='smoothquant'"),
+        (lambda: QuantConfig(linear_mode="smoothquant", options={"alpha": "0.5"}), TypeError,
+         "alpha"),
+        (lambda: QuantConfig(linear_mode="smoothquant", options={"alpha": 1.5}), ValueError,
+         r"alpha.*\[0, 1\]"),
+        (lambda: QuantConfig(options={"promote_every": 128}), ValueError,
+         "promote_every.*accumulator"),
+        (lambda: QuantConfig(accumulator="tensorcore", options={"promote_every": 1.5}),
+         TypeError, "promote_every"),
+        (lambda: QuantConfig(accumulator="fp16", options={"accumulator_bits": 14}), ValueError,
+         "accumulator_bits.*tensorcore"),
+        (lambda: QuantConfig(options=[("alpha", 0.5)]), TypeError, "options must be a dict"),
+        # layer indices
+        (lambda: QuantConfig(exclude_layers="12"), TypeError, "exclude_layers"),
+        (lambda: QuantConfig(exclude_layers=(1.5,)), TypeError, "exclude_layers"),
+        (lambda: QuantConfig(exclude_layers=(True,)), TypeError, "exclude_layers"),
+        (lambda: QuantConfig(layers={True: {"q": "int8"}}), TypeError, "ints"),
+        (lambda: QuantConfig.from_dict({"layers": {"1.5": {"q": "int8"}}}), ValueError,
+         "layers key '1.5'"),
+        (lambda: QuantConfig.from_dict({"exclude_layers": "12"}), TypeError, "exclude_layers"),
+        # field types
+        (lambda: QuantConfig(sites=["q"]), TypeError, "sites must be a dict"),
+        (lambda: QuantConfig(sites={"q": 8}), TypeError, "site 'q'"),
+        (lambda: QuantConfig(layers={0: "int8"}), TypeError, "layers"),
+        (lambda: QuantConfig(accumulator=32), TypeError, "accumulator"),
+        (lambda: QuantConfig(accumulators={"q": 3}), TypeError, "accumulators"),
+        (lambda: QuantConfig(linear_mode=None), TypeError, "linear_mode"),
+        (lambda: QuantConfig(name=3), TypeError, "name"),
+        (lambda: QuantConfig(delayed=[16]), TypeError, "delayed"),
+        (lambda: QuantConfig(portable="yes"), TypeError, "portable"),
+        (lambda: QuantConfig.from_dict([]), TypeError, "a dict"),
+        (lambda: QuantConfig.from_dict({"sites": {"q": ["int8"]}}), TypeError, "site 'q'"),
+        (lambda: QuantConfig.from_dict({"sites": {"q": {"fromat": "int8"}}}), ValueError,
+         "fromat"),
+    ],
+)
+def test_invalid_config_fields(call, exc, fragment):
+    with pytest.raises(exc, match=fragment):
+        call()
+
+
+@pytest.mark.parametrize(
+    "cfg, fragment",
+    [
+        (QuantConfig(sites={"gate": "int8", "up": "int8", "down": "int8"}),
+         r"site\(s\) 'down', 'gate', 'up' that this model does not have"),
+        (QuantConfig(sites={"q": "int8"}, layers={6: {"q": None}}), r"layers key 6.*\[-6, 5\]"),
+        (QuantConfig(sites={"q": "int8"}, layers={-7: {"q": None}}), r"layers key -7"),
+        (QuantConfig(sites={"q": "int8"}, exclude_layers=(6,)), r"exclude_layers.*6.*\[-6, 5\]"),
+    ],
+)
+def test_config_must_fit_the_model(cfg, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        QuantContext(cfg, n_layers=6, sites=BERT_SITES)
+
+
+def test_model_site_lists():
+    assert {"q.input", "attn.probs", "ffn_in"} <= set(BERT_SITES)
+    assert not {"gate", "kv_cache", "lm_head"} & set(BERT_SITES)
+    assert {"gate.input", "kv_cache", "lm_head"} <= set(LLAMA_SITES)
+    assert set(BERT_SITES) | set(LLAMA_SITES) <= set(quant.SITES)
+    QuantContext(QuantConfig(sites={"gate.input": "int8"}), n_layers=30, sites=LLAMA_SITES)
+
+
+def test_presets_are_portable_and_negative_layer_keys_count_from_the_end():
+    for name in PRESETS:  # presets name the linears of every model: each uses those it has
+        QuantContext(name, n_layers=6, sites=BERT_SITES)
+    ctx = QuantContext(QuantConfig(sites={"q": "int8"}, layers={-1: {"q": "mxfp4_e2m1"}}),
+                       n_layers=6, sites=BERT_SITES)
+    assert ctx.spec("q", 5).format.name == "float4_e2m1fn"
+    assert ctx.spec("q", 4).format.name == "int8"
+
+
+@pytest.mark.parametrize("suffix, text, fragment", [
+    (".yaml", "sites:\n  q: int8\n", "YAML is not supported"),
+    (".yml", "sites: {}\n", "YAML is not supported"),
+    (".json", "{sites: }", r"not valid JSON .*line 1"),
+    (".toml", "sites = [", "not valid TOML"),
+    (".json", "[1, 2]", "a dict"),
+])
+def test_config_files_give_clear_errors(tmp_path, suffix, text, fragment):
+    path = tmp_path / f"c{suffix}"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=fragment) as info:
+        QuantConfig.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_promote_every_applies_to_every_accumulator_that_has_it():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 256)).astype(np.float32)
+    b = rng.standard_normal((256, 8)).astype(np.float32)
+    from fpsim.accumulate import qmatmul
+
+    cfg = QuantConfig(accumulator="fp16", options={"promote_every": 32})
+    got = QuantContext(cfg).matmul("q", 0, a, b)
+    want = np.asarray(qmatmul(a, b, accumulator="fp16", promote_every=32), np.float32)
+    np.testing.assert_array_equal(got, want)
+    plain = np.asarray(qmatmul(a, b, accumulator="fp16"), np.float32)
+    assert not np.array_equal(want, plain)  # the option changes the result

@@ -32,7 +32,12 @@ from .layers import (attention_weights, gelu, l2_normalize, layer_norm, mean_poo
                      padding_mask, split_heads)
 from .quant import QuantContext
 
-__all__ = ["MAX_SEQ_LENGTH", "BertConfig", "EncoderLayer", "MiniLM"]
+__all__ = ["MAX_SEQ_LENGTH", "SITES", "BertConfig", "EncoderLayer", "MiniLM"]
+
+_LINEARS = ("q", "k", "v", "o", "ffn_in", "ffn_out")
+#: The QuantConfig sites a BERT encoder has (a config naming others is refused).
+SITES = _LINEARS + ("embed",) + tuple(f"{s}.input" for s in _LINEARS) + (
+    "attn.q", "attn.k", "attn.v", "attn.probs")
 
 #: Tokens per sentence, [CLS] and [SEP] included (sentence-transformers' max_seq_length).
 MAX_SEQ_LENGTH = 256
@@ -278,7 +283,7 @@ class MiniLM:
         # truncate at MAX_SEQ_LENGTH ourselves and pad each batch to its longest text.
         tokenizer.no_truncation()
         tokenizer.no_padding()
-        ctx = QuantContext(quant, n_layers=cfg.n_layers, trace=trace)
+        ctx = QuantContext(quant, n_layers=cfg.n_layers, trace=trace, sites=SITES)
         return cls(emb, layers, cfg, tokenizer, ctx)
 
     # ---- text -> ids ---------------------------------------------------------------------

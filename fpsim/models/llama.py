@@ -32,6 +32,7 @@ from .quant import QuantContext
 __all__ = [
     "KVCache",
     "Llama",
+    "SITES",
     "LlamaBlock",
     "LlamaWeights",
     "SmolLM2",
@@ -47,6 +48,11 @@ __all__ = [
     "softmax",
     "swiglu",
 ]
+
+_LINEARS = ("q", "k", "v", "o", "gate", "up", "down", "lm_head")
+#: The QuantConfig sites a Llama model has (a config naming others is refused).
+SITES = _LINEARS + ("embed",) + tuple(f"{s}.input" for s in _LINEARS) + (
+    "attn.q", "attn.k", "attn.v", "attn.probs", "kv_cache")
 
 FP32 = QuantContext(None)
 
@@ -468,7 +474,7 @@ class Llama:
         self.weights = weights
         self.tokenizer_spec = tokenizer_spec
         self.tokenizer = tokenizer if tokenizer is not None else bpe_tokenizer(tokenizer_spec)
-        self.ctx = QuantContext(quant, n_layers=hparams.n_layer, trace=trace)
+        self.ctx = QuantContext(quant, n_layers=hparams.n_layer, trace=trace, sites=SITES)
 
     @classmethod
     def from_gguf(cls, path, quant=None, *, trace=False, sha256=None, model=None):

@@ -64,14 +64,75 @@ def _spec_to_json(spec):
     return d
 
 
-def _spec_from_json(v):
+def _spec_from_json(v, site: str = "?"):
     if v is None or (isinstance(v, str) and v.lower() in ("none", "fp32")):
         return None  # TOML has no null: "none" keeps a site in FP32
     if isinstance(v, str):
         return v
     if isinstance(v, dict):
+        names = [f.name for f in dataclasses.fields(QuantSpec)]
+        bad = sorted(set(v) - set(names))
+        if bad:
+            close = difflib.get_close_matches(bad[0], names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"site {site!r}: unknown QuantSpec field(s) {bad}{hint}; "
+                             f"fields: {', '.join(names)}")
         return QuantSpec(**v)
-    raise ValueError(f"a site's spec must be a recipe name, a QuantSpec table or null; got {v!r}")
+    raise TypeError(f"site {site!r}: a spec must be a recipe name, a QuantSpec table or null, "
+                    f"got {v!r}")
+
+
+#: QuantConfig.options: name -> (what it needs, check)
+OPTIONS = ("threshold", "alpha", "promote_every", "accumulator_bits")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+        v, (bool, np.bool_))
+
+
+def _check_options(cfg) -> None:
+    opts = cfg.options
+    if not isinstance(opts, dict):
+        raise TypeError(f"options must be a dict, got {type(opts).__name__}")
+    accs = {a for a in [cfg.accumulator, *cfg.accumulators.values()]
+            if a is not None and a != "fp32"}
+    for key, v in opts.items():
+        if key not in OPTIONS:
+            close = difflib.get_close_matches(str(key), OPTIONS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown option {key!r}{hint}; options: {', '.join(OPTIONS)}")
+        if key in ("threshold", "alpha"):
+            mode = "llm_int8" if key == "threshold" else "smoothquant"
+            if cfg.linear_mode != mode:
+                raise ValueError(f"option {key!r} applies only with linear_mode={mode!r}, "
+                                 f"not {cfg.linear_mode!r}")
+            if not _is_real(v):
+                raise TypeError(f"option {key!r} must be a number, got {v!r}")
+            if key == "alpha" and not 0 <= v <= 1:
+                raise ValueError(f"option 'alpha' must lie in [0, 1], got {v!r}")
+            if key == "threshold" and not v >= 0:
+                raise ValueError(f"option 'threshold' must be >= 0, got {v!r}")
+        else:
+            if not accs:
+                raise ValueError(f"option {key!r} applies only with an accumulator "
+                                 "(accumulator= or accumulators=), and this config has none")
+            if not _is_int(v):
+                raise TypeError(f"option {key!r} must be an int, got {v!r}")
+            if key == "accumulator_bits" and accs != {"tensorcore"}:
+                raise ValueError("option 'accumulator_bits' applies only to the 'tensorcore' "
+                                 f"accumulator, not {sorted(accs)}")
+
+
+def _check_layer_index(i, what: str) -> int:
+    if not _is_int(i):
+        raise TypeError(f"{what} must be ints (layer indices, negative from the end), "
+                        f"got {i!r}")
+    return int(i)
 
 
 @dataclass(frozen=True)
@@ -90,8 +151,24 @@ class QuantConfig:
         Accumulator of every matmul (see :func:`fpsim.qmatmul`); None is plain FP32 BLAS.
     accumulators : dict
         Per linear site accumulator overrides.
+    linear_mode : str
+        How the linears compute: one of ``LINEAR_MODES``.
+    options : dict
+        ``threshold`` (``llm_int8``), ``alpha`` (``smoothquant``), ``promote_every`` and
+        ``accumulator_bits`` (with an accumulator; bits for ``tensorcore`` only). Unknown or
+        inapplicable options are errors.
+    delayed : dict or None
+        Transformer Engine delayed scaling of the activations (history_len, algo, margin).
     name : str
         Preset name, for reports.
+    description : str
+    portable : bool
+        The config names the sites of several models (as the presets do); each model uses
+        those it has. When False (the default for your own configs), a model refuses a config
+        that names a site it does not have, so that nothing silently stays in FP32.
+
+    Layer indices (``layers`` keys and ``exclude_layers``) may be negative, counting from the
+    end; a model refuses indices outside ``[-n_layers, n_layers)``.
 
     Examples
     --------
@@ -110,8 +187,40 @@ class QuantConfig:
     delayed: dict | None = None
     name: str = "custom"
     description: str = ""
+    portable: bool = False
 
     def __post_init__(self):
+        for fname, types, what in [("sites", dict, "a dict"), ("layers", dict, "a dict"),
+                                   ("accumulators", dict, "a dict"),
+                                   ("linear_mode", str, "a str"), ("name", str, "a str"),
+                                   ("description", str, "a str")]:
+            if not isinstance(getattr(self, fname), types):
+                raise TypeError(f"{fname} must be {what}, got {getattr(self, fname)!r}")
+        if not isinstance(self.portable, (bool, np.bool_)):
+            raise TypeError(f"portable must be True or False, got {self.portable!r}")
+        if self.accumulator is not None and not isinstance(self.accumulator, str):
+            raise TypeError(f"accumulator must be a name (str) or None, got {self.accumulator!r}")
+        for s, a in self.accumulators.items():
+            if not isinstance(a, str):
+                raise TypeError(f"accumulators[{s!r}] must be a name (str), got {a!r}")
+        if self.delayed is not None and not isinstance(self.delayed, dict):
+            raise TypeError(f"delayed must be a dict or None, got {self.delayed!r}")
+        if isinstance(self.exclude_layers, (str, bytes)) or not isinstance(
+                self.exclude_layers, (list, tuple)):
+            raise TypeError(f"exclude_layers must be a list or tuple of ints, "
+                            f"got {self.exclude_layers!r}")
+        for i in self.exclude_layers:
+            _check_layer_index(i, "exclude_layers")
+        for layer, over in self.layers.items():
+            _check_layer_index(layer, "layers keys")
+            if not isinstance(over, dict):
+                raise TypeError(f"layers[{layer}] must be a dict site -> spec, got {over!r}")
+        for spec_map, where in [(self.sites, ""), *((o, f"layers[{k}] ")
+                                                   for k, o in self.layers.items())]:
+            for site, v in spec_map.items():
+                if v is not None and not isinstance(v, (str, QuantSpec)):
+                    raise TypeError(f"{where}site {site!r}: a spec must be a QuantSpec, a recipe "
+                                    f"name or None, got {v!r}")
         if self.linear_mode not in LINEAR_MODES:
             raise ValueError(f"linear_mode must be one of {', '.join(LINEAR_MODES)}, "
                              f"got {self.linear_mode!r}")
@@ -129,22 +238,64 @@ class QuantConfig:
                 _check_site(s)
         for s in self.accumulators:
             _check_site(s, "accumulator site")
+        _check_options(self)
         resolved = {s: (None if v is None else resolve_spec(v)) for s, v in self.sites.items()}
         object.__setattr__(self, "sites", resolved)
         object.__setattr__(self, "layers", {
             k: {s: (None if v is None else resolve_spec(v)) for s, v in over.items()}
             for k, over in self.layers.items()})
         object.__setattr__(self, "exclude_layers", tuple(int(i) for i in self.exclude_layers))
+        object.__setattr__(self, "portable", bool(self.portable))
 
     def spec_for(self, site: str, layer: int | None, n_layers: int | None = None):
-        """The QuantSpec at ``site`` in ``layer`` (None: FP32)."""
+        """The QuantSpec at ``site`` in ``layer`` (None: FP32).
+
+        Negative layer indices in the config count from the end when ``n_layers`` is given.
+        """
+        def norm(i):
+            return i % n_layers if (n_layers and i < 0) else i
+
         if layer is not None and self.exclude_layers:
-            excl = {i % n_layers if (n_layers and i < 0) else i for i in self.exclude_layers}
-            if layer in excl:
+            if layer in {norm(i) for i in self.exclude_layers}:
                 return None
-        if layer is not None and layer in self.layers and site in self.layers[layer]:
-            return self.layers[layer][site]
+        if layer is not None:
+            for k, over in self.layers.items():
+                if norm(k) == layer and site in over:
+                    return over[site]
         return self.sites.get(site)
+
+    def check_model(self, *, sites, n_layers: int | None = None) -> None:
+        """Raise ValueError if the config does not fit a model with these sites and layers.
+
+        A site the config quantizes but the model does not have is an error unless the
+        config is ``portable``; a layer index outside ``[-n_layers, n_layers)`` always is.
+
+        Examples
+        --------
+        >>> QuantConfig(sites={"gate": "int8"}).check_model(sites=("q", "k"), n_layers=6)
+        Traceback (most recent call last):
+        ...
+        ValueError: QuantConfig 'custom' quantizes site(s) 'gate' that this model does not have (it has q, k); remove them, or set portable=True to skip sites a model lacks
+        """
+        if not self.portable:
+            named = {s for s, v in self.sites.items() if v is not None}
+            named |= {s for o in self.layers.values() for s, v in o.items() if v is not None}
+            named |= {s.split(".")[0] for s in self.accumulators}
+            missing = sorted(s for s in named if s not in sites)
+            if missing:
+                raise ValueError(
+                    f"QuantConfig {self.name!r} quantizes site(s) "
+                    f"{', '.join(repr(s) for s in missing)} that this model does not have "
+                    f"(it has {', '.join(sites)}); remove them, or set portable=True to skip "
+                    "sites a model lacks")
+        if n_layers is not None:
+            for what, idx in [("layers key", list(self.layers)),
+                              ("exclude_layers entry", list(self.exclude_layers))]:
+                for i in idx:
+                    if not -n_layers <= i < n_layers:
+                        raise ValueError(f"QuantConfig {self.name!r}: {what} {i} is outside "
+                                         f"[{-n_layers}, {n_layers - 1}] for a model with "
+                                         f"{n_layers} layers")
 
     def accumulator_for(self, site: str):
         return self.accumulators.get(site, self.accumulator)
@@ -163,20 +314,45 @@ class QuantConfig:
             "linear_mode": self.linear_mode,
             "options": dict(self.options),
             "delayed": None if self.delayed is None else dict(self.delayed),
+            "portable": self.portable,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> QuantConfig:
+        """The config of a dict as :meth:`to_dict` (or a JSON/TOML file) writes it."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a QuantConfig must be a dict (a JSON object or TOML table), "
+                            f"got {type(d).__name__}")
         allowed = {"name", "description", "sites", "layers", "exclude_layers", "accumulator",
-                   "accumulators", "linear_mode", "options", "delayed"}
+                   "accumulators", "linear_mode", "options", "delayed", "portable"}
         bad = set(d) - allowed
         if bad:
             raise ValueError(f"unknown QuantConfig key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
+        for key in ("sites", "layers", "accumulators", "options"):
+            if not isinstance(d.get(key, {}), dict):
+                raise TypeError(f"{key} must be a dict (JSON object / TOML table), "
+                                f"got {d[key]!r}")
+
+        def layer_key(k):
+            if isinstance(k, str) and k.strip().lstrip("-").isdigit():
+                return int(k)
+            if _is_int(k):
+                return int(k)
+            raise ValueError(f"layers key {k!r} is not a layer index (an int, negative from "
+                             "the end)")
+
+        layers = {}
+        for k, o in d.get("layers", {}).items():
+            if not isinstance(o, dict):
+                raise TypeError(f"layers[{k!r}] must be a dict site -> spec, got {o!r}")
+            layers[layer_key(k)] = {s: _spec_from_json(v, s) for s, v in o.items()}
+        excl = d.get("exclude_layers", ())
+        if not isinstance(excl, (list, tuple)):
+            raise TypeError(f"exclude_layers must be a list of ints, got {excl!r}")
         return cls(
-            sites={s: _spec_from_json(v) for s, v in d.get("sites", {}).items()},
-            layers={int(k): {s: _spec_from_json(v) for s, v in o.items()}
-                    for k, o in d.get("layers", {}).items()},
-            exclude_layers=tuple(d.get("exclude_layers", ())),
+            sites={s: _spec_from_json(v, s) for s, v in d.get("sites", {}).items()},
+            layers=layers,
+            exclude_layers=tuple(excl),
             accumulator=d.get("accumulator"),
             accumulators=dict(d.get("accumulators", {})),
             linear_mode=d.get("linear_mode", "fake_quant"),
@@ -184,6 +360,7 @@ class QuantConfig:
             delayed=d.get("delayed"),
             name=d.get("name", "custom"),
             description=d.get("description", ""),
+            portable=d.get("portable", False),
         )
 
     def save(self, path) -> None:
@@ -197,14 +374,39 @@ class QuantConfig:
 
     @classmethod
     def load(cls, path) -> QuantConfig:
-        """Read a config written by :meth:`save` (JSON or TOML)."""
+        """Read a config written by :meth:`save`: TOML for ``.toml``, else JSON.
+
+        Raises
+        ------
+        FileNotFoundError
+            No such file.
+        ValueError
+            A YAML file, text that does not parse, or a config that is not valid; the
+            message names the file.
+        """
         path = pathlib.Path(path)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            raise ValueError(f"{path}: YAML is not supported; write the config as .json or "
+                             ".toml (QuantConfig.save writes both)")
         text = path.read_text()
-        if path.suffix == ".toml":
+        if path.suffix.lower() == ".toml":
             import tomllib
 
-            return cls.from_dict(tomllib.loads(text))
-        return cls.from_dict(json.loads(text))
+            try:
+                d = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError(f"{path}: not valid TOML: {e}") from None
+        else:
+            try:
+                d = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column "
+                                 f"{e.colno}); fpsim reads .json as JSON and .toml as TOML"
+                                 ) from None
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from None
 
 
 def _toml_value(v):
@@ -224,7 +426,7 @@ def _toml_value(v):
 def _to_toml(d: dict) -> str:
     """TOML for a config dict (None values are left out: TOML has no null)."""
     lines = []
-    for k in ("name", "description", "accumulator", "exclude_layers", "linear_mode"):
+    for k in ("name", "description", "accumulator", "exclude_layers", "linear_mode", "portable"):
         if d.get(k) is not None:
             lines.append(f"{k} = {_toml_value(d[k])}")
 
@@ -334,7 +536,7 @@ def preset(name: str) -> QuantConfig:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown preset {name!r}{hint}; presets: {', '.join(PRESETS)}")
     kw = dict(PRESETS[name])
-    return QuantConfig(name=name, **kw)
+    return QuantConfig(name=name, portable=True, **kw)
 
 
 # ---- runtime ----------------------------------------------------------------
@@ -376,7 +578,10 @@ class QuantContext:
     ----------
     config : QuantConfig, preset name or None
     n_layers : int, optional
-        For negative indices in ``exclude_layers``.
+        The model's layers: negative layer indices count from the end, and indices
+        outside ``[-n_layers, n_layers)`` are refused.
+    sites : iterable of str, optional
+        The sites the model has; a config that is not ``portable`` may quantize only these.
     trace : bool
         Record :class:`SiteStats` per (site, layer).
     rng : seed or Generator, for stochastic rounding.
@@ -389,8 +594,11 @@ class QuantContext:
     """
 
     def __init__(self, config=None, *, n_layers: int | None = None, trace: bool = False,
-                 rng=None):
+                 rng=None, sites=None):
         self.config = None if config is None else preset(config)
+        if self.config is not None and (sites is not None or n_layers is not None):
+            self.config.check_model(sites=tuple(SITES if sites is None else sites),
+                                    n_layers=n_layers)
         self.n_layers = n_layers
         self.tracing = trace
         self.trace: dict[tuple[str, int | None], SiteStats] = {}
@@ -496,10 +704,9 @@ class QuantContext:
 
         lead = a.shape[:-1]
         kw = {}
-        if acc == "tensorcore":
-            kw["promote_every"] = self.config.options.get("promote_every")
-            if self.config.options.get("accumulator_bits") is not None:
-                kw["accumulator_bits"] = self.config.options["accumulator_bits"]
+        for opt in ("promote_every", "accumulator_bits"):  # checked by QuantConfig
+            if self.config.options.get(opt) is not None:
+                kw[opt] = self.config.options[opt]
         out = qmatmul(a.reshape(-1, a.shape[-1]), b, accumulator=acc, **kw)
         return np.asarray(out, dtype=np.float32).reshape(*lead, b.shape[-1])
 
