@@ -262,7 +262,17 @@ def _has_sha256(path: pathlib.Path, sha256: str) -> bool:
 def model_path(name: str, filename: str, *, verify: bool = True) -> pathlib.Path:
     """Path of one model file in the cache; raises if it is missing or corrupted.
 
-    ``filename`` is the file's base name (e.g. ``"model.safetensors"``).
+    ``filename`` is the file's base name (e.g. ``"model.safetensors"``).  With ``verify``
+    the file's content is checked against the pinned SHA-256: through its sidecar
+    ``<file>.sha256.json`` when the file's size and times match it, else by hashing it
+    (and recording the result in the sidecar when the folder is writable).
+
+    Raises
+    ------
+    ValueError
+        Unknown model or file name.
+    ModelFilesError
+        The file is missing, truncated or corrupted (the message names the fetch command).
 
     Examples
     --------
