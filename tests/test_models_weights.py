@@ -273,6 +273,22 @@ def test_fetch_reports_a_full_disk_for_the_derived_cache(fake, monkeypatch):
     assert leftovers(fake.cache) == [] and cache_npy(fake.dest, "tiny.gguf") == []
 
 
+def test_derived_cache_is_not_written_through_a_memory_map(tmp_path, gguf_bytes, monkeypatch):
+    # writing a sparse file through a memory map dies of SIGBUS when the disk fills up
+    real = np.lib.format.open_memmap
+
+    def read_only_memmap(filename, mode="r+", *args, **kwargs):
+        if mode != "r":
+            raise AssertionError("the float32 cache must be written with plain writes")
+        return real(filename, mode, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", read_only_memmap)
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(gguf_bytes)
+    load_gguf(path)
+    assert len(cache_npy(tmp_path, "tiny.gguf")) == 1
+
+
 # ---- concurrent fetches ---------------------------------------------------------------
 def test_concurrent_fetches_in_threads_all_succeed(fake, monkeypatch):
     real = shutil.copyfileobj
