@@ -294,7 +294,12 @@ def cmd_fetch(args) -> int:
     from .models import weights
 
     for name in args.models or list(weights.MODELS):
-        weights.fetch(name, force=args.force)
+        try:
+            weights.fetch(name, force=args.force)
+        except ModelFilesError:
+            raise
+        except OSError as err:  # e.g. the disk filled up while writing: one line, status 2
+            raise UserError(f"fetching {name} into {weights.cache_dir()} failed: {err}") from err
     return 0
 
 
@@ -396,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "$FPSIM_CACHE or ~/.cache/fpsim.")
     s.add_argument("models", nargs="*", metavar="MODEL", type=_model_arg,
                    help="minilm and/or smollm2 (default: both)")
-    s.add_argument("--force", action="store_true", help="download again")
+    s.add_argument("--force", action="store_true",
+                   help="download again and rebuild the derived caches")
     s.set_defaults(func=cmd_fetch)
 
     s = sub.add_parser(

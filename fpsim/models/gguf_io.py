@@ -9,7 +9,12 @@ weight-quantization result on such a model is relative to those weights (for Smo
 Parsing the GGUF metadata takes seconds (tens of thousands of vocabulary strings) and
 dequantizing takes more, so :func:`load_gguf` keeps the dequantized tensors in a float32
 ``.npy`` file next to the GGUF, keyed by the GGUF's SHA-256, plus a ``.json`` index with
-the hyper-parameters and tokenizer, and memory-maps it on later loads.
+the hyper-parameters and tokenizer, and memory-maps it on later loads.  The cache is
+built only from a GGUF whose SHA-256 is the expected one, written with plain writes
+after a free-space check (never through a memory map, which dies of SIGBUS on a full
+disk), moved into place when complete, and checked on load: the index records the
+``.npy``'s SHA-256, size and times; the ``.npy`` is hashed again when its ``stat``
+differs, and rebuilt if the hash does not match.
 
 Tensors keep GGUF's names (``blk.0.attn_q.weight``) and NumPy's view of GGUF's shape
 (``(ne1, ne0)``, i.e. ``(out, in)`` for a linear); mapping them to a model's parameter
@@ -22,14 +27,28 @@ Needs the ``fpsim[models]`` extra (``gguf``, ``tokenizers``), imported only when
 from __future__ import annotations
 
 import dataclasses
+import errno
+import glob
+import hashlib
+import io
 import json
 import os
 import pathlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from .weights import ModelFilesError, _fetch_command
+from .weights import (
+    ModelFilesError,
+    _check_free_space,
+    _fetch_command,
+    _locked,
+    _part_name,
+    _sha256,
+    _stat_stamp,
+    _write_json,
+)
 
 __all__ = [
     "GGUFModel",
@@ -276,12 +295,25 @@ def read_gguf(path, *, model: str | None = None) -> GGUFModel:
 
 
 # ---- the float32 cache -----------------------------------------------------------------
-from .weights import _sha256  # one checksum routine for all model files
-
-
 def _cache_paths(path: pathlib.Path, sha256: str):
     stem = f"{path.name}.{sha256[:16]}.f32v{_CACHE_VERSION}"
     return path.with_name(stem + ".npy"), path.with_name(stem + ".json")
+
+
+def _npy_content_ok(npy: pathlib.Path, index: pathlib.Path, meta: dict) -> bool:
+    """The ``.npy`` against the SHA-256 and stamp recorded in its index (rehash if stale)."""
+    want = meta["npy"]
+    stamp = _stat_stamp(npy)
+    if stamp == {k: want.get(k) for k in stamp}:
+        return True
+    if stamp["size"] != want["size"] or _sha256(npy) != want["sha256"]:
+        return False
+    meta["npy"] = dict(want, **stamp)  # same content, new times (copied, touched)
+    try:
+        _write_json(index, meta)
+    except OSError:
+        pass
+    return True
 
 
 def _load_cache(path, npy, index, sha256) -> GGUFModel | None:
@@ -289,6 +321,8 @@ def _load_cache(path, npy, index, sha256) -> GGUFModel | None:
     try:
         meta = json.loads(index.read_text())
         if meta.get("version") != _CACHE_VERSION or meta.get("sha256") != sha256:
+            return None
+        if not _npy_content_ok(npy, index, meta):
             return None
         flat = np.load(npy, mmap_mode="r")
         if flat.dtype != np.float32 or flat.shape != (meta["n_floats"],):
@@ -303,12 +337,39 @@ def _load_cache(path, npy, index, sha256) -> GGUFModel | None:
             tuple(tok["tokens"]), tuple(tok["token_types"]), tuple(tok["merges"]))
         return GGUFModel(path, meta["architecture"], LlamaHParams(**meta["hparams"]),
                          TokenizerSpec(**tok), tensors, types)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
+def _npy_header(n_floats: int) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
+              "shape": (n_floats,)})
+    return buf.getvalue()
+
+
+def _reserve(f, size: int) -> None:
+    """Allocate ``size`` bytes of ``f`` now, where the file system can (ENOSPC up front)."""
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # unsupported
+                raise
+
+
 def _write_cache(path, npy, index, sha256, model) -> None:
-    """Dequantize every tensor straight into a float32 memory-mapped ``.npy``."""
+    """Dequantize every tensor into a float32 ``.npy`` (plain writes), then its index.
+
+    Raises ModelFilesError if ``path``'s SHA-256 is not ``sha256`` (nothing is written),
+    CacheError if the folder has too little free space, OSError if writing fails; a
+    failure leaves no partial file.
+    """
+    before = _stat_stamp(path)
+    got = _sha256(path)
+    if got != sha256:
+        raise _bad_file(path, f"SHA-256 {got}, expected {sha256}", model)
     reader = _open(path, model)
     arch, hp, tok = _read_meta(reader, path, model)
     offsets, n_floats = {}, 0
@@ -316,25 +377,59 @@ def _write_cache(path, npy, index, sha256, model) -> None:
         shape = [int(n) for n in reversed(t.shape.tolist())]
         offsets[t.name] = (n_floats, shape, t.tensor_type.name)
         n_floats += int(np.prod(shape))
-    tmp_npy = npy.with_name(npy.name + f".{os.getpid()}.part")
-    tmp_index = index.with_name(index.name + f".{os.getpid()}.part")
+    header = _npy_header(n_floats)
+    size = len(header) + 4 * n_floats
+    _check_free_space(path.parent, size, f"the float32 cache of {path.name}")
+    tmp_npy = _part_name(npy)
     try:
-        flat = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.float32, shape=(n_floats,))
-        for t in reader.tensors:
-            offset, shape, _ = offsets[t.name]
-            flat[offset:offset + int(np.prod(shape))] = _dequantize(t, path, model).ravel()
-        flat.flush()
-        del flat
+        h = hashlib.sha256(header)
+        with open(tmp_npy, "wb") as f:
+            _reserve(f, size)
+            f.write(header)
+            for t in reader.tensors:  # in offset order
+                data = np.ascontiguousarray(_dequantize(t, path, model), dtype="<f4").data
+                h.update(data)
+                f.write(data)
+            if f.tell() != size:  # pragma: no cover - a bug, not a run-time condition
+                raise ModelFilesError(f"{tmp_npy}: wrote {f.tell()} bytes, expected {size}")
+            f.flush()
+            os.fsync(f.fileno())
+        if _stat_stamp(path) != before:
+            raise ModelFilesError(f"{path} changed while its float32 cache was being built; "
+                                  "load it again")
         meta = {"version": _CACHE_VERSION, "sha256": sha256, "source": path.name,
                 "architecture": arch, "n_floats": n_floats,
                 "hparams": dataclasses.asdict(hp), "tokenizer": dataclasses.asdict(tok),
                 "tensors": offsets}
-        tmp_index.write_text(json.dumps(meta))
-        os.replace(tmp_npy, npy)          # the index is written last: it marks a complete cache
-        os.replace(tmp_index, index)
+        index.unlink(missing_ok=True)     # readers see no cache rather than a mismatched one
+        os.replace(tmp_npy, npy)
+        meta["npy"] = dict(_stat_stamp(npy), sha256=h.hexdigest())
+        _write_json(index, meta)          # the index is written last: it marks a complete cache
     finally:
         tmp_npy.unlink(missing_ok=True)
-        tmp_index.unlink(missing_ok=True)
+
+
+def _ensure_cache(path: pathlib.Path, sha256: str, *, model: str | None = None,
+                  rebuild: bool = False) -> GGUFModel:
+    """The cached model, building it (under the folder's lock) if absent, stale or damaged.
+
+    ``rebuild`` first deletes every float32 cache of ``path`` (any checksum, any version).
+    Raises what :func:`_write_cache` raises.
+    """
+    npy, index = _cache_paths(path, sha256)
+    with _locked(path.parent):
+        if rebuild:
+            for old in path.parent.glob(glob.escape(path.name) + ".*.f32v*"):
+                old.unlink(missing_ok=True)
+        else:
+            got = _load_cache(path, npy, index, sha256)  # another process may have built it
+            if got is not None:
+                return got
+        _write_cache(path, npy, index, sha256, model)
+    got = _load_cache(path, npy, index, sha256)
+    if got is None:  # pragma: no cover - damaged between writing and reading
+        raise ModelFilesError(f"the float32 cache {npy} of {path} could not be read back")
+    return got
 
 
 def load_gguf(path, *, sha256: str | None = None, model: str | None = None,
@@ -342,15 +437,18 @@ def load_gguf(path, *, sha256: str | None = None, model: str | None = None,
     """Read a Llama GGUF file through a memory-mapped float32 cache kept next to it.
 
     The first load dequantizes every tensor into ``<file>.<sha256[:16]>.f32v1.npy`` (with
-    a ``.json`` index); later loads memory-map it.  A stale or damaged cache is rebuilt.
+    a ``.json`` index); later loads memory-map it.  A stale or damaged cache (checked by
+    size and times against its index, by SHA-256 when they differ) is rebuilt.  If the
+    cache cannot be written (read-only folder, too little free space), a warning says
+    why and the file is read into memory instead.
 
     Parameters
     ----------
     path : path-like
         The ``.gguf`` file.
     sha256 : str, optional
-        The file's SHA-256 if already known (e.g. verified against a pinned checksum);
-        else it is computed.
+        The file's expected SHA-256 (e.g. the pinned checksum): a cache is built only
+        from a file with this checksum.  Else it is computed.
     model : str, optional
         fpsim's name for the model, for error messages (see :func:`read_gguf`).
     cache : bool
@@ -364,7 +462,7 @@ def load_gguf(path, *, sha256: str | None = None, model: str | None = None,
     Raises
     ------
     ModelFilesError
-        The file is missing, truncated or corrupted.
+        The file is missing, truncated or corrupted, or its SHA-256 is not ``sha256``.
 
     Examples
     --------
@@ -384,11 +482,11 @@ def load_gguf(path, *, sha256: str | None = None, model: str | None = None,
     if got is not None:
         return got
     try:
-        _write_cache(path, npy, index, sha256, model)
-    except OSError:  # read-only cache directory, disk full: work without the cache
-        return read_gguf(path, model=model)
-    got = _load_cache(path, npy, index, sha256)
-    return got if got is not None else read_gguf(path, model=model)
+        return _ensure_cache(path, sha256, model=model)
+    except OSError as e:  # read-only folder, disk full: work without the cache
+        warnings.warn(f"fpsim: not using a float32 cache for {path.name}: {e}; reading it into "
+                      "memory instead", stacklevel=2)
+    return read_gguf(path, model=model)
 
 
 # ---- tokenizer -------------------------------------------------------------------------
