@@ -1,25 +1,170 @@
-"""The one place fpsim configures Numba: a shared jit decorator and threading helpers."""
+"""The one place fpsim configures Numba: the jit decorators, their cache, and threading.
 
+Caching. Kernels inline helpers from other files of this package (``scalar.py``,
+``u32.py``), but Numba keys its on-disk cache on the kernel's own file only, so an edited
+helper would leave stale machine code in use. :class:`KernelCache` keys every entry on a
+hash of all ``fpsim/_kernels/*.py`` sources as well, recompiles an entry it cannot read
+(a damaged cache file), and when no cache folder is writable (a read-only install with no
+``NUMBA_CACHE_DIR``) the kernels compile on first use without a cache, after one warning.
+
+Threads. Parallel kernels (``pjit``) run one at a time (a lock), so several Python
+threads may call fpsim at once under any Numba threading layer, including ``workqueue``,
+which aborts the process on concurrent use. A process forked after the parent ran a
+parallel kernel runs serial kernels only (GNU OpenMP hangs in such a child); ``spawn``ed
+processes are fresh. Numba's OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``,
+unless the user set a policy): the variable is set only while the thread pool starts, then
+restored, so importing fpsim changes nothing in ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import hashlib
 import os
+import pathlib
+import sys
+import threading
+import warnings
 
-# Numba's OpenMP threads spin while they wait for work.  Next to OpenBLAS's own
-# spinning threads, or any other busy process on a 2-core machine, that made
-# fpsim's parallel kernels several times slower than serial ones (measured: a
-# per-row fake-quant kernel 8 ms parallel vs 2.4 ms serial; 2.6 ms with passive
-# waiting).  Passive waiting costs only a wake-up per call.  A user's own
-# setting wins; it only takes effect if libgomp is not loaded yet.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numba  # noqa: E402
+import numba
+from numba.core import caching as _caching
+from numba.core import config as _config
 
 #: Arrays at least this long are processed by the parallel (both cores) kernels.
 PARALLEL_THRESHOLD = 1 << 16
 
-jit = numba.njit(cache=True, nogil=True)
-pjit = numba.njit(cache=True, nogil=True, parallel=True)
+
+def sources_digest() -> str:
+    """SHA-256 over every kernel source file (names and bytes), the cache's freshness key."""
+    h = hashlib.sha256()
+    for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+_SOURCES = sources_digest()
+_warned: set = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+class KernelCache(_caching.FunctionCache):
+    """Numba's per-function cache, fresh for every kernel source and robust to damage."""
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        stamp = self._cache_file._source_stamp
+        self._cache_file._source_stamp = (stamp, _SOURCES)
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception:  # a damaged or truncated cache file: compile afresh
+            return None
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception:
+            try:  # a damaged index: start it afresh, once
+                self._cache_file.flush()
+                super().save_overload(sig, data)
+            except Exception as e:
+                _warn_once("save", f"fpsim: cannot write Numba's kernel cache in "
+                                   f"{self.cache_path} ({e}); kernels compile in every process")
+
+
+def _cached(dispatcher, py_func):
+    """Give ``dispatcher`` a :class:`KernelCache` (none, with one warning, if impossible)."""
+    if _config.DISABLE_JIT or not hasattr(dispatcher, "_cache"):
+        return dispatcher  # NUMBA_DISABLE_JIT=1: the plain Python function
+    try:
+        dispatcher._cache = KernelCache(py_func)
+    except RuntimeError as e:  # "no locator available": nowhere writable to cache
+        _warn_once("locator", f"fpsim: Numba has no writable folder to cache compiled "
+                              f"kernels in ({e}); they compile on first use in every process. "
+                              "Set NUMBA_CACHE_DIR to a writable folder to cache them.")
+    return dispatcher
+
+
+def _decorator(**options):
+    def decorate(py_func):
+        return _cached(numba.njit(**options)(py_func), py_func)
+
+    return decorate
+
+
+# ---- threads ------------------------------------------------------------------------
+_PARALLEL_LOCK = threading.RLock()
+_launched = False
+
+
+def _launch_threads() -> None:
+    """Start Numba's thread pool with passive waiting, leaving os.environ as it was."""
+    global _launched
+    from numba.np.ufunc import parallel as _parallel
+
+    key = "OMP_WAIT_POLICY"
+    before = os.environ.get(key)
+    if before is None:
+        os.environ[key] = "PASSIVE"
+    try:
+        _parallel._launch_threads()
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+    _launched = True
+
+
+def _after_fork_in_child() -> None:
+    """A child forked after parallel kernels ran uses serial kernels only."""
+    global PARALLEL_THRESHOLD, _PARALLEL_LOCK
+    _PARALLEL_LOCK = threading.RLock()  # the parent's may have been held by another thread
+    if _launched or getattr(sys.modules.get("numba.np.ufunc.parallel"), "_is_initialized",
+                            False):
+        PARALLEL_THRESHOLD = sys.maxsize
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class ParallelKernel:
+    """A parallel Numba kernel that runs one call at a time (see the module docstring)."""
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self.__name__ = getattr(dispatcher, "__name__", "kernel")
+        self.__doc__ = getattr(dispatcher, "__doc__", None)
+        self.__wrapped__ = dispatcher
+
+    def __call__(self, *args):
+        with _PARALLEL_LOCK:
+            if not _launched and not _config.DISABLE_JIT:
+                _launch_threads()
+            return self.dispatcher(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.dispatcher, name)
+
+
+def _parallel_decorator(**options):
+    inner = _decorator(**options)
+
+    def decorate(py_func):
+        return ParallelKernel(inner(py_func))
+
+    return decorate
+
+
+jit = _decorator(nogil=True)
+pjit = _parallel_decorator(nogil=True, parallel=True)
 #: For scalar helpers called from the loops: inlined at the Numba IR level so
 #: that LLVM optimises each loop as one function (a plain call costs ~10x).
-inline = numba.njit(cache=True, nogil=True, inline="always")
+inline = _decorator(nogil=True, inline="always")
 prange = numba.prange
 
 
