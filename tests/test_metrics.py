@@ -1,6 +1,7 @@
 """Error metrics: hand-derived values, properties, the NUMERICS SQNR ceilings, range counts,
 the error report, and a table of invalid arguments."""
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -434,3 +435,172 @@ def test_error_report_accepts_quant_specs_and_recipes():
     assert rep.sqnr_db == want
     spec = fpsim.QuantSpec(format="int8", granularity="channel")
     assert fpsim.error_report(x.reshape(32, 64), spec).to_dict()["sqnr_db"] > 35
+
+
+# ---- memory: whole-array metrics stream over the flattened arrays ------------
+# Issue 9: error_report(x, "e4m3fn") peaked at 17 times a float32 input, sqnr_db at 10 times
+# (float64 copies of both arrays plus whole-array temporaries). With axis=None the metrics
+# now walk the flattened arrays in blocks of metrics._CHUNK elements, so the peak is the
+# result (x_hat, or the float64 output of the element-wise ulp functions) plus a few blocks.
+BIG = 16 * 2**20  # float32 elements: a 64 MiB input, so that a block is small beside it
+PEAK_LIMIT = 3.0  # peak traced memory / x.nbytes
+
+
+@pytest.fixture(scope="module")
+def big():
+    """A 64 MiB float32 tensor, an approximation of it (through float16, plain NumPy: this
+    must not depend on the kernels) and their absolute values as weights for kl_divergence."""
+    x = np.random.default_rng(11).standard_normal(BIG).astype(np.float32)
+    xh = x.astype(np.float16).astype(np.float32)
+    return x, xh, np.abs(x), np.abs(xh)
+
+
+def _peak_ratio(func, nbytes):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        func()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak / nbytes
+
+
+WHOLE_ARRAY_CALLS = {
+    "mse": lambda x, xh, p, q: mse(x, xh),
+    "rmse": lambda x, xh, p, q: rmse(x, xh),
+    "sqnr_db": lambda x, xh, p, q: sqnr_db(x, xh),
+    "neg_log_mse_db": lambda x, xh, p, q: neg_log_mse_db(x, xh),
+    "max_abs_error": lambda x, xh, p, q: max_abs_error(x, xh),
+    "relative_error": lambda x, xh, p, q: relative_error(x, xh),
+    "cosine_similarity": lambda x, xh, p, q: cosine_similarity(x, xh),
+    "kl_divergence": lambda x, xh, p, q: kl_divergence(p, q),
+    "kl_divergence_axis_none": lambda x, xh, p, q: kl_divergence(p, q, axis=None),
+    "kl_divergence_logits": lambda x, xh, p, q: kl_divergence(x, xh, from_logits=True),
+    "counts": lambda x, xh, p, q: counts(x, xh, "e4m3fn"),
+    "ulp": lambda x, xh, p, q: ulp(x, "e4m3fn"),
+    "ulp_error": lambda x, xh, p, q: ulp_error(x, xh, "e4m3fn"),
+    "error_report_x_hat": lambda x, xh, p, q: error_report(x, xh, fmt="e4m3fn"),
+}
+
+
+@pytest.mark.parametrize("name", list(WHOLE_ARRAY_CALLS))
+def test_whole_array_metrics_peak_at_most_3x_the_input(big, name):
+    x = big[0]
+    ratio = _peak_ratio(lambda: WHOLE_ARRAY_CALLS[name](*big), x.nbytes)
+    assert ratio <= PEAK_LIMIT, f"{name} peaked at {ratio:.2f} x the input"
+
+
+@pytest.mark.slow  # quantizes 16 Mi elements
+def test_error_report_of_a_format_peaks_at_most_3x_the_input(big):
+    x = big[0]
+    fpsim.quantize(x[:8], "e4m3fn")  # compile outside the measurement
+    ratio = _peak_ratio(lambda: error_report(x, "e4m3fn"), x.nbytes)
+    assert ratio <= PEAK_LIMIT, f"error_report peaked at {ratio:.2f} x the input"
+
+
+# ---- chunked and unchunked results agree ---------------------------------------
+@contextlib.contextmanager
+def _chunk(n):
+    """Force the block size of the streamed metrics."""
+    old = metrics._CHUNK
+    metrics._CHUNK = n
+    try:
+        yield
+    finally:
+        metrics._CHUNK = old
+
+
+_SPECIAL = st.sampled_from([0.0, -0.0, np.nan, np.inf, -np.inf, 1.0, 2.0**-30])
+
+
+def _values(specials):
+    finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+    return st.one_of(finite, _SPECIAL) if specials else finite
+
+
+@st.composite
+def _stream_cases(draw):
+    """(x, x_hat, chunk): same-shaped 1-D or 2-D arrays (transposed: not C-contiguous, some
+    of the time), with repeated values, zeros and, some of the time, NaN and Inf."""
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=2, max_side=12))
+    elems = _values(draw(st.booleans()))
+    x = draw(hnp.arrays(np.float64, shape, elements=elems))
+    noise = draw(hnp.arrays(np.float64, shape, elements=st.sampled_from([0.0, 0.0, 1e-3, -0.5])))
+    with np.errstate(invalid="ignore", over="ignore"):
+        xh = np.where(draw(hnp.arrays(bool, shape)), x * (1 + noise), x + noise)
+    if draw(st.booleans()):
+        x, xh = x.T, xh.T
+    if draw(st.booleans()):
+        x, xh = x.astype(np.float32), xh.astype(np.float32)
+    return x, xh, draw(st.integers(1, 9))
+
+
+def _same(a, b, *, exact=False, rel=1e-12, abs_=1e-12):
+    a, b = float(a), float(b)
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if exact or math.isinf(a) or math.isinf(b):
+        return a == b
+    return a == pytest.approx(b, rel=rel, abs=abs_)
+
+
+def _all_metrics(x, xh):
+    p, q = np.abs(x), np.abs(xh)
+    with np.errstate(all="ignore"):
+        return {
+            "mse": mse(x, xh), "rmse": rmse(x, xh), "sqnr_db": sqnr_db(x, xh),
+            "neg_log_mse_db": neg_log_mse_db(x, xh), "max_abs_error": max_abs_error(x, xh),
+            "relative_error": relative_error(x, xh),
+            "cosine_similarity": cosine_similarity(x, xh),
+            "kl": kl_divergence(p, q, axis=None),
+            "kl_logits": kl_divergence(x, xh, axis=None, from_logits=True),
+            "counts": counts(x, xh, "e4m3fn"), "ulp": ulp(x, "e4m3fn"),
+            "ulp_error": ulp_error(x, xh, "e4m3fn"),
+            "report": error_report(x, xh, fmt="e4m3fn"),
+        }
+
+
+@given(_stream_cases())
+def test_chunked_metrics_equal_the_unchunked_ones(case):
+    """Counts, maxima, medians and element-wise results are exact whatever the block size;
+    sums agree to float64 rounding (only their order of summation changes)."""
+    x, xh, chunk = case
+    with _chunk(chunk):
+        small = _all_metrics(x, xh)
+    with _chunk(10**9):
+        whole = _all_metrics(x, xh)
+    assert small["counts"] == whole["counts"]
+    assert small["report"].counts == whole["report"].counts
+    np.testing.assert_array_equal(small["ulp"], whole["ulp"])
+    np.testing.assert_array_equal(small["ulp_error"], whole["ulp_error"])
+    assert _same(small["max_abs_error"], whole["max_abs_error"], exact=True)
+    for field in ("median", "max"):
+        assert _same(getattr(small["relative_error"], field),
+                     getattr(whole["relative_error"], field), exact=True), field
+    assert _same(small["relative_error"].mean, whole["relative_error"].mean)
+    for name in ("mse", "rmse", "cosine_similarity"):
+        assert _same(small[name], whole[name]), name
+    for name in ("sqnr_db", "neg_log_mse_db"):  # dB of ratios of sums: absolute tolerance
+        assert _same(small[name], whole[name], rel=0, abs_=1e-9), name
+    for name in ("kl", "kl_logits"):  # sums of terms of both signs
+        assert _same(small[name], whole[name], rel=1e-9, abs_=1e-9), name
+    for field in ("mse", "sqnr_db", "max_abs_error", "rel_error_median", "rel_error_max",
+                  "ulp_error_max"):
+        assert _same(getattr(small["report"], field), getattr(whole["report"], field),
+                     rel=0, abs_=1e-9), field
+
+
+@pytest.mark.parametrize("n, chunk", [(1001, 7), (1000, 7), (4096, 64), (999, 1)])
+def test_streamed_median_is_numpys_median(n, chunk):
+    """The median of the relative errors, found in passes over blocks (radix selection on
+    the float64 bits), is numpy's median exactly, for odd and even counts, with many ties."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n)
+    xh = np.where(rng.random(n) < 0.6, x, x + rng.choice([1e-3, 2e-3, 0.5], n))
+    x[rng.random(n) < 0.1] = 0.0  # left out
+    with _chunk(chunk):
+        got = relative_error(x, xh).median
+    used = x != 0
+    assert got == np.median(np.abs(xh[used] - x[used]) / np.abs(x[used]))
