@@ -471,10 +471,18 @@ def _median(values, n: int) -> float:
     blocks, reading them block by block (see :func:`_kth_smallest`)."""
     if n <= _CHUNK:
         return float(np.median(np.concatenate(list(values()))))
-    lo = _kth_smallest(values, n, (n - 1) // 2)
+    k = (n - 1) // 2
+    lo = _kth_smallest(values, n, k)
     if n % 2:
         return lo
-    return (lo + _kth_smallest(values, n, n // 2)) / 2  # as np.median: the mean of the two
+    # the next one up: lo again if more than k + 1 values are <= lo, else the least above it
+    at_most, above = 0, math.inf
+    for v in values():
+        at_most += int(np.count_nonzero(v <= lo))
+        bigger = v[v > lo]
+        if bigger.size:
+            above = min(above, float(bigger.min()))
+    return (lo + (lo if at_most > k + 1 else above)) / 2  # as np.median: the mean of the two
 
 
 def _kth_smallest(values, n: int, k: int) -> float:
@@ -484,26 +492,33 @@ def _kth_smallest(values, n: int, k: int) -> float:
     Radix selection on the float64 bit patterns, which order as the values do for
     non-negative floats: each pass over the data counts the next 16 bits of the candidates
     (the values whose leading bits match the answer's so far) in a histogram, so memory stays
-    at a block and 65536 counts. Once at most ``_CHUNK`` candidates are left, one more pass
-    gathers them and ``np.partition`` picks the answer; all 64 bits known give it directly.
+    at a block and 65536 counts. It stops when all candidates are equal, when all 64 bits are
+    known, or when at most ``_CHUNK`` candidates are left: one more pass gathers those and
+    ``np.partition`` picks the answer.
     """
     prefix, shift, count = 0, 64, n  # candidates: values whose top 64 - shift bits == prefix
+    as_float = lambda bits: float(np.array(bits, np.uint64).view(np.float64))  # noqa: E731
     while count > _CHUNK:
-        if shift == 0:
-            return float(np.array(prefix, np.uint64).view(np.float64))
         shift -= 16
         hist = np.zeros(1 << 16, np.int64)
+        least, most = 2**64, -1
         for v in values():
             u = v.view(np.uint64)
             if shift < 48:
                 u = u[(u >> np.uint64(shift + 16)) == np.uint64(prefix)]
+            if u.size:
+                least, most = min(least, int(u.min())), max(most, int(u.max()))
             digits = (u >> np.uint64(shift)) & np.uint64(0xFFFF)
             hist += np.bincount(digits.astype(np.intp), minlength=1 << 16)
+        if least == most:  # all candidates are one value (e.g. many exact zeros)
+            return as_float(least)
         cum = np.cumsum(hist)
         d = int(np.searchsorted(cum, k, side="right"))  # the digit of the k-th smallest
         k -= int(cum[d - 1]) if d else 0
         count = int(hist[d])
         prefix = (prefix << 16) | d
+        if shift == 0:
+            return as_float(prefix)
     found = [v[(v.view(np.uint64) >> np.uint64(shift)) == np.uint64(prefix)] for v in values()]
     return float(np.partition(np.concatenate(found), k)[k])
 

@@ -413,7 +413,45 @@ INVALID = [
     (error_report, (X2, "e4m3fn"), {"saturate": "no"}, TypeError, "saturate"),
     (error_report, (["a"], "e4m3fn"), {}, TypeError, "x must be"),
     (Counts(1, 0, 0, 0, 0, 0, 0).rate, ("bogus",), {}, ValueError, "event"),
+    (ulp, (np.array([1.0, None]), "e4m3fn"), {}, TypeError, "x must be .* got dtype object"),
+    (ulp, (np.ones(2, [("a", "f4")]), "e4m3fn"), {}, TypeError, "x must be"),
+    (error_report, (np.ones(3), "e4m3fn"), {"fmt": 3}, TypeError, "fmt"),
 ]
+
+
+# Every function of (x, x_hat) rejects the same bad pairs, naming the argument and the value.
+_PAIR_FUNCS = [
+    (mse, {}), (rmse, {}), (sqnr_db, {}), (neg_log_mse_db, {}), (max_abs_error, {}),
+    (relative_error, {}), (cosine_similarity, {}), (kl_divergence, {}),
+    (kl_divergence, {"axis": None, "from_logits": True}), (ulp_error, {"fmt": "e4m3fn"}),
+    (counts, {"fmt": "e4m3fn"}), (error_report, {}), (error_report, {"fmt": "e4m3fn"}),
+]
+_BAD_PAIRS = [
+    # (x, x_hat, exception, message); {0} and {1} become the argument names
+    (np.ones(3), np.ones(4), ValueError, r"{0} and {1} must have the same shape; got \(3,\) and \(4,\)"),
+    (np.ones((2, 3)), np.ones((3, 2)), ValueError, r"got \(2, 3\) and \(3, 2\)"),
+    (np.ones((2, 3)), np.ones(6), ValueError, r"got \(2, 3\) and \(6,\)"),
+    (np.array([]), np.array([]), ValueError, "{0} and {1} are empty"),
+    (np.ones((0, 4), np.float32), np.ones((0, 4), np.float32), ValueError, "empty"),
+    (np.array([1.0, 2.0], dtype=object), np.ones(2), TypeError, "{0} must be .* got dtype object"),
+    (np.ones(2), np.array([1.0, 2.0], dtype=object), TypeError, "{1} must be .* got dtype object"),
+    (np.ones(2), np.array(["1", "2"]), TypeError, "{1} must be .* got dtype <U1"),
+    (np.array([b"a"]), np.ones(1), TypeError, "{0} must be .* got dtype |S1"),
+    (np.ones(2), np.ones(2, complex), TypeError, "{1} must be .* got dtype complex128"),
+    (np.ones(2, bool), np.ones(2), TypeError, "{0} must be .* got dtype bool"),
+    (None, np.ones(1), TypeError, "{0} must be .* got dtype object"),
+]
+
+
+@pytest.mark.parametrize("func, kwargs", _PAIR_FUNCS,
+                         ids=[f"{f.__name__}-{i}" for i, (f, _) in enumerate(_PAIR_FUNCS)])
+@pytest.mark.parametrize("x, x_hat, exc, match", _BAD_PAIRS, ids=[
+    f"{type(c[0]).__name__}{np.shape(c[0])}-{getattr(c[1], 'dtype', '')}-{i}"
+    for i, c in enumerate(_BAD_PAIRS)])
+def test_invalid_pairs(func, kwargs, x, x_hat, exc, match):
+    names = ("p", "q") if func is kl_divergence else ("x", "x_hat")
+    with pytest.raises(exc, match=match.format(*names)):
+        func(x, x_hat, **kwargs)
 
 
 @pytest.mark.parametrize("func, args, kwargs, exc, match", INVALID,
@@ -586,21 +624,76 @@ def test_chunked_metrics_equal_the_unchunked_ones(case):
         assert _same(small[name], whole[name], rel=0, abs_=1e-9), name
     for name in ("kl", "kl_logits"):  # sums of terms of both signs
         assert _same(small[name], whole[name], rel=1e-9, abs_=1e-9), name
-    for field in ("mse", "sqnr_db", "max_abs_error", "rel_error_median", "rel_error_max",
-                  "ulp_error_max"):
-        assert _same(getattr(small["report"], field), getattr(whole["report"], field),
-                     rel=0, abs_=1e-9), field
+    rs, rw = small["report"], whole["report"]
+    for field in ("max_abs_error", "rel_error_median", "rel_error_max", "ulp_error_max"):
+        assert _same(getattr(rs, field), getattr(rw, field), exact=True), field
+    for field in ("mse", "rmse", "rel_error_mean", "ulp_error_mean", "cosine_similarity"):
+        assert _same(getattr(rs, field), getattr(rw, field)), field
+    for field in ("sqnr_db", "neg_log_mse_db"):
+        assert _same(getattr(rs, field), getattr(rw, field), rel=0, abs_=1e-9), field
 
 
-@pytest.mark.parametrize("n, chunk", [(1001, 7), (1000, 7), (4096, 64), (999, 1)])
-def test_streamed_median_is_numpys_median(n, chunk):
-    """The median of the relative errors, found in passes over blocks (radix selection on
-    the float64 bits), is numpy's median exactly, for odd and even counts, with many ties."""
-    rng = np.random.default_rng(n)
+def _ties(n, rng):
+    """Errors 0 for most elements, a few distinct sizes for the rest; 10% of x zero."""
     x = rng.standard_normal(n)
     xh = np.where(rng.random(n) < 0.6, x, x + rng.choice([1e-3, 2e-3, 0.5], n))
     x[rng.random(n) < 0.1] = 0.0  # left out
+    return x, xh
+
+
+def _last_bits(n, rng):
+    """Relative errors 0.5 + j 2^-52 for small j (repeated): they share their top 48 bits,
+    so the selection runs down to the last 16."""
+    return np.ones(n), 1.5 + rng.integers(0, 40, n) * 2.0**-52
+
+
+def _distinct(n, rng):
+    """Distinct relative errors: the selection ends by gathering a few candidates."""
+    x = rng.standard_normal(n)
+    return x, x * (1 + rng.uniform(-0.01, 0.01, n))
+
+
+def _all_equal(n, rng):
+    return np.full(n, 3.0), np.full(n, 4.0)
+
+
+@pytest.mark.parametrize("data", [_ties, _distinct, _last_bits, _all_equal])
+@pytest.mark.parametrize("n, chunk", [(1001, 7), (1000, 7), (4096, 64), (999, 1), (2, 1)])
+def test_streamed_median_is_numpys_median(data, n, chunk):
+    """The median of the relative errors, found in passes over blocks (radix selection on
+    the float64 bits), is numpy's median exactly, for odd and even counts, with many ties."""
+    x, xh = data(n, np.random.default_rng(n))
     with _chunk(chunk):
         got = relative_error(x, xh).median
     used = x != 0
     assert got == np.median(np.abs(xh[used] - x[used]) / np.abs(x[used]))
+
+
+@pytest.mark.parametrize("where", [0, 5, 9])  # first block, a middle one, the last
+@pytest.mark.parametrize("bad", ["nan_x", "nan_x_hat", "inf_x_hat"])
+def test_nan_and_inf_cross_blocks(where, bad):
+    """The documented NaN/Inf conventions hold in whichever block the special value lands:
+    NaN makes every metric it enters NaN, an overflow to Inf makes the error infinite."""
+    x = np.linspace(1.0, 2.0, 10)
+    xh = x + 1e-3
+    if bad == "nan_x":
+        x[where] = np.nan
+    elif bad == "nan_x_hat":
+        xh[where] = np.nan
+    else:
+        xh[where] = np.inf
+    with _chunk(2):
+        r = error_report(x, xh, fmt="e4m3fn")
+        ulps = ulp_error(x, xh, "e4m3fn")
+    if bad == "inf_x_hat":
+        assert r.mse == r.max_abs_error == r.rel_error_max == r.ulp_error_max == math.inf
+        assert r.sqnr_db == -math.inf and r.counts.inf == 1 and r.counts.nan == 0
+        assert r.rel_error_median == np.median(np.abs(xh - x) / x)  # Inf is the largest
+        assert math.isnan(r.cosine_similarity)  # inf / inf
+        return
+    for field in ("mse", "rmse", "sqnr_db", "neg_log_mse_db", "max_abs_error",
+                  "rel_error_mean", "rel_error_median", "rel_error_max", "cosine_similarity",
+                  "ulp_error_mean", "ulp_error_max"):
+        assert math.isnan(getattr(r, field)), field
+    assert r.counts.nan == (bad == "nan_x_hat")  # only NaN results of non-NaN inputs
+    assert np.isnan(ulps[where]) and np.count_nonzero(np.isnan(ulps)) == 1
