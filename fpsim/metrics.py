@@ -485,6 +485,10 @@ def _median(values, n: int) -> float:
     return (lo + (lo if at_most > k + 1 else above)) / 2  # as np.median: the mean of the two
 
 
+def _from_bits(bits: int) -> float:
+    return float(np.array(bits, np.uint64).view(np.float64))
+
+
 def _kth_smallest(values, n: int, k: int) -> float:
     """The ``k``-th smallest (from 0) of the ``n`` values, none NaN or negative, that
     ``values()`` yields in blocks.
@@ -497,7 +501,6 @@ def _kth_smallest(values, n: int, k: int) -> float:
     ``np.partition`` picks the answer.
     """
     prefix, shift, count = 0, 64, n  # candidates: values whose top 64 - shift bits == prefix
-    as_float = lambda bits: float(np.array(bits, np.uint64).view(np.float64))  # noqa: E731
     while count > _CHUNK:
         shift -= 16
         hist = np.zeros(1 << 16, np.int64)
@@ -511,14 +514,14 @@ def _kth_smallest(values, n: int, k: int) -> float:
             digits = (u >> np.uint64(shift)) & np.uint64(0xFFFF)
             hist += np.bincount(digits.astype(np.intp), minlength=1 << 16)
         if least == most:  # all candidates are one value (e.g. many exact zeros)
-            return as_float(least)
+            return _from_bits(least)
         cum = np.cumsum(hist)
         d = int(np.searchsorted(cum, k, side="right"))  # the digit of the k-th smallest
         k -= int(cum[d - 1]) if d else 0
         count = int(hist[d])
         prefix = (prefix << 16) | d
         if shift == 0:
-            return as_float(prefix)
+            return _from_bits(prefix)
     found = [v[(v.view(np.uint64) >> np.uint64(shift)) == np.uint64(prefix)] for v in values()]
     return float(np.partition(np.concatenate(found), k)[k])
 

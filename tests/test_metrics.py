@@ -428,7 +428,8 @@ _PAIR_FUNCS = [
 ]
 _BAD_PAIRS = [
     # (x, x_hat, exception, message); {0} and {1} become the argument names
-    (np.ones(3), np.ones(4), ValueError, r"{0} and {1} must have the same shape; got \(3,\) and \(4,\)"),
+    (np.ones(3), np.ones(4), ValueError,
+     r"{0} and {1} must have the same shape; got \(3,\) and \(4,\)"),
     (np.ones((2, 3)), np.ones((3, 2)), ValueError, r"got \(2, 3\) and \(3, 2\)"),
     (np.ones((2, 3)), np.ones(6), ValueError, r"got \(2, 3\) and \(6,\)"),
     (np.array([]), np.array([]), ValueError, "{0} and {1} are empty"),
