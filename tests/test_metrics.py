@@ -1,6 +1,7 @@
 """Error metrics: hand-derived values, properties, the NUMERICS SQNR ceilings, range counts,
 the error report, and a table of invalid arguments."""
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -412,7 +413,46 @@ INVALID = [
     (error_report, (X2, "e4m3fn"), {"saturate": "no"}, TypeError, "saturate"),
     (error_report, (["a"], "e4m3fn"), {}, TypeError, "x must be"),
     (Counts(1, 0, 0, 0, 0, 0, 0).rate, ("bogus",), {}, ValueError, "event"),
+    (ulp, (np.array([1.0, None]), "e4m3fn"), {}, TypeError, "x must be .* got dtype object"),
+    (ulp, (np.ones(2, [("a", "f4")]), "e4m3fn"), {}, TypeError, "x must be"),
+    (error_report, (np.ones(3), "e4m3fn"), {"fmt": 3}, TypeError, "fmt"),
 ]
+
+
+# Every function of (x, x_hat) rejects the same bad pairs, naming the argument and the value.
+_PAIR_FUNCS = [
+    (mse, {}), (rmse, {}), (sqnr_db, {}), (neg_log_mse_db, {}), (max_abs_error, {}),
+    (relative_error, {}), (cosine_similarity, {}), (kl_divergence, {}),
+    (kl_divergence, {"axis": None, "from_logits": True}), (ulp_error, {"fmt": "e4m3fn"}),
+    (counts, {"fmt": "e4m3fn"}), (error_report, {}), (error_report, {"fmt": "e4m3fn"}),
+]
+_BAD_PAIRS = [
+    # (x, x_hat, exception, message); {0} and {1} become the argument names
+    (np.ones(3), np.ones(4), ValueError,
+     r"{0} and {1} must have the same shape; got \(3,\) and \(4,\)"),
+    (np.ones((2, 3)), np.ones((3, 2)), ValueError, r"got \(2, 3\) and \(3, 2\)"),
+    (np.ones((2, 3)), np.ones(6), ValueError, r"got \(2, 3\) and \(6,\)"),
+    (np.array([]), np.array([]), ValueError, "{0} and {1} are empty"),
+    (np.ones((0, 4), np.float32), np.ones((0, 4), np.float32), ValueError, "empty"),
+    (np.array([1.0, 2.0], dtype=object), np.ones(2), TypeError, "{0} must be .* got dtype object"),
+    (np.ones(2), np.array([1.0, 2.0], dtype=object), TypeError, "{1} must be .* got dtype object"),
+    (np.ones(2), np.array(["1", "2"]), TypeError, "{1} must be .* got dtype <U1"),
+    (np.array([b"a"]), np.ones(1), TypeError, "{0} must be .* got dtype |S1"),
+    (np.ones(2), np.ones(2, complex), TypeError, "{1} must be .* got dtype complex128"),
+    (np.ones(2, bool), np.ones(2), TypeError, "{0} must be .* got dtype bool"),
+    (None, np.ones(1), TypeError, "{0} must be .* got dtype object"),
+]
+
+
+@pytest.mark.parametrize("func, kwargs", _PAIR_FUNCS,
+                         ids=[f"{f.__name__}-{i}" for i, (f, _) in enumerate(_PAIR_FUNCS)])
+@pytest.mark.parametrize("x, x_hat, exc, match", _BAD_PAIRS, ids=[
+    f"{type(c[0]).__name__}{np.shape(c[0])}-{getattr(c[1], 'dtype', '')}-{i}"
+    for i, c in enumerate(_BAD_PAIRS)])
+def test_invalid_pairs(func, kwargs, x, x_hat, exc, match):
+    names = ("p", "q") if func is kl_divergence else ("x", "x_hat")
+    with pytest.raises(exc, match=match.format(*names)):
+        func(x, x_hat, **kwargs)
 
 
 @pytest.mark.parametrize("func, args, kwargs, exc, match", INVALID,
@@ -434,3 +474,227 @@ def test_error_report_accepts_quant_specs_and_recipes():
     assert rep.sqnr_db == want
     spec = fpsim.QuantSpec(format="int8", granularity="channel")
     assert fpsim.error_report(x.reshape(32, 64), spec).to_dict()["sqnr_db"] > 35
+
+
+# ---- memory: whole-array metrics stream over the flattened arrays ------------
+# Issue 9: error_report(x, "e4m3fn") peaked at 17 times a float32 input, sqnr_db at 10 times
+# (float64 copies of both arrays plus whole-array temporaries). With axis=None the metrics
+# now walk the flattened arrays in blocks of metrics._CHUNK elements, so the peak is the
+# result (x_hat, or the float64 output of the element-wise ulp functions) plus a few blocks.
+BIG = 16 * 2**20  # float32 elements: a 64 MiB input, so that a block is small beside it
+PEAK_LIMIT = 3.0  # peak traced memory / x.nbytes
+
+
+@pytest.fixture(scope="module")
+def big():
+    """A 64 MiB float32 tensor, an approximation of it (through float16, plain NumPy: this
+    must not depend on the kernels) and their absolute values as weights for kl_divergence."""
+    x = np.random.default_rng(11).standard_normal(BIG).astype(np.float32)
+    xh = x.astype(np.float16).astype(np.float32)
+    return x, xh, np.abs(x), np.abs(xh)
+
+
+def _peak_ratio(func, nbytes):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        func()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak / nbytes
+
+
+WHOLE_ARRAY_CALLS = {
+    "mse": lambda x, xh, p, q: mse(x, xh),
+    "rmse": lambda x, xh, p, q: rmse(x, xh),
+    "sqnr_db": lambda x, xh, p, q: sqnr_db(x, xh),
+    "neg_log_mse_db": lambda x, xh, p, q: neg_log_mse_db(x, xh),
+    "max_abs_error": lambda x, xh, p, q: max_abs_error(x, xh),
+    "relative_error": lambda x, xh, p, q: relative_error(x, xh),
+    "cosine_similarity": lambda x, xh, p, q: cosine_similarity(x, xh),
+    "kl_divergence": lambda x, xh, p, q: kl_divergence(p, q),
+    "kl_divergence_axis_none": lambda x, xh, p, q: kl_divergence(p, q, axis=None),
+    "kl_divergence_logits": lambda x, xh, p, q: kl_divergence(x, xh, from_logits=True),
+    "counts": lambda x, xh, p, q: counts(x, xh, "e4m3fn"),
+    "ulp": lambda x, xh, p, q: ulp(x, "e4m3fn"),
+    "ulp_error": lambda x, xh, p, q: ulp_error(x, xh, "e4m3fn"),
+    "error_report_x_hat": lambda x, xh, p, q: error_report(x, xh, fmt="e4m3fn"),
+}
+
+
+@pytest.mark.parametrize("name", list(WHOLE_ARRAY_CALLS))
+def test_whole_array_metrics_peak_at_most_3x_the_input(big, name):
+    x = big[0]
+    ratio = _peak_ratio(lambda: WHOLE_ARRAY_CALLS[name](*big), x.nbytes)
+    assert ratio <= PEAK_LIMIT, f"{name} peaked at {ratio:.2f} x the input"
+
+
+@pytest.mark.slow  # quantizes 16 Mi elements
+def test_error_report_of_a_format_peaks_at_most_3x_the_input(big):
+    x = big[0]
+    fpsim.quantize(x[:8], "e4m3fn")  # compile outside the measurement
+    ratio = _peak_ratio(lambda: error_report(x, "e4m3fn"), x.nbytes)
+    assert ratio <= PEAK_LIMIT, f"error_report peaked at {ratio:.2f} x the input"
+
+
+# ---- chunked and unchunked results agree ---------------------------------------
+@contextlib.contextmanager
+def _chunk(n):
+    """Force the block size of the streamed metrics."""
+    old = metrics._CHUNK
+    metrics._CHUNK = n
+    try:
+        yield
+    finally:
+        metrics._CHUNK = old
+
+
+_SPECIAL = st.sampled_from([0.0, -0.0, np.nan, np.inf, -np.inf, 1.0, 2.0**-30])
+
+
+def _values(specials):
+    finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+    return st.one_of(finite, _SPECIAL) if specials else finite
+
+
+@st.composite
+def _stream_cases(draw):
+    """(x, x_hat, chunk): same-shaped 1-D or 2-D arrays (transposed: not C-contiguous, some
+    of the time), with repeated values, zeros and, some of the time, NaN and Inf."""
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=2, max_side=12))
+    elems = _values(draw(st.booleans()))
+    x = draw(hnp.arrays(np.float64, shape, elements=elems))
+    noise = draw(hnp.arrays(np.float64, shape, elements=st.sampled_from([0.0, 0.0, 1e-3, -0.5])))
+    with np.errstate(invalid="ignore", over="ignore"):
+        xh = np.where(draw(hnp.arrays(bool, shape)), x * (1 + noise), x + noise)
+    if draw(st.booleans()):
+        x, xh = x.T, xh.T
+    if draw(st.booleans()):
+        x, xh = x.astype(np.float32), xh.astype(np.float32)
+    return x, xh, draw(st.integers(1, 9))
+
+
+def _same(a, b, *, exact=False, rel=1e-12, abs_=1e-12):
+    a, b = float(a), float(b)
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if exact or math.isinf(a) or math.isinf(b):
+        return a == b
+    return a == pytest.approx(b, rel=rel, abs=abs_)
+
+
+def _all_metrics(x, xh):
+    p, q = np.abs(x), np.abs(xh)
+    with np.errstate(all="ignore"):
+        return {
+            "mse": mse(x, xh), "rmse": rmse(x, xh), "sqnr_db": sqnr_db(x, xh),
+            "neg_log_mse_db": neg_log_mse_db(x, xh), "max_abs_error": max_abs_error(x, xh),
+            "relative_error": relative_error(x, xh),
+            "cosine_similarity": cosine_similarity(x, xh),
+            "kl": kl_divergence(p, q, axis=None),
+            "kl_logits": kl_divergence(x, xh, axis=None, from_logits=True),
+            "counts": counts(x, xh, "e4m3fn"), "ulp": ulp(x, "e4m3fn"),
+            "ulp_error": ulp_error(x, xh, "e4m3fn"),
+            "report": error_report(x, xh, fmt="e4m3fn"),
+        }
+
+
+@given(_stream_cases())
+def test_chunked_metrics_equal_the_unchunked_ones(case):
+    """Counts, maxima, medians and element-wise results are exact whatever the block size;
+    sums agree to float64 rounding (only their order of summation changes)."""
+    x, xh, chunk = case
+    with _chunk(chunk):
+        small = _all_metrics(x, xh)
+    with _chunk(10**9):
+        whole = _all_metrics(x, xh)
+    assert small["counts"] == whole["counts"]
+    assert small["report"].counts == whole["report"].counts
+    np.testing.assert_array_equal(small["ulp"], whole["ulp"])
+    np.testing.assert_array_equal(small["ulp_error"], whole["ulp_error"])
+    assert _same(small["max_abs_error"], whole["max_abs_error"], exact=True)
+    for field in ("median", "max"):
+        assert _same(getattr(small["relative_error"], field),
+                     getattr(whole["relative_error"], field), exact=True), field
+    assert _same(small["relative_error"].mean, whole["relative_error"].mean)
+    for name in ("mse", "rmse", "cosine_similarity"):
+        assert _same(small[name], whole[name]), name
+    for name in ("sqnr_db", "neg_log_mse_db"):  # dB of ratios of sums: absolute tolerance
+        assert _same(small[name], whole[name], rel=0, abs_=1e-9), name
+    for name in ("kl", "kl_logits"):  # sums of terms of both signs
+        assert _same(small[name], whole[name], rel=1e-9, abs_=1e-9), name
+    rs, rw = small["report"], whole["report"]
+    for field in ("max_abs_error", "rel_error_median", "rel_error_max", "ulp_error_max"):
+        assert _same(getattr(rs, field), getattr(rw, field), exact=True), field
+    for field in ("mse", "rmse", "rel_error_mean", "ulp_error_mean", "cosine_similarity"):
+        assert _same(getattr(rs, field), getattr(rw, field)), field
+    for field in ("sqnr_db", "neg_log_mse_db"):
+        assert _same(getattr(rs, field), getattr(rw, field), rel=0, abs_=1e-9), field
+
+
+def _ties(n, rng):
+    """Errors 0 for most elements, a few distinct sizes for the rest; 10% of x zero."""
+    x = rng.standard_normal(n)
+    xh = np.where(rng.random(n) < 0.6, x, x + rng.choice([1e-3, 2e-3, 0.5], n))
+    x[rng.random(n) < 0.1] = 0.0  # left out
+    return x, xh
+
+
+def _last_bits(n, rng):
+    """Relative errors 0.5 + j 2^-52 for small j (repeated): they share their top 48 bits,
+    so the selection runs down to the last 16."""
+    return np.ones(n), 1.5 + rng.integers(0, 40, n) * 2.0**-52
+
+
+def _distinct(n, rng):
+    """Distinct relative errors: the selection ends by gathering a few candidates."""
+    x = rng.standard_normal(n)
+    return x, x * (1 + rng.uniform(-0.01, 0.01, n))
+
+
+def _all_equal(n, rng):
+    return np.full(n, 3.0), np.full(n, 4.0)
+
+
+@pytest.mark.parametrize("data", [_ties, _distinct, _last_bits, _all_equal])
+@pytest.mark.parametrize("n, chunk", [(1001, 7), (1000, 7), (4096, 64), (999, 1), (2, 1)])
+def test_streamed_median_is_numpys_median(data, n, chunk):
+    """The median of the relative errors, found in passes over blocks (radix selection on
+    the float64 bits), is numpy's median exactly, for odd and even counts, with many ties."""
+    x, xh = data(n, np.random.default_rng(n))
+    with _chunk(chunk):
+        got = relative_error(x, xh).median
+    used = x != 0
+    assert got == np.median(np.abs(xh[used] - x[used]) / np.abs(x[used]))
+
+
+@pytest.mark.parametrize("where", [0, 5, 9])  # first block, a middle one, the last
+@pytest.mark.parametrize("bad", ["nan_x", "nan_x_hat", "inf_x_hat"])
+def test_nan_and_inf_cross_blocks(where, bad):
+    """The documented NaN/Inf conventions hold in whichever block the special value lands:
+    NaN makes every metric it enters NaN, an overflow to Inf makes the error infinite."""
+    x = np.linspace(1.0, 2.0, 10)
+    xh = x + 1e-3
+    if bad == "nan_x":
+        x[where] = np.nan
+    elif bad == "nan_x_hat":
+        xh[where] = np.nan
+    else:
+        xh[where] = np.inf
+    with _chunk(2):
+        r = error_report(x, xh, fmt="e4m3fn")
+        ulps = ulp_error(x, xh, "e4m3fn")
+    if bad == "inf_x_hat":
+        assert r.mse == r.max_abs_error == r.rel_error_max == r.ulp_error_max == math.inf
+        assert r.sqnr_db == -math.inf and r.counts.inf == 1 and r.counts.nan == 0
+        assert r.rel_error_median == np.median(np.abs(xh - x) / x)  # Inf is the largest
+        assert math.isnan(r.cosine_similarity)  # inf / inf
+        return
+    for field in ("mse", "rmse", "sqnr_db", "neg_log_mse_db", "max_abs_error",
+                  "rel_error_mean", "rel_error_median", "rel_error_max", "cosine_similarity",
+                  "ulp_error_mean", "ulp_error_max"):
+        assert math.isnan(getattr(r, field)), field
+    assert r.counts.nan == (bad == "nan_x_hat")  # only NaN results of non-NaN inputs
+    assert np.isnan(ulps[where]) and np.count_nonzero(np.isnan(ulps)) == 1

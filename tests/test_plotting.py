@@ -311,6 +311,13 @@ INVALID = [
     (plotting.error_histogram, (_X, "int8"), {"error": "squared"}, ValueError, "error must be"),
     (plotting.error_histogram, (_X, "int8"), {"bins": 0}, ValueError, "bins must be >= 1"),
     (plotting.error_histogram, (_X, "int8"), {"bins": [1.0, 0.5]}, ValueError, "increasing"),
+    # bins is bounded (10**7 bins once ran 15 minutes at 4 GB): at most 10**5 bins
+    (plotting.error_histogram, (_X, "int8"), {"bins": 10**5 + 1}, ValueError,
+     r"bins must be >= 1 and <= 100000, got 100001"),
+    (plotting.error_histogram, (_X, "int8"), {"bins": 10**7}, ValueError,
+     r"bins must be >= 1 and <= 100000, got 10000000"),
+    (plotting.error_histogram, (_X, "int8"), {"bins": np.geomspace(1e-6, 1.0, 10**5 + 2)},
+     ValueError, r"bins must hold at most 100001 edges \(100000 bins\), got 100002"),
     (plotting.error_histogram, (np.zeros(4), "int8"), {}, ValueError, "non-zero"),
     (plotting.error_histogram, (np.array([], np.float32), "int8"), {}, ValueError, "empty"),
     (plotting.error_histogram, (np.array(["a"]), "int8"), {}, TypeError, "x must be"),
