@@ -9,8 +9,11 @@ default) and **saturated** to the element format.  ``scale_rule`` picks
 NVFP4: blocks of 16 E2M1 elements with an E4M3 scale each, under one FP32
 scale per tensor (``amax / (448 * 6)``).
 
+NaN and Inf never set a scale (amaxes are over the finite values); NaN stays
+NaN element by element and +-Inf saturates to the block's largest value.
+
 Blocks compute on float32 values (float64 input is first rounded to float32,
-as hardware does); lengths that are not a multiple of ``k`` are padded with
+as hardware does, saturating at +-FLT_MAX); lengths that are not a multiple of ``k`` are padded with
 zeros, which never change a block's amax.
 """
 

@@ -19,7 +19,14 @@ Conventions
   channel, on (tokens, features) activations per token), ``block`` (blocks of
   ``block_size`` along ``axis``; a pair ``(128, 128)`` tiles the last two axes).
 * Non-finite values never set a scale: the clip value comes from the finite
-  values (a group with none gets scale 1); NaN stays NaN and +-Inf saturates.
+  values (a group with none gets scale 1); NaN stays NaN element by element
+  (``QuantizedTensor.nan_mask`` keeps it for formats without NaN) and +-Inf
+  saturates to the group's range.  float64 input beyond float32's range
+  saturates to +-FLT_MAX; a tiny clip value gives a scale of at least 2**-149.
+* Affine (``symmetric=False``) integer recipes take ``max`` or ``percentile``
+  calibration; :func:`calibrate` gives them a static range (``amin``, ``amax``).
+* The work is done in chunks of groups: peak memory stays within a few times
+  the input's size.
 * A group whose clip value is 0 gets scale 1 (never NaN or Inf).
 """
 
