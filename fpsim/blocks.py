@@ -13,8 +13,11 @@ default) and **saturated** to the element format.  ``scale_rule`` picks
 NVFP4: blocks of 16 E2M1 elements with an E4M3 scale each, under one FP32
 scale per tensor (``amax / (448 * 6)``).
 
+NaN and Inf never set a scale (amaxes are over the finite values); NaN stays
+NaN element by element and +-Inf saturates to the block's largest value.
+
 Blocks compute on float32 values (float64 input is first rounded to float32,
-as hardware does); lengths that are not a multiple of ``k`` are padded with
+as hardware does, saturating at +-FLT_MAX); lengths that are not a multiple of ``k`` are padded with
 zeros, which never change a block's amax.
 """
 
@@ -79,23 +82,81 @@ def scale_exponent(amax, element, *, scale_rule="floor") -> np.ndarray:
     return out
 
 
-def _blocked(x, axis: int, k: int):
-    """float32 (rows, nblocks * k) view of x with ``axis`` last, zero padded."""
-    x = np.asarray(x)
-    if x.dtype.kind != "f":
-        raise TypeError(f"x must be a float array, got dtype {x.dtype}")
+#: Elements per chunk of the chunked (memory-bounded) loops.
+CHUNK = 1 << 18
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_int(value, name: str, *, minimum=None) -> int:
+    """``value`` as a Python int: ints and numpy integers only (no bools, no floats)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_axis(axis, ndim: int) -> int:
+    """``axis`` normalised to ``0 <= axis < ndim`` (numpy's AxisError rule, as a ValueError)."""
+    axis = check_int(axis, "axis")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis={axis} is out of range for an array with ndim={ndim}; "
+                         f"allowed: {-ndim} <= axis < {ndim}")
+    return axis % ndim
+
+
+def check_array(x, name: str = "x") -> np.ndarray:
+    """x as a float ndarray; masked arrays are refused (the mask would be silently lost)."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} must not be a masked array (numpy.ma): fpsim would ignore its "
+                        "mask; pass x.filled(np.nan) to quantize masked values as NaN, or "
+                        "x.compressed() to drop them")
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{name} must be a float array, got dtype {arr.dtype}")
+    return arr
+
+
+def to_float32(a: np.ndarray) -> np.ndarray:
+    """a as float32, saturating: finite values beyond float32's range become +-FLT_MAX
+    (never Inf); NaN and +-Inf pass through."""
+    if a.dtype == np.float32:
+        return a
+    if a.dtype.itemsize > 4:
+        a = np.clip(a, -_F32_MAX, _F32_MAX)  # Inf and NaN are unchanged by clip
+    return a.astype(np.float32)
+
+
+def row_chunks(rows: int, cols: int):
+    """Slices of rows so that each chunk holds about CHUNK elements."""
+    step = max(1, CHUNK // max(cols, 1))
+    for r0 in range(0, rows, step):
+        yield slice(r0, min(rows, r0 + step))
+
+
+def _blocked(x, axis, k):
+    """float32 (rows, nblocks * k) array of x with ``axis`` last, zero padded (a view
+    of x when x is float32 and already laid out that way)."""
+    x = check_array(x)
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension for block scaling")
-    if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis {axis} is out of range for an array of {x.ndim} dimension(s)")
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"block_size must be a positive int, got {k!r}")
+    axis = check_axis(axis, x.ndim)
+    k = check_int(k, "block_size", minimum=1)
     moved = np.moveaxis(x, axis, -1)
     length = moved.shape[-1]
     nb = -(-length // k) if length else 0
     rows = int(np.prod(moved.shape[:-1], dtype=np.int64))
+    if (x.dtype == np.float32 and length == nb * k and axis == x.ndim - 1
+            and x.flags.c_contiguous):
+        return x.reshape(rows, length), moved.shape, nb
     buf = np.zeros((rows, nb * k), dtype=np.float32)
-    buf[:, :length] = moved.reshape(rows, length)
+    if buf.size:
+        src = moved.reshape(rows, length) if moved.flags.c_contiguous else moved
+        if src.ndim == 2:
+            for rs in row_chunks(rows, length):
+                buf[rs, :length] = to_float32(src[rs])
+        else:
+            buf[:, :length] = to_float32(moved).reshape(rows, length)
     return buf, moved.shape, nb
 
 
@@ -195,15 +256,30 @@ def mx_fake_quantize(x, element, *, axis=-1, block_size=32, scale_rule="floor",
 
 
 def nvfp4_encode(x, *, axis=-1, block_size=16, rounding="nearest_even", rng=None,
-                 tensor_amax=None):
+                 tensor_amax=None, want_codes=True):
     """NVFP4: E2M1 elements, an E4M3 scale per block of 16, an FP32 scale per tensor.
 
     The tensor scale is ``s_t = amax / (448 * 6)`` (1 when amax is 0); each block
     scale is ``amax_block / 6 / s_t`` rounded to E4M3 (nearest-even, saturating);
     elements are ``x / (s_b * s_t)`` computed in float32 and rounded to E2M1
-    (saturating).  A block holding NaN or Inf gets the NaN scale (0x7F), so
-    all its values decode to NaN, as in the MX kernels; the tensor scale
-    comes from the finite values.
+    (saturating).  NaN and Inf never set a scale (both amaxes come from the
+    finite values); NaN stays NaN in the values (E2M1 has no NaN: its code is
+    the one the cast gives NaN), +-Inf saturates to ``+-6 * s_b * s_t``.
+    The work is done in chunks of rows, so memory stays near the output's size.
+
+    Parameters
+    ----------
+    x : array_like of float
+    axis : int
+        Axis along which the blocks are formed.
+    block_size : int
+    rounding : str
+        Element rounding.
+    rng : seed or Generator, for ``rounding="stochastic"``.
+    tensor_amax : float, optional
+        A static tensor amax (finite, >= 0); None measures it.
+    want_codes : bool
+        False skips the element codes (returned as None).
 
     Returns
     -------
@@ -216,35 +292,71 @@ def nvfp4_encode(x, *, axis=-1, block_size=16, rounding="nearest_even", rng=None
     tensor_scale : float
         The FP32 per-tensor scale.
 
+    Raises
+    ------
+    TypeError
+        Non-float or masked x, non-integer axis or block_size.
+    ValueError
+        axis out of range, block_size < 1, bad tensor_amax.
+
     Examples
     --------
     >>> v, c, s, t = nvfp4_encode(np.linspace(-3, 3, 16, dtype=np.float32))
     >>> t == np.float32(3 / 2688), v.dtype
     (np.True_, dtype('float32'))
     """
+    if tensor_amax is not None:
+        if isinstance(tensor_amax, (bool, np.bool_)) or not isinstance(
+                tensor_amax, (int, float, np.integer, np.floating)):
+            raise TypeError(f"tensor_amax must be a real number or None, got {tensor_amax!r}")
+        if not (np.isfinite(tensor_amax) and tensor_amax >= 0):
+            raise ValueError(f"tensor_amax must be finite and >= 0, got {tensor_amax!r}")
     buf, moved_shape, nb = _blocked(x, axis, block_size)
-    finite = buf[np.isfinite(buf)]
-    amax_t = float(np.max(np.abs(finite))) if tensor_amax is None and finite.size else (
-        float(tensor_amax) if tensor_amax is not None else 0.0)
-    if not np.isfinite(amax_t) or amax_t < 0:
-        raise ValueError(f"tensor_amax must be finite and >= 0, got {amax_t}")
+    k = int(block_size)
+    rows, length = buf.shape[0], moved_shape[-1]
+    if tensor_amax is None:
+        amax_t = 0.0
+        for rs in row_chunks(rows, buf.shape[1]):
+            a = np.abs(buf[rs])
+            a[~(a < np.inf)] = 0  # NaN and Inf never set a scale
+            if a.size:
+                amax_t = max(amax_t, float(a.max()))
+    else:
+        amax_t = float(min(tensor_amax, _F32_MAX))
     s_t = np.float32(amax_t / (448.0 * 6.0)) if amax_t > 0 else np.float32(1.0)
-    blocks = buf.reshape(-1, block_size)
-    with np.errstate(invalid="ignore"):
-        amax_b = np.max(np.abs(blocks), axis=1)
-    s_b_exact = (amax_b / np.float32(6.0)) / s_t
-    s_b = quantize(s_b_exact.astype(np.float32), "float8_e4m3fn", saturate=True)
-    s_b = np.where(s_b == 0, np.float32(1.0), s_b)  # all-zero block: a valid scale
-    bad = ~np.isfinite(blocks).all(axis=1)  # NaN/Inf in a block: a NaN scale, as MX does
-    s_b = np.where(bad, np.float32(np.nan), s_b).astype(np.float32)
-    scale = (s_b * s_t).astype(np.float32)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        y = (blocks / scale[:, None]).astype(np.float32)
-    codes = np.asarray(encode(y, "float4_e2m1fn", rounding=rounding, saturate=True, rng=rng))
-    vals = (np.asarray(decode(codes, "float4_e2m1fn"))
-            * scale[:, None]).astype(np.float32)
-    block_codes = np.asarray(encode(s_b, "float8_e4m3fn", saturate=True))
+    if s_t == 0:  # amax below 2688 * 2**-150: the smallest positive float32
+        s_t = np.float32(np.finfo(np.float32).smallest_subnormal)
+    stochastic = rounding == "stochastic"
+    if stochastic:  # one encode call: the random bits follow the element index
+        chunks = [slice(0, rows)]
+    else:
+        chunks = list(row_chunks(rows, buf.shape[1]))
+    vals = np.empty((rows, length), dtype=np.float32)
+    codes = np.empty((rows, length), dtype=np.uint8) if want_codes else None
+    s_all = np.empty((rows, nb), dtype=np.float32)
+    for rs in chunks:
+        blocks = buf[rs].reshape(-1, k)
+        a = np.abs(blocks)
+        a[~(a < np.inf)] = 0
+        amax_b = a.max(axis=1) if a.shape[1] else np.zeros(a.shape[0], np.float32)
+        del a
+        with np.errstate(over="ignore"):
+            s_b_exact = ((amax_b / np.float32(6.0)) / s_t).astype(np.float32)
+        s_b = quantize(s_b_exact, "float8_e4m3fn", saturate=True)
+        s_b = np.where(s_b == 0, np.float32(1.0), s_b).astype(np.float32)  # a valid scale
+        scale = (s_b * s_t).astype(np.float32)
+        scale = np.where(scale > 0, scale, np.float32(np.finfo(np.float32).smallest_subnormal))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            y = (blocks / scale[:, None]).astype(np.float32)
+        c = np.asarray(encode(y, "float4_e2m1fn", rounding=rounding, saturate=True, rng=rng))
+        v = (np.asarray(decode(c, "float4_e2m1fn")) * scale[:, None]).astype(np.float32)
+        v[np.isnan(blocks)] = np.nan  # NaN stays NaN
+        n_r = rs.stop - rs.start
+        vals[rs] = v.reshape(n_r, -1)[:, :length]
+        if want_codes:
+            codes[rs] = c.reshape(n_r, -1)[:, :length]
+        s_all[rs] = s_b.reshape(n_r, nb)
+    block_codes = np.asarray(encode(s_all, "float8_e4m3fn", saturate=True))
     block_codes = np.moveaxis(block_codes.reshape(moved_shape[:-1] + (nb,)), -1, axis)
-    return (_unblock(vals.reshape(buf.shape), moved_shape, axis),
-            _unblock(codes.reshape(buf.shape), moved_shape, axis), block_codes, s_t)
-
+    out_codes = None if codes is None else np.moveaxis(codes.reshape(moved_shape), -1, axis)
+    return (np.moveaxis(vals.reshape(moved_shape), -1, axis), out_codes, block_codes, s_t)

@@ -19,7 +19,14 @@ Conventions
   channel, on (tokens, features) activations per token), ``block`` (blocks of
   ``block_size`` along ``axis``; a pair ``(128, 128)`` tiles the last two axes).
 * Non-finite values never set a scale: the clip value comes from the finite
-  values (a group with none gets scale 1); NaN stays NaN and +-Inf saturates.
+  values (a group with none gets scale 1); NaN stays NaN element by element
+  (``QuantizedTensor.nan_mask`` keeps it for formats without NaN) and +-Inf
+  saturates to the group's range.  float64 input beyond float32's range
+  saturates to +-FLT_MAX; a tiny clip value gives a scale of at least 2**-149.
+* Affine (``symmetric=False``) integer recipes take ``max`` or ``percentile``
+  calibration; :func:`calibrate` gives them a static range (``amin``, ``amax``).
+* The work is done in chunks of groups: peak memory stays within a few times
+  the input's size.
 * A group whose clip value is 0 gets scale 1 (never NaN or Inf).
 """
 
@@ -100,8 +107,20 @@ class QuantSpec:
         A second, FP32 per-tensor scale above the block scales (NVFP4).
     amax : float or tuple of float, optional
         Static clip value(s) (from :func:`calibrate`); None computes them per call.
+        For an affine (``symmetric=False``) spec, the high end(s) of the range.
     name : str
         Recipe name, for reports.
+    amin : float or tuple of float, optional
+        Static low end(s) (<= 0) of an affine range, with ``amax``; from
+        :func:`calibrate`.  An affine spec with ``amax`` but no ``amin`` uses
+        ``[-amax, amax]``.
+
+    Raises
+    ------
+    TypeError
+        A field of the wrong type (``symmetric="False"``, ``block_size=32.0``...).
+    ValueError
+        A field value outside what is allowed.
 
     Examples
     --------
@@ -124,45 +143,74 @@ class QuantSpec:
     tensor_scale: bool = False
     amax: Any = None
     name: str = field(default="", compare=False)
+    amin: Any = None
 
     def __post_init__(self):
         set_ = object.__setattr__
         set_(self, "format", _fmt(self.format, "format"))
         if self.scale_format is not None:
-            set_(self, "scale_format", _fmt(self.scale_format, "scale_format"))
+            sf = _fmt(self.scale_format, "scale_format")
+            if not isinstance(sf, FloatFormat):
+                raise ValueError(f"scale_format must be None or a float format (float32 scales "
+                                 f"when None), e.g. 'float8_e8m0fnu', 'float8_e4m3fn', "
+                                 f"'bfloat16'; got {sf.name!r}")
+            set_(self, "scale_format", sf)
         from .rounding import check_saturate, rounding_mode
 
         rounding_mode(self.rounding)
         check_saturate(self.saturate)
+        set_(self, "saturate", bool(self.saturate))
+        for name in ("symmetric", "tensor_scale"):
+            v = getattr(self, name)
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {v!r}")
+            set_(self, name, bool(v))
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, got {self.name!r}")
         _choice("granularity", self.granularity, GRANULARITIES)
         _choice("scale_rule", self.scale_rule, SCALE_RULES)
         _choice("calibration", self.calibration, CALIBRATIONS)
-        if not isinstance(self.axis, (int, np.integer)) or isinstance(self.axis, bool):
-            raise TypeError(f"axis must be an int, got {self.axis!r}")
+        set_(self, "axis", _blocks.check_int(self.axis, "axis"))
         bs = self.block_size
         if isinstance(bs, (list, tuple)):
-            if len(bs) != 2 or not all(isinstance(b, (int, np.integer)) and b > 0 for b in bs):
+            if len(bs) != 2:
                 raise ValueError(f"block_size must be a positive int or a pair of them, got {bs!r}")
-            set_(self, "block_size", tuple(int(b) for b in bs))
-        elif not isinstance(bs, (int, np.integer)) or isinstance(bs, bool) or bs < 1:
-            raise ValueError(f"block_size must be a positive int or a pair of them, got {bs!r}")
-        if not 0 < float(self.percentile) <= 100:
-            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
+            set_(self, "block_size", tuple(_blocks.check_int(b, "block_size", minimum=1)
+                                           for b in bs))
+        else:
+            set_(self, "block_size", _blocks.check_int(bs, "block_size", minimum=1))
+        p = self.percentile
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer,
+                                                                 np.floating)):
+            raise TypeError(f"percentile must be a real number in (0, 100], got {p!r}")
+        if not 0 < float(p) <= 100:  # also refuses NaN
+            raise ValueError(f"percentile must be in (0, 100], got {p!r}")
+        set_(self, "percentile", float(p))
         if self.scale_rule != "amax":
             sf = self.scale_format
             if sf is None:
                 set_(self, "scale_format", get_format("float8_e8m0fnu"))
-            elif not (isinstance(sf, FloatFormat) and sf.mantissa_bits == 0):
+            elif sf.mantissa_bits != 0:
                 raise ValueError(
                     f"scale_rule={self.scale_rule!r} gives power-of-two scales, which "
                     f"scale_format {sf.name} cannot hold; use float8_e8m0fnu or scale_rule='amax'"
                 )
         if not self.symmetric and not isinstance(self.format, IntFormat):
             raise ValueError("symmetric=False (zero points) needs an integer format")
+        if not self.symmetric and self.calibration not in ("max", "percentile"):
+            raise ValueError(f"calibration={self.calibration!r} is not available with "
+                             "symmetric=False; asymmetric recipes take 'max' or 'percentile'")
         if self.tensor_scale and self.granularity != "block":
             raise ValueError("tensor_scale=True (two-level scaling) needs granularity='block'")
-        if isinstance(self.amax, (list, np.ndarray)):
-            set_(self, "amax", tuple(float(a) for a in np.ravel(self.amax)))
+        set_(self, "amax", _range_values(self.amax, "amax", 1))
+        set_(self, "amin", _range_values(self.amin, "amin", -1))
+        if self.amin is not None:
+            if self.symmetric:
+                raise ValueError("amin (the static low end of an affine range) needs "
+                                 f"symmetric=False, got amin={self.amin!r}")
+            if self.amax is None or np.size(self.amin) != np.size(self.amax):
+                raise ValueError("amin needs amax with the same number of values, got "
+                                 f"amin={self.amin!r}, amax={self.amax!r}")
 
     @property
     def is_mx(self) -> bool:
@@ -185,6 +233,23 @@ class QuantSpec:
         if not self.symmetric:
             parts.append("asymmetric")
         return ", ".join(parts)
+
+
+def _range_values(v, name, sign):
+    """Static range values: None, a number or a sequence of numbers, finite, sign * v >= 0."""
+    if v is None:
+        return None
+    scalar = np.ndim(v) == 0
+    items = [v] if scalar else list(np.ravel(np.asarray(v, dtype=object)))
+    for a in items:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, float, np.integer,
+                                                                 np.floating)):
+            raise TypeError(f"{name} must be a real number or a sequence of them, got {v!r}")
+    vals = [float(a) for a in items]
+    bound = ">= 0" if sign > 0 else "<= 0"
+    if not all(np.isfinite(a) and sign * a >= 0 for a in vals):
+        raise ValueError(f"{name} must be finite and {bound}, got {v!r}")
+    return vals[0] if scalar else tuple(vals)
 
 
 def _choice(name, value, allowed):
@@ -279,7 +344,13 @@ def resolve_spec(spec, **overrides) -> QuantSpec:
 
 
 # ---- groups ------------------------------------------------------------------
+_F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).smallest_subnormal)
+
+
 def _as_float(x) -> np.ndarray:
+    if isinstance(x, np.ma.MaskedArray):
+        _blocks.check_array(x)  # raises: masked arrays are refused
     arr = np.asarray(x)
     if arr.dtype.kind != "f":
         if arr.dtype.kind in "iu" and not isinstance(x, np.ndarray):
@@ -289,8 +360,15 @@ def _as_float(x) -> np.ndarray:
     return arr
 
 
+def _prod(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
 class _Groups:
-    """Reshape x so that each scale group is one row: (groups, elements)."""
+    """The scale groups of an array of ``shape``: each group is one row of a 2-D
+    (groups, elements) layout.  :meth:`bands` walks that layout in chunks of rows
+    (padding blocks and tiles with zeros) and :meth:`put` writes a chunk's results
+    back, so that no full-size temporary is needed."""
 
     def __init__(self, shape, spec: QuantSpec):
         self.shape = tuple(shape)
@@ -305,56 +383,136 @@ class _Groups:
             self.kind = "tile"
         else:
             self.kind = g
+        self.axis = None
         if self.kind in ("channel", "token", "block"):
-            if not -nd <= spec.axis < nd:
-                raise ValueError(f"axis {spec.axis} is out of range for an array of {nd} "
-                                 "dimension(s)")
-            self.axis = spec.axis % nd
+            self.axis = _blocks.check_axis(spec.axis, nd)
+            moved = list(self.shape)
+            moved.append(moved.pop(self.axis))
+            self.moved_shape = tuple(moved)
+            self.rows, self.n = _prod(moved[:-1]), moved[-1]
+        if self.kind == "tensor":
+            self.n_groups = 1
+        elif self.kind in ("channel", "token"):
+            self.n_groups = self.rows
+        elif self.kind == "block":
+            self.nb = -(-self.n // spec.block_size)
+            self.n_groups = self.rows * self.nb
+        else:
+            br, bc = spec.block_size
+            *lead, r, c = self.shape
+            self.lead = _prod(lead)
+            self.tile_dims = (-(-r // br), -(-c // bc))
+            self.n_groups = self.lead * self.tile_dims[0] * self.tile_dims[1]
 
+    # -- whole-array layout (calibration, stochastic rounding) --
     def split(self, x: np.ndarray) -> np.ndarray:
         """(groups, group_len) array; pads blocks/tiles with zeros."""
         if self.kind == "tensor":
             return x.reshape(1, -1)
         if self.kind in ("channel", "token"):
-            m = np.moveaxis(x, self.axis, -1)
-            return m.reshape(int(np.prod(m.shape[:-1], dtype=np.int64)), m.shape[-1])
+            return np.moveaxis(x, self.axis, -1).reshape(self.rows, self.n)
         if self.kind == "block":
             k = self.spec.block_size
-            m = np.moveaxis(x, self.axis, -1)
-            n = m.shape[-1]
-            nb = -(-n // k)
-            rows = m.reshape(-1, n)
-            buf = np.zeros((rows.shape[0], nb * k), dtype=x.dtype)
-            buf[:, :n] = rows
-            self.moved_shape = m.shape
-            self.nb = nb
-            return buf.reshape(-1, k)
-        # tiles over the last two axes
+            buf = np.zeros((self.rows, self.nb * k), dtype=x.dtype)
+            buf[:, :self.n] = np.moveaxis(x, self.axis, -1).reshape(self.rows, self.n)
+            return buf.reshape(self.n_groups, k)
         br, bc = self.spec.block_size
+        nr, nc = self.tile_dims
         *lead, r, c = x.shape
-        nr, nc = -(-r // br), -(-c // bc)
         buf = np.zeros((*lead, nr * br, nc * bc), dtype=x.dtype)
         buf[..., :r, :c] = x
-        t = buf.reshape(-1, nr, br, nc, bc).transpose(0, 1, 3, 2, 4)
-        self.tile_dims = (nr, nc)
-        return t.reshape(-1, br * bc)
+        t = buf.reshape(self.lead, nr, br, nc, bc).transpose(0, 1, 3, 2, 4)
+        return t.reshape(self.n_groups, br * bc)
 
     def join(self, g: np.ndarray) -> np.ndarray:
         """Inverse of split (drops padding)."""
         if self.kind == "tensor":
             return g.reshape(self.shape)
         if self.kind in ("channel", "token"):
-            moved = list(np.moveaxis(np.empty(self.shape, dtype=np.int8), self.axis, -1).shape)
-            return np.moveaxis(g.reshape(moved), -1, self.axis)
+            return np.moveaxis(g.reshape(self.moved_shape), -1, self.axis)
         if self.kind == "block":
-            n = self.moved_shape[-1]
-            rows = g.reshape(-1, self.nb * self.spec.block_size)[:, :n]
+            rows = g.reshape(self.rows, self.nb * self.spec.block_size)[:, :self.n]
             return np.moveaxis(rows.reshape(self.moved_shape), -1, self.axis)
         br, bc = self.spec.block_size
         nr, nc = self.tile_dims
         *lead, r, c = self.shape
-        t = g.reshape(-1, nr, nc, br, bc).transpose(0, 1, 3, 2, 4)
+        t = g.reshape(self.lead, nr, nc, br, bc).transpose(0, 1, 3, 2, 4)
         return t.reshape(*lead, nr * br, nc * bc)[..., :r, :c]
+
+    # -- chunked layout --
+    def new_out(self, dtype) -> np.ndarray:
+        """An output array that :meth:`put` fills (axis moved last for vectors/blocks)."""
+        if self.kind in ("channel", "token", "block"):
+            return np.empty(self.moved_shape, dtype=dtype)
+        return np.empty(self.shape, dtype=dtype)
+
+    def finish(self, out: np.ndarray) -> np.ndarray:
+        """The filled output of :meth:`new_out` in the input's layout."""
+        if self.kind in ("channel", "token", "block"):
+            return np.moveaxis(out, -1, self.axis)
+        return out
+
+    def bands(self, x: np.ndarray, *, whole: bool = False):
+        """Yield ``(group_slice, band, key)``: ``band`` holds whole groups as rows
+        (``whole=True``: one band, the full :meth:`split` layout)."""
+        if whole:
+            yield slice(0, self.n_groups), self.split(x), None
+            return
+        chunk = _blocks.CHUNK
+        if self.kind == "tensor":
+            flat = x.reshape(-1)
+            if flat.size == 0:
+                yield slice(0, 1), flat.reshape(1, 0), slice(0, 0)
+            for c0 in range(0, flat.size, chunk):
+                cs = slice(c0, min(flat.size, c0 + chunk))
+                yield slice(0, 1), flat[cs].reshape(1, -1), cs
+        elif self.kind in ("channel", "token", "block"):
+            m2 = np.moveaxis(x, self.axis, -1).reshape(self.rows, self.n)
+            if self.kind != "block":
+                for rs in _blocks.row_chunks(self.rows, self.n):
+                    yield rs, m2[rs], rs
+                return
+            k, nb = self.spec.block_size, self.nb
+            for rs in _blocks.row_chunks(self.rows, nb * k):
+                sub = m2[rs]
+                if self.n != nb * k:
+                    pad = np.zeros((sub.shape[0], nb * k), dtype=x.dtype)
+                    pad[:, :self.n] = sub
+                    sub = pad
+                yield slice(rs.start * nb, rs.stop * nb), sub.reshape(-1, k), rs
+        else:
+            br, bc = self.spec.block_size
+            nr, nc = self.tile_dims
+            *_, r, c = self.shape
+            x3 = x.reshape(self.lead, r, c)
+            for lead in range(self.lead):
+                for i in range(nr):
+                    rsl = slice(i * br, min(r, (i + 1) * br))
+                    pad = np.zeros((br, nc * bc), dtype=x.dtype)
+                    pad[:rsl.stop - rsl.start, :c] = x3[lead, rsl, :]
+                    band = pad.reshape(br, nc, bc).transpose(1, 0, 2).reshape(nc, br * bc)
+                    g0 = (lead * nr + i) * nc
+                    yield slice(g0, g0 + nc), band, (lead, rsl)
+
+    def put(self, out: np.ndarray, key, vals: np.ndarray) -> None:
+        """Write a band's results (rows = groups) into ``out`` from :meth:`new_out`."""
+        if key is None:  # whole layout
+            j = self.join(vals)
+            out[...] = np.moveaxis(j, self.axis, -1) if self.axis is not None else j
+        elif self.kind == "tensor":
+            out.reshape(-1)[key] = vals.reshape(-1)
+        elif self.kind in ("channel", "token"):
+            out.reshape(self.rows, self.n)[key] = vals
+        elif self.kind == "block":
+            rows = key.stop - key.start
+            out.reshape(self.rows, self.n)[key] = vals.reshape(rows, -1)[:, :self.n]
+        else:
+            br, bc = self.spec.block_size
+            nr, nc = self.tile_dims
+            *_, r, c = self.shape
+            lead, rsl = key
+            t = vals.reshape(nc, br, bc).transpose(1, 0, 2).reshape(br, nc * bc)
+            out.reshape(self.lead, r, c)[lead, rsl, :] = t[:rsl.stop - rsl.start, :c]
 
     def scale_shape(self) -> tuple:
         """Shape of the per-group scales as stored in a QuantizedTensor."""
@@ -393,22 +551,51 @@ def _finite_abs(g: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(a), a, 0.0)
 
 
+def _band_absmax(band: np.ndarray) -> np.ndarray:
+    """Largest finite |value| of each row (0 for none), float64."""
+    if band.shape[1] == 0:
+        return np.zeros(band.shape[0])
+    a = np.abs(band)
+    a[~(a < np.inf)] = 0  # NaN and Inf never set a scale
+    return a.max(axis=1).astype(np.float64)
+
+
+def _band_minmax(band: np.ndarray):
+    """(min, max) of each row's finite values, widened to include 0, float64."""
+    if band.shape[1] == 0:
+        z = np.zeros(band.shape[0])
+        return z, z.copy()
+    fin = np.isfinite(band)
+    lo = np.where(fin, band, 0).min(axis=1).astype(np.float64)
+    hi = np.where(fin, band, 0).max(axis=1).astype(np.float64)
+    return np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+
+
+def _finite_rows(g: np.ndarray):
+    """Each row's finite values as float64 (an iterator)."""
+    for row in g:
+        yield row[np.isfinite(row)].astype(np.float64)
+
+
 def _fake_rows(g: np.ndarray, clip: np.ndarray, spec: QuantSpec) -> np.ndarray:
     """Fake-quantize rows of g with per-row clip values (scale = clip / max)."""
     scale = _scale_from_clip(clip, spec)
-    y = (g / scale).astype(np.float32)
+    with np.errstate(over="ignore"):
+        y = (g / scale).astype(np.float32)
     q = quantize(y, spec.format, rounding="nearest_even", saturate=True)
     return q.astype(np.float64) * scale
 
 
 def _mse_clip(g: np.ndarray, spec: QuantSpec, n: int = 100) -> np.ndarray:
-    amax = _finite_abs(g).max(axis=1, keepdims=True)
-    gf = np.where(np.isfinite(g), g, 0.0).astype(np.float64)
+    amax = np.minimum(_finite_abs(g).max(axis=1, keepdims=True), _F32_MAX) if g.shape[1] \
+        else np.zeros((g.shape[0], 1))
+    gf = np.clip(np.where(np.isfinite(g), g, 0.0).astype(np.float64), -_F32_MAX, _F32_MAX)
     best = amax.copy()
     best_err = np.full(amax.shape, np.inf)
     for frac in np.linspace(1.0 / n, 1.0, n):
         c = amax * frac
-        err = ((_fake_rows(gf, c, spec) - gf) ** 2).sum(axis=1, keepdims=True)
+        with np.errstate(over="ignore"):
+            err = ((_fake_rows(gf, c, spec) - gf) ** 2).sum(axis=1, keepdims=True)
         better = err < best_err
         best = np.where(better, c, best)
         best_err = np.where(better, err, best_err)
@@ -423,11 +610,11 @@ def _kl_clip(g: np.ndarray, spec: QuantSpec, bins: int = 2048, n: int = 100) -> 
     bin; the bins are grouped by the quantization level their centre rounds to
     (for int8 these are TensorRT's 128 merged chunks), and Q spreads each
     group's mass, without the outliers, evenly over the group's non-empty bins.  The clip minimising
-    KL(P || Q) wins.
+    KL(P || Q) wins.  Only the finite values count.
     """
     out = np.empty((g.shape[0], 1))
-    for row in range(g.shape[0]):
-        a = _finite_abs(g[row:row + 1])[0]
+    for row, v in enumerate(_finite_rows(g)):
+        a = np.minimum(np.abs(v), _F32_MAX)
         amax = a.max() if a.size else 0.0
         if amax == 0:
             out[row] = 0.0
@@ -448,7 +635,7 @@ def _kl_clip(g: np.ndarray, spec: QuantSpec, bins: int = 2048, n: int = 100) -> 
             count = np.bincount(grp, weights=nz.astype(np.float64))
             q = np.where(nz, mass[grp] / np.maximum(count[grp], 1), 0.0)
             ps, qs = p / p.sum(), q / q.sum()
-            with np.errstate(divide="ignore"):  # q = 0 where p > 0: KL is infinite
+            with np.errstate(divide="ignore", invalid="ignore"):  # q = 0 where p > 0: KL is inf
                 kl = float(np.sum(ps[nz] * np.log(ps[nz] / qs[nz])))
             if kl < best_kl:
                 best, best_kl = c, kl
@@ -456,8 +643,16 @@ def _kl_clip(g: np.ndarray, spec: QuantSpec, bins: int = 2048, n: int = 100) -> 
     return out
 
 
+def _percentile_rows(g: np.ndarray, q: float) -> np.ndarray:
+    return np.array([[np.percentile(v, q) if v.size else 0.0] for v in g], dtype=np.float64) \
+        .reshape(-1, 1)
+
+
 def clip_value(g: np.ndarray, spec: QuantSpec) -> np.ndarray:
     """Clip value of each row of ``g`` (groups, n) under ``spec.calibration``.
+
+    Only the finite values count (NaN and Inf never set a clip value); a row with
+    none gets 0.
 
     Examples
     --------
@@ -466,34 +661,142 @@ def clip_value(g: np.ndarray, spec: QuantSpec) -> np.ndarray:
     >>> clip_value(g, recipe("int8")).tolist()  # calibration "max": the row's absmax
     [[3.0], [0.5]]
     """
+    g = np.asarray(g)
     cal = spec.calibration
     if cal == "max":
-        return _finite_abs(g).max(axis=1, keepdims=True) if g.shape[1] else np.zeros((g.shape[0], 1))
+        out = np.zeros((g.shape[0], 1))
+        for rs in _blocks.row_chunks(g.shape[0], g.shape[1]):
+            out[rs, 0] = _band_absmax(g[rs])
+        return out
     if cal == "percentile":
-        return np.percentile(_finite_abs(g), spec.percentile, axis=1, keepdims=True)
+        return _percentile_rows([np.abs(v) for v in _finite_rows(g)], spec.percentile)
+    if g.shape[0] == 0:
+        return np.zeros((0, 1))
     if cal == "mse":
         return _mse_clip(g, spec)
     return _kl_clip(g, spec)
 
 
 def _scale_from_clip(clip: np.ndarray, spec: QuantSpec) -> np.ndarray:
-    """Dequantization scale per group (float32 values, > 0, finite)."""
+    """Dequantization scale per group (float32 values, > 0, finite, and
+    ``scale * max_elem`` within float32's range)."""
     fmax = spec.format.max
-    clip = np.asarray(clip, dtype=np.float64)
+    clip = np.minimum(np.asarray(clip, dtype=np.float64), _F32_MAX)
     safe = np.where((clip > 0) & np.isfinite(clip), clip, fmax)
     if spec.scale_rule != "amax":
         es = _blocks.scale_exponent(safe.astype(np.float32), spec.format,
                                     scale_rule=spec.scale_rule).reshape(clip.shape)
         scale = np.ldexp(1.0, es)
     else:
-        scale = safe / fmax
+        scale = (safe / fmax).astype(np.float32).astype(np.float64)
         if spec.scale_format is not None:
             # round the scale up so clip / scale stays within range
-            sq = quantize(scale.astype(np.float32), spec.scale_format, rounding="toward_positive",
-                          saturate=True).astype(np.float64)
+            sq = quantize(scale.astype(np.float32), spec.scale_format,
+                          rounding="toward_positive", saturate=True).astype(np.float64)
             scale = np.where(sq > 0, sq, spec.scale_format.smallest_subnormal)
-    scale = np.where(clip > 0, scale, 1.0)
-    return scale.astype(np.float32).astype(np.float64)
+    scale = np.where(clip > 0, scale, 1.0).astype(np.float32).astype(np.float64)
+    scale = np.maximum(scale, _F32_TINY)  # a tiny amax: the smallest float32, never 0
+    over = scale * fmax > _F32_MAX  # the top element must dequantize to a finite float32
+    if over.any():
+        down = (scale * (1.0 - 2.0**-23)).astype(np.float32).astype(np.float64)
+        if spec.scale_format is not None:
+            down = quantize(down.astype(np.float32), spec.scale_format, rounding="toward_zero",
+                            saturate=True).astype(np.float64)
+        scale = np.where(over, down, scale)
+    return scale
+
+
+def _asym_range(x: np.ndarray, groups: _Groups, spec: QuantSpec):
+    """(lo, hi) per group, (groups, 1) float64, lo <= 0 <= hi, within float32's range."""
+    if spec.amax is not None:
+        hi = _static_clip(spec, groups.n_groups)
+        lo = -hi if spec.amin is None else _static_clip(spec, groups.n_groups, "amin")
+    elif spec.calibration == "percentile":
+        g = groups.split(x)
+        rows = list(_finite_rows(g))
+        lo = np.minimum(_percentile_rows(rows, 100.0 - spec.percentile), 0.0)
+        hi = np.maximum(_percentile_rows(rows, spec.percentile), 0.0)
+    else:
+        lo = np.zeros((groups.n_groups, 1))
+        hi = np.zeros((groups.n_groups, 1))
+        for gs, band, _ in groups.bands(x):
+            bl, bh = _band_minmax(band)
+            lo[gs, 0] = np.minimum(lo[gs, 0], bl)
+            hi[gs, 0] = np.maximum(hi[gs, 0], bh)
+    return np.maximum(lo, -_F32_MAX), np.minimum(hi, _F32_MAX)
+
+
+def _affine(lo: np.ndarray, hi: np.ndarray, fmt):
+    """(scale, zero point) of an affine integer quantizer for the range [lo, hi]."""
+    qmin, qmax = fmt.min_int, fmt.max_int
+    scale = np.where(hi > lo, (hi - lo) / (qmax - qmin), 1.0).astype(np.float32)
+    scale = np.maximum(scale.astype(np.float64), _F32_TINY)
+    zp = np.clip(np.rint(qmin - lo / scale), qmin, qmax)
+    return scale, zp
+
+
+def _group_scales(x: np.ndarray, groups: _Groups, spec: QuantSpec):
+    """(scale, zero point or None) per group, each (groups, 1) float64."""
+    if not spec.symmetric:
+        return _affine(*_asym_range(x, groups, spec), spec.format)
+    clip = _static_clip(spec, groups.n_groups) if spec.amax is not None else \
+        _group_clip(x, groups, spec)
+    return _scale_from_clip(clip, spec), None
+
+
+def _encode_band(band, spec: QuantSpec, scale, zp, rng, *, values: bool):
+    """Codes (or dequantized values) of a band of groups with per-row scales."""
+    fmt = spec.format
+    with np.errstate(over="ignore", invalid="ignore"):
+        if zp is None:
+            s32 = scale.astype(np.float32)
+            y = (_blocks.to_float32(band) / s32).astype(np.float32)
+            if values:
+                q = quantize(y, fmt, rounding=spec.rounding, saturate=spec.saturate, rng=rng)
+                v = q * s32
+            else:
+                return encode(y, fmt, rounding=spec.rounding, saturate=spec.saturate, rng=rng)
+        else:
+            y = (band / scale + zp).astype(np.float32)
+            codes = encode(y, fmt, rounding=spec.rounding, saturate=True, rng=rng)
+            if not values:
+                return codes
+            v = _clip_to(((decode(codes, fmt, dtype=np.float64) - zp) * scale), band.dtype)
+    v[np.isnan(band)] = np.nan  # NaN stays NaN, whatever the element format
+    return v
+
+
+def _run_groups(x: np.ndarray, spec: QuantSpec, rng, *, values: bool):
+    """Chunked quantization of the non-MX, non-NVFP4 specs: (result, scale, zp, groups),
+    where result is the dequantized values (``values=True``) or the codes."""
+    groups = _Groups(x.shape, spec)
+    scale, zp = _group_scales(x, groups, spec)
+    whole = spec.rounding == "stochastic"  # the random bits follow the element index
+    dtype = x.dtype if values else spec.format.code_dtype
+    out = groups.new_out(dtype)
+    for gs, band, key in groups.bands(x, whole=whole):
+        r = _encode_band(band, spec, scale[gs], None if zp is None else zp[gs], rng,
+                         values=values)
+        groups.put(out, key, r)
+    return groups.finish(out), scale, zp, groups
+
+
+def _clip_to(v: np.ndarray, dtype) -> np.ndarray:
+    """v (float64) clipped to dtype's finite range (an affine range's far end can
+    exceed it by a rounding): dequantized values are never Inf."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize < 8:
+        m = float(np.finfo(dtype).max)
+        np.clip(v, -m, m, out=v)
+    return v
+
+
+def _nan_mask(x: np.ndarray, fmt):
+    """Where x is NaN, for element formats that cannot hold NaN (else None)."""
+    if isinstance(fmt, FloatFormat) and fmt.has_nan:
+        return None
+    m = np.isnan(x)
+    return m if m.any() else None
 
 
 # ---- the quantized tensor ------------------------------------------------------
@@ -515,6 +818,10 @@ class QuantizedTensor:
         FP32 per-tensor scale of two-level recipes (NVFP4), else 1.
     scale_codes : ndarray or None
         The scales' own codes when they are stored in a small format.
+    nan_mask : ndarray of bool or None
+        Where the input was NaN, for element formats that cannot hold NaN
+        (integers, FP6, FP4); :meth:`dequantize` gives NaN there.  Not counted in
+        :attr:`nbytes` (it stands for the NaN a real kernel would propagate).
 
     Examples
     --------
@@ -533,23 +840,30 @@ class QuantizedTensor:
     shape: tuple
     tensor_scale: float = 1.0
     scale_codes: np.ndarray | None = None
+    nan_mask: np.ndarray | None = None
 
     def dequantize(self, dtype=np.float32) -> np.ndarray:
-        """The values the codes stand for, in ``dtype``."""
+        """The values the codes stand for, in ``dtype`` (computed in chunks)."""
         spec = self.spec
-        elems = decode(self.codes, spec.format, dtype=np.float64)
         groups = _Groups(self.shape, spec)
-        if groups.kind in ("block", "tile"):
-            groups.split(np.zeros(self.shape, dtype=np.float32))  # sets padding info
-        e = groups.split(elems)
         s = groups.scales_in(self.scales).astype(np.float32)
         if self.tensor_scale != 1.0:  # two-level: the scales multiply in float32 first
             s = s * np.float32(self.tensor_scale)
         s = s.astype(np.float64)
-        if self.zero_points is not None:
-            z = groups.scales_in(self.zero_points).astype(np.float64)
-            e = e - z
-        return groups.join(e * s).astype(dtype)
+        z = None if self.zero_points is None else \
+            groups.scales_in(self.zero_points).astype(np.float64)
+        out = groups.new_out(dtype)
+        with np.errstate(over="ignore"):
+            for gs, band, key in groups.bands(np.asarray(self.codes)):
+                e = decode(band, spec.format, dtype=np.float64)
+                if z is not None:
+                    e -= z[gs]
+                e *= s[gs]
+                groups.put(out, key, _clip_to(e, out.dtype))
+        out = groups.finish(out)
+        if self.nan_mask is not None:
+            out[self.nan_mask] = np.nan
+        return out
 
     @property
     def size(self) -> int:
@@ -579,45 +893,28 @@ class QuantizedTensor:
 
 
 # ---- entry points ----------------------------------------------------------
-def _static_clip(spec: QuantSpec, n_groups: int):
-    a = np.asarray(spec.amax, dtype=np.float64).reshape(-1, 1)
+def _static_clip(spec: QuantSpec, n_groups: int, name: str = "amax"):
+    vals = getattr(spec, name)
+    a = np.abs(np.asarray(vals, dtype=np.float64).reshape(-1, 1))
     if a.shape[0] == 1:
         a = np.repeat(a, n_groups, axis=0)
     if a.shape[0] != n_groups:
-        raise ValueError(f"spec.amax has {a.shape[0]} values but x has {n_groups} scale groups")
-    if not np.isfinite(a).all() or (a < 0).any():
-        raise ValueError("spec.amax must be finite and >= 0")
-    return a
+        raise ValueError(f"spec.{name} has {a.shape[0]} values but x has {n_groups} scale groups")
+    return a if name == "amax" else -a
 
 
 def _quantize_groups(x: np.ndarray, spec: QuantSpec, rng):
     """(codes, scales, zero_points, groups) for non-MX, non-NVFP4 specs."""
-    groups = _Groups(x.shape, spec)
-    g = groups.split(x)
-    fmt = spec.format
-    if spec.amax is not None:
-        clip = _static_clip(spec, g.shape[0])
-    elif not spec.symmetric:
-        clip = None
-    else:
-        clip = clip_value(g, spec)
-    zp = None
-    if spec.symmetric:
-        scale = _scale_from_clip(clip, spec)
-        with np.errstate(over="ignore", invalid="ignore"):
-            y = (g.astype(np.float32) / scale.astype(np.float32)).astype(np.float32)
-        codes = encode(y, fmt, rounding=spec.rounding, saturate=spec.saturate, rng=rng)
-    else:
-        gf = np.where(np.isfinite(g), g, 0.0).astype(np.float64)
-        lo = np.minimum(gf.min(axis=1, keepdims=True), 0.0) if gf.shape[1] else np.zeros((g.shape[0], 1))
-        hi = np.maximum(gf.max(axis=1, keepdims=True), 0.0) if gf.shape[1] else np.zeros((g.shape[0], 1))
-        qmin, qmax = fmt.min_int, fmt.max_int
-        scale = np.where(hi > lo, (hi - lo) / (qmax - qmin), 1.0).astype(np.float32).astype(np.float64)
-        zp = np.clip(np.rint(qmin - lo / scale), qmin, qmax)
-        with np.errstate(over="ignore", invalid="ignore"):
-            y = (g / scale + zp).astype(np.float32)
-        codes = encode(y, fmt, rounding=spec.rounding, saturate=True, rng=rng)
+    codes, scale, zp, groups = _run_groups(x, spec, rng, values=False)
     return codes, scale, zp, groups
+
+
+def _prepare(x, spec, overrides):
+    spec = resolve_spec(spec, **overrides)
+    x = _as_float(x)
+    if not (spec.is_mx or spec.tensor_scale):
+        _Groups(x.shape, spec)  # validates axis and dimensions
+    return spec, x
 
 
 def quantize_tensor(x, spec, *, rng=None, **overrides) -> QuantizedTensor:
@@ -626,6 +923,8 @@ def quantize_tensor(x, spec, *, rng=None, **overrides) -> QuantizedTensor:
     Parameters
     ----------
     x : array_like of float
+        Not a masked array (TypeError): pass ``x.filled(np.nan)`` to quantize
+        masked values as NaN.
     spec : QuantSpec or str
         A QuantSpec or a recipe name (``"mxfp8_e4m3"``, ``"nvfp4"``, ``"int8"``,
         ``"e4m3fn"``...).
@@ -642,7 +941,7 @@ def quantize_tensor(x, spec, *, rng=None, **overrides) -> QuantizedTensor:
     Raises
     ------
     ValueError, TypeError
-        Unknown recipe or option, bad axis, non-float input.
+        Unknown recipe or option, axis out of range, non-float or masked input.
 
     Examples
     --------
@@ -651,8 +950,8 @@ def quantize_tensor(x, spec, *, rng=None, **overrides) -> QuantizedTensor:
     >>> qt.codes.tolist(), float(qt.scales)
     ([16, -32, 64, 127], 0.031496062874794006)
     """
-    spec = resolve_spec(spec, **overrides)
-    x = _as_float(x)
+    spec, x = _prepare(x, spec, overrides)
+    mask = _nan_mask(x, spec.format)
     if spec.is_mx:
         if spec.amax is not None:
             raise ValueError("static amax is not supported for MX block scales (they are per block)")
@@ -662,25 +961,31 @@ def quantize_tensor(x, spec, *, rng=None, **overrides) -> QuantizedTensor:
         with np.errstate(invalid="ignore"):
             scales = decode(scale_codes, "float8_e8m0fnu")
         return QuantizedTensor(codes=codes, scales=scales, zero_points=None, spec=spec,
-                               shape=x.shape, scale_codes=scale_codes)
+                               shape=x.shape, scale_codes=scale_codes, nan_mask=mask)
     if spec.tensor_scale:
+        _check_two_level(spec)
         amax = None if spec.amax is None else float(np.max(spec.amax))
         _, codes, block_codes, s_t = _blocks.nvfp4_encode(
             x, axis=spec.axis, block_size=spec.block_size, rounding=spec.rounding, rng=rng,
-            tensor_amax=amax) if spec.format.name == "float4_e2m1fn" and \
-            spec.scale_format is not None and spec.scale_format.name == "float8_e4m3fn" \
-            else _unsupported_two_level(spec)
+            tensor_amax=amax)
         scales = decode(block_codes, spec.scale_format)
         return QuantizedTensor(codes=codes, scales=scales, zero_points=None, spec=spec,
-                               shape=x.shape, tensor_scale=float(s_t), scale_codes=block_codes)
+                               shape=x.shape, tensor_scale=float(s_t), scale_codes=block_codes,
+                               nan_mask=mask)
     codes, scale, zp, groups = _quantize_groups(x, spec, rng)
     scales = groups.scales_out(scale.astype(np.float32))
     zps = None if zp is None else groups.scales_out(zp.astype(np.int32))
     scale_codes = None
     if spec.scale_format is not None:
         scale_codes = encode(scales.astype(np.float32), spec.scale_format, saturate=True)
-    return QuantizedTensor(codes=groups.join(codes), scales=scales, zero_points=zps, spec=spec,
-                           shape=x.shape, scale_codes=scale_codes)
+    return QuantizedTensor(codes=codes, scales=scales, zero_points=zps, spec=spec,
+                           shape=x.shape, scale_codes=scale_codes, nan_mask=mask)
+
+
+def _check_two_level(spec):
+    if not (spec.format.name == "float4_e2m1fn" and spec.scale_format is not None
+            and spec.scale_format.name == "float8_e4m3fn"):
+        _unsupported_two_level(spec)
 
 
 def _unsupported_two_level(spec):
@@ -693,6 +998,9 @@ def fake_quantize(x, spec, *, rng=None, **overrides) -> np.ndarray:
     """x quantized with scales and dequantized again, in x's float dtype.
 
     Same arguments as :func:`quantize_tensor`; MX specs run one fused kernel.
+    NaN stays NaN, +-Inf saturates to its group's largest magnitude, and the
+    scales come from the finite values (see the numerics page).  Memory stays
+    near the output's size: the work is done in chunks.
 
     Examples
     --------
@@ -701,8 +1009,7 @@ def fake_quantize(x, spec, *, rng=None, **overrides) -> np.ndarray:
     ...                     block_size=4).tolist()
     [1.0, 2.0, 288.0, 896.0]
     """
-    spec = resolve_spec(spec, **overrides)
-    x = _as_float(x)
+    spec, x = _prepare(x, spec, overrides)
     dtype = x.dtype
     if spec.is_mx and spec.amax is None:
         v, _ = _blocks.mx_fake_quantize(x, spec.format, axis=spec.axis,
@@ -711,20 +1018,19 @@ def fake_quantize(x, spec, *, rng=None, **overrides) -> np.ndarray:
                                         rng=rng)
         return v.astype(dtype, copy=False)
     if spec.tensor_scale:
-        return quantize_tensor(x, spec, rng=rng).dequantize(dtype)
+        _check_two_level(spec)
+        amax = None if spec.amax is None else float(np.max(spec.amax))
+        v, _, _, _ = _blocks.nvfp4_encode(
+            x, axis=spec.axis, block_size=spec.block_size, rounding=spec.rounding, rng=rng,
+            tensor_amax=amax, want_codes=False)
+        return v.astype(dtype, copy=False)
+    if spec.is_mx:
+        raise ValueError("static amax is not supported for MX block scales (they are per block)")
     fast = _fast_fake_quantize(x, spec, rng)
     if fast is not None:
         return fast
-    if spec.symmetric:
-        groups = _Groups(x.shape, spec)
-        g = groups.split(x)
-        clip = _static_clip(spec, g.shape[0]) if spec.amax is not None else clip_value(g, spec)
-        scale = _scale_from_clip(clip, spec).astype(np.float32)
-        with np.errstate(over="ignore", invalid="ignore"):
-            y = (g.astype(np.float32) / scale).astype(np.float32)
-        q = quantize(y, spec.format, rounding=spec.rounding, saturate=spec.saturate, rng=rng)
-        return groups.join(q * scale).astype(dtype, copy=False)
-    return quantize_tensor(x, spec, rng=rng).dequantize(dtype)
+    v, _, _, _ = _run_groups(x, spec, rng, values=True)
+    return v
 
 
 def _fast_fake_quantize(x: np.ndarray, spec: QuantSpec, rng):
@@ -742,7 +1048,7 @@ def _fast_fake_quantize(x: np.ndarray, spec: QuantSpec, rng):
     g = spec.granularity
     if g == "tensor":
         per_row = False
-    elif g in ("channel", "token") and spec.axis % x.ndim == x.ndim - 1:
+    elif g in ("channel", "token") and _blocks.check_axis(spec.axis, x.ndim) == x.ndim - 1:
         per_row = True
     else:
         return None
@@ -756,6 +1062,11 @@ def _fast_fake_quantize(x: np.ndarray, spec: QuantSpec, rng):
         klut.fake_quant_rows_parallel(x2, out, table, fmax)
     else:
         klut.fake_quant_rows(x2, out, table, fmax, per_row)
+    if not (isinstance(spec.format, FloatFormat) and spec.format.has_nan):
+        for rs in _blocks.row_chunks(x2.shape[0], x2.shape[1]):
+            nan = np.isnan(x2[rs])
+            if nan.any():
+                out[rs][nan] = np.nan  # NaN stays NaN
     return out.reshape(x.shape)
 
 
@@ -765,11 +1076,16 @@ def calibrate(data, spec, **overrides) -> QuantSpec:
     ``data`` is one array or a list of arrays with the same scale groups (the
     clip value of each group is the largest over the arrays); the result
     carries ``amax`` (one value per group) and uses it on every later call.
+    For an affine spec (``symmetric=False``) it carries the range: ``amin``
+    and ``amax`` per group (the smallest low end and largest high end over the
+    arrays).  NaN and Inf are ignored.
 
     Raises
     ------
     ValueError
-        If data has no finite values.
+        If data has no finite values, or an axis is out of range.
+    TypeError
+        Non-float or masked data.
 
     Examples
     --------
@@ -777,22 +1093,42 @@ def calibrate(data, spec, **overrides) -> QuantSpec:
     >>> s = fpsim.calibrate(np.array([1.0, -3.0, 2.0]), "int8")
     >>> s.amax
     (3.0,)
+    >>> s = fpsim.calibrate(np.array([1.0, -3.0, 2.0]), "int8_asym")
+    >>> s.amin, s.amax
+    ((-3.0,), (2.0,))
     """
     spec = resolve_spec(spec, **overrides)
     if spec.is_mx or spec.tensor_scale:
         raise ValueError("block-scaled recipes compute their scales per block; nothing to calibrate")
+    spec = dataclasses.replace(spec, amax=None, amin=None)
     arrays = list(data) if isinstance(data, (list, tuple)) and data and isinstance(
         data[0], np.ndarray) else [data]
-    clips = []
+    lows, highs = [], []
     for arr in arrays:
         arr = _as_float(arr)
+        groups = _Groups(arr.shape, spec)
         if not np.isfinite(arr).any():
             raise ValueError("calibration data has no finite values")
-        clips.append(clip_value(_Groups(arr.shape, spec).split(arr), spec).ravel())
-    if len({c.size for c in clips}) != 1:
+        if spec.symmetric:
+            highs.append(_group_clip(arr, groups, spec).ravel())
+        else:
+            lo, hi = _asym_range(arr, groups, spec)
+            lows.append(lo.ravel())
+            highs.append(hi.ravel())
+    if len({c.size for c in highs}) != 1:
         raise ValueError("calibration arrays must give the same number of scale groups")
-    amax = tuple(float(v) for v in np.max(np.stack(clips), axis=0))
-    return dataclasses.replace(spec, amax=amax)
+    amax = tuple(float(v) for v in np.max(np.stack(highs), axis=0))
+    amin = None if spec.symmetric else tuple(float(v) for v in np.min(np.stack(lows), axis=0))
+    return dataclasses.replace(spec, amax=amax, amin=amin)
+
+
+def _group_clip(x, groups, spec):
+    if spec.calibration == "max":
+        clip = np.zeros((groups.n_groups, 1))
+        for gs, band, _ in groups.bands(x):
+            clip[gs, 0] = np.maximum(clip[gs, 0], _band_absmax(band))
+        return clip
+    return clip_value(groups.split(x), spec)
 
 
 class DelayedScaling:
@@ -809,7 +1145,16 @@ class DelayedScaling:
         Length of the amax history.
     algo : {"max", "most_recent"}
     margin : int
-        The scale leaves ``2**margin`` headroom: ``scale = amax * 2**margin / max``.
+        The scale leaves ``2**margin`` headroom: ``scale = amax * 2**margin / max``
+        (an int in [-127, 127]; the scale is kept within float32's range).
+
+    Raises
+    ------
+    TypeError
+        A non-integer history_len or margin.
+    ValueError
+        history_len < 1, margin outside [-127, 127], unknown algo, a spec that is
+        not per tensor.
 
     Examples
     --------
@@ -825,11 +1170,12 @@ class DelayedScaling:
         self.spec = resolve_spec(spec)
         if self.spec.granularity != "tensor":
             raise ValueError("DelayedScaling needs a per-tensor spec")
-        if not isinstance(history_len, int) or history_len < 1:
-            raise ValueError(f"history_len must be a positive int, got {history_len!r}")
+        history_len = _blocks.check_int(history_len, "history_len", minimum=1)
         _choice("algo", algo, ("max", "most_recent"))
-        if not isinstance(margin, int):
-            raise TypeError(f"margin must be an int, got {margin!r}")
+        margin = _blocks.check_int(margin, "margin")
+        if not -127 <= margin <= 127:
+            raise ValueError(f"margin must be an int in [-127, 127] (a power-of-two headroom "
+                             f"2**margin within float32's range), got {margin!r}")
         self.history_len, self.algo, self.margin = history_len, algo, margin
         self.amax_history: list[float] = []
         self.scale = np.float32(1.0)
@@ -837,15 +1183,20 @@ class DelayedScaling:
 
     def __call__(self, x) -> np.ndarray:
         x = _as_float(x)
-        finite = np.abs(x[np.isfinite(x)])
-        amax = float(finite.max()) if finite.size else 0.0
-        y = (x.astype(np.float32) / self.scale).astype(np.float32)
-        self.overflows += int(np.count_nonzero(np.abs(y) > self.spec.format.max))
-        q = quantize(y, self.spec.format, rounding=self.spec.rounding,
-                     saturate=self.spec.saturate)
-        out = (q * self.scale).astype(x.dtype, copy=False)
+        fmt = self.spec.format
+        a = np.abs(x)
+        a = a[a < np.inf]  # NaN and Inf never set a scale
+        amax = min(float(a.max()), _F32_MAX) if a.size else 0.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = (_blocks.to_float32(x) / self.scale).astype(np.float32)
+            self.overflows += int(np.count_nonzero(np.abs(y) > fmt.max))
+            q = quantize(y, fmt, rounding=self.spec.rounding, saturate=self.spec.saturate)
+            out = (q * self.scale).astype(x.dtype, copy=False)
+        if not (isinstance(fmt, FloatFormat) and fmt.has_nan):
+            out[np.isnan(x)] = np.nan  # NaN stays NaN
         self.amax_history = (self.amax_history + [amax])[-self.history_len:]
         ref = max(self.amax_history) if self.algo == "max" else self.amax_history[-1]
         if ref > 0:
-            self.scale = np.float32(ref * 2.0**self.margin / self.spec.format.max)
+            s = ref * 2.0**self.margin / fmt.max
+            self.scale = np.float32(min(max(s, _F32_TINY), _F32_MAX / fmt.max))
         return out

@@ -147,9 +147,13 @@ def test_special_blocks():
     x[1, 7] = np.inf
     x[2] = 0.0
     codes, sc = blocks.mx_encode(x, "e4m3fn")
-    assert sc.ravel().tolist() == [255, 255, 127]
+    # NaN and Inf never set a scale: amax 1 -> 2**(0 - 8) (floor rule), no NaN scale
+    assert sc.ravel().tolist() == [127 - 8, 127 - 8, 127]
     v, _ = blocks.mx_fake_quantize(x, "e4m3fn")
-    assert np.isnan(v[:2]).all() and (v[2] == 0).all()
+    assert np.isnan(v[0, 3]) and np.isnan(v).sum() == 1  # NaN stays NaN, element-wise
+    assert v[1, 7] == 448 * 2.0**-8  # Inf saturates to max_elem * X
+    assert (np.delete(v[:2].ravel(), [3, 32 + 7]) == 1).all() and (v[2] == 0).all()
+    assert fpsim.decode(codes[0, 3:4], "e4m3fn").tolist() != [1.0]
 
 
 def test_stochastic_blocks_reproducible():
@@ -178,8 +182,11 @@ def test_nvfp4_zero_and_nan():
     x[2] = np.nan
     x[20] = np.inf
     v, _, b, s_t = blocks.nvfp4_encode(x)
-    assert np.isnan(v[:32]).all() and (v[32:] == 1).all()  # NaN/Inf blocks: NaN scale
-    assert b.tolist() == [0x7F, 0x7F, 0x7E] and s_t == np.float32(1 / 2688)
+    # NaN and Inf never set a scale; NaN stays NaN, Inf saturates to 6 * s_b * s_t
+    assert np.isnan(v[2]) and np.isnan(v).sum() == 1
+    assert v[20] == np.float32(6 * np.float32(448 * s_t))
+    assert (np.delete(v, [2, 20]) == 1).all()
+    assert b.tolist() == [0x7E, 0x7E, 0x7E] and s_t == np.float32(1 / 2688)
 
 
 @pytest.mark.parametrize(
@@ -188,7 +195,7 @@ def test_nvfp4_zero_and_nan():
         (lambda: blocks.mx_encode(np.ones(4), "e4m3fn", scale_rule="round"), ValueError),
         (lambda: blocks.mx_encode(np.ones(4), "e4m3fn", axis=1), ValueError),
         (lambda: blocks.mx_encode(np.ones(4), "e4m3fn", block_size=0), ValueError),
-        (lambda: blocks.mx_encode(np.ones(4), "e4m3fn", block_size=2.5), ValueError),
+        (lambda: blocks.mx_encode(np.ones(4), "e4m3fn", block_size=2.5), TypeError),
         (lambda: blocks.mx_encode(np.arange(4), "e4m3fn"), TypeError),
         (lambda: blocks.mx_encode(np.float32(1), "e4m3fn"), ValueError),
         (lambda: blocks.mx_encode(np.ones(4), "e4m3fnx"), ValueError),

@@ -226,3 +226,156 @@ def test_fused_fake_quantize_equals_general_path(recipe_name, monkeypatch):
     slow_big = fpsim.fake_quantize(big, recipe_name)
     monkeypatch.undo()
     np.testing.assert_array_equal(fpsim.fake_quantize(big, recipe_name), slow_big)
+
+
+# ---- NaN / Inf, static ranges, extreme and empty inputs, memory -------------------------
+NAN_RECIPES = sorted(scaling.RECIPES) + ["e4m3fn", "float8_e5m2", "float4_e2m1fn", "bfloat16"]
+
+
+def _cals(name):
+    """The calibrations a recipe accepts (asymmetric ones take max and percentile)."""
+    return [c for c in scaling.CALIBRATIONS
+            if fpsim.recipe(name).symmetric or c in ("max", "percentile")]
+
+
+NAN_CASES = [(n, c) for n in NAN_RECIPES for c in _cals(n)]
+
+
+def _specials(shape=(4, 256), seed=11):
+    x = data(shape, seed=seed, dist="t")
+    x[0, 3] = np.nan
+    x[3, 200] = -np.nan
+    x[1, 5] = np.inf
+    x[2, 7] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("name, cal", NAN_CASES)
+def test_nan_stays_nan_and_inf_saturates(name, cal):
+    """NaN stays NaN element-wise; +-Inf becomes the group's largest / smallest value."""
+    x = _specials()
+    y = fpsim.fake_quantize(x, name, calibration=cal)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(x))
+    assert np.isfinite(y[~np.isnan(x)]).all()
+    # every scale group holds the aligned 16-block around an element
+    assert y[1, 5] > 0 and y[1, 5] >= y[1, 0:16].max()
+    assert y[2, 7] < 0 and y[2, 7] <= y[2, 0:16].min()
+    qt = fpsim.quantize_tensor(x, name, calibration=cal)
+    np.testing.assert_array_equal(qt.dequantize(), y)
+    assert np.isfinite(np.asarray(qt.scales, np.float64)).all()
+
+
+@pytest.mark.parametrize("name, cal", NAN_CASES)
+def test_non_finite_values_never_set_a_scale(name, cal):
+    """With max calibration (and MSE, whose error ignores zeros) non-finite values act
+    as zeros for the scale; percentile and KL use the finite values only."""
+    x = _specials()
+    bad = ~np.isfinite(x)
+    y = fpsim.fake_quantize(x, name, calibration=cal)
+    if cal in ("max", "mse"):
+        want = fpsim.fake_quantize(np.where(bad, 0, x), name, calibration=cal)
+        np.testing.assert_array_equal(y[~bad], want[~bad])
+    spec = fpsim.recipe(name, calibration=cal)
+    if spec.granularity == "tensor":  # drop the non-finite values: same result
+        flat = x.ravel()
+        ok = np.isfinite(flat)
+        np.testing.assert_array_equal(fpsim.fake_quantize(flat, name, calibration=cal)[ok],
+                                      fpsim.fake_quantize(flat[ok], name, calibration=cal))
+        if not (spec.is_mx or spec.tensor_scale):
+            assert (fpsim.calibrate(flat, name, calibration=cal)
+                    == fpsim.calibrate(flat[ok], name, calibration=cal))
+
+
+def test_percentile_clip_is_over_finite_values():
+    x = _specials((4, 1000))
+    spec = fpsim.recipe("int8", calibration="percentile", percentile=90.0)
+    clip = scaling.clip_value(x, spec)
+    for row, c in zip(x, clip[:, 0]):
+        assert c == np.percentile(np.abs(row[np.isfinite(row)].astype(np.float64)), 90.0)
+
+
+@pytest.mark.parametrize("name", ["mxfp4_e2m1", "mxfp8_e4m3", "mxint8", "nvfp4"])
+def test_one_nan_leaves_its_block_alone(name):
+    x = data((2, 64), seed=5)
+    ref = fpsim.fake_quantize(x, name)
+    x[0, 1] = np.nan
+    y = fpsim.fake_quantize(x, name)
+    assert np.isnan(y[0, 1]) and np.isnan(y).sum() == 1
+    keep = ~np.isnan(x)
+    if name != "nvfp4" or np.abs(ref[0, 1]) < np.abs(x).max():  # nvfp4 tensor scale may move
+        np.testing.assert_array_equal(y[keep], ref[keep])
+
+
+@pytest.mark.parametrize("name", ["int8_asym", "uint8_asym"])
+def test_static_asymmetric_range_is_used(name):
+    calib = np.array([-1.0, 0.0, 3.0], np.float32)
+    spec = fpsim.calibrate(calib, name)
+    assert spec.amin == (-1.0,) and spec.amax == (3.0,)
+    x = np.array([-5.0, 1.0, 10.0], np.float32)
+    y = fpsim.fake_quantize(x, spec)
+    assert y[0] >= -1.0 - 0.01 and y[2] <= 3.0 + 0.01  # clipped to the calibrated range
+    np.testing.assert_array_equal(y, fpsim.quantize_tensor(x, spec).dequantize())
+    dyn = fpsim.fake_quantize(np.concatenate([calib, x[1:2]]), name)
+    assert y[1] == dyn[3]  # same range, same result as computing it from calib's values
+
+
+def test_float64_beyond_float32_range_saturates():
+    for name in NAN_RECIPES:
+        x = np.array([1e300, 1.0, -1e300, 2.0] * 8).reshape(2, 16)
+        y = fpsim.fake_quantize(x, name)
+        assert np.isfinite(y).all() and y.dtype == np.float64, name
+        assert (y[:, 0] > 1e38).all() and (y[:, 2] < -1e38).all(), name  # float32's top
+        # fake_quantize multiplies in float32 for symmetric recipes, dequantize in float64
+        np.testing.assert_allclose(fpsim.quantize_tensor(x, name).dequantize(np.float64), y,
+                                   rtol=2**-23)
+
+
+@pytest.mark.parametrize("name", NAN_RECIPES)
+@pytest.mark.parametrize("x", [np.float32([1e-45, 2e-45] * 16), np.float32([1e-45, 0.0] * 16),
+                               np.array([1e-320, 3e-320] * 16)])
+def test_tiny_amax_gives_valid_results(name, x):
+    import warnings
+
+    x = x.reshape(2, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = fpsim.fake_quantize(x, name)
+        qt = fpsim.quantize_tensor(x, name)
+    assert np.isfinite(y).all() and (np.abs(y) <= 1e-37).all()
+    assert np.isfinite(np.asarray(qt.scales, np.float64)).all()
+    assert (np.asarray(qt.scales, np.float64) > 0).all()
+
+
+EMPTY_SHAPES = [(0,), (0, 256), (3, 0), (0, 0), (2, 0, 5)]
+EMPTY_CASES = [(n, c, shape) for n, c in NAN_CASES for shape in EMPTY_SHAPES
+               if len(shape) >= 2 or not isinstance(fpsim.recipe(n).block_size, tuple)]
+
+
+@pytest.mark.parametrize("name, cal, shape", EMPTY_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_empty_in_empty_out(name, cal, shape, dtype):
+    spec = fpsim.recipe(name, calibration=cal)
+    x = np.zeros(shape, dtype)
+    y = fpsim.fake_quantize(x, spec)
+    assert y.shape == shape and y.dtype == dtype
+    qt = fpsim.quantize_tensor(x, spec)
+    assert qt.codes.shape == shape and qt.dequantize(dtype).shape == shape
+
+
+@pytest.mark.parametrize("name", ["nvfp4", "int8_asym", "int8", "int8_channel", "mxfp4_e2m1",
+                                  "int4_block32", "fp8_deepseek_weight", "e4m3fn"])
+def test_peak_memory_at_most_3x_input(name):
+    import tracemalloc
+
+    x = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)  # 16 MB
+    fpsim.fake_quantize(x[:64], name)  # compile the kernels outside the measurement
+    fpsim.quantize_tensor(x[:64], name).dequantize()
+    for call in (lambda: fpsim.fake_quantize(x, name),
+                 lambda: fpsim.quantize_tensor(x, name).dequantize()):
+        tracemalloc.start()
+        try:
+            call()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak / x.nbytes <= 3.0, (name, peak / x.nbytes)

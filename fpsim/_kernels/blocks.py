@@ -13,8 +13,12 @@ Scale rules (``rule``)::
              power of two, ties to the even exponent
     3 rceil  es = ceil(log2(amax / max_elem))                  (never clips)
 
-``es`` is clamped to the E8M0 range [-127, 127]. A block with a NaN or Inf
-gets the NaN scale code 0xFF; a block whose amax is 0 gets scale 1 (0x7F).
+``es`` is clamped to the E8M0 range [-127, 127]. NaN and Inf never set a
+scale: amax is taken over the finite elements, and a block whose finite amax
+is 0 (or that holds no finite value) gets scale 1 (0x7F).  Elements are then
+encoded one by one: NaN stays NaN (the element's NaN code, or for formats
+without NaN the code the element cast gives NaN, with the value NaN), and
++-Inf saturates to +-max_elem, like every finite element beyond the range.
 """
 
 import math
@@ -25,19 +29,16 @@ from ._util import inline, jit, pjit, prange
 from .scalar import IP_BITS, IP_SCALE_EXP, STOCHASTIC, encode_float, encode_int, stochastic_bits
 
 FLOOR, CEIL, EVEN, RCEIL = range(4)
-NAN_SCALE = 255
 
 
 @inline
 def block_exponent(xb, start, k, rule, emax_elem, max_mant23):
-    """Scale exponent es for the block xb[start:start+k], or 255 for NaN/Inf blocks."""
+    """Scale exponent es for the block xb[start:start+k] from its finite values."""
     amax = np.int64(0)
     for j in range(k):
         a = np.int64(xb[start + j]) & 0x7FFFFFFF
-        if a > amax:
+        if a > amax and a < 0x7F800000:  # NaN and Inf never set a scale
             amax = a
-    if amax >= 0x7F800000:
-        return NAN_SCALE
     if amax == 0:
         return 0
     be = amax >> 23
@@ -70,13 +71,6 @@ def _block(g, xb, codes, values, scale_codes, k, fp, ip, is_int, rule, emax_elem
            mode, seed, lut, want_values):
     start = g * k
     es = block_exponent(xb, start, k, rule, emax_elem, max_mant23)
-    if es == NAN_SCALE:
-        scale_codes[g] = 255
-        for j in range(k):
-            codes[start + j] = 0
-            if want_values:
-                values[start + j] = np.nan
-        return
     scale_codes[g] = es + 127
     mult = math.ldexp(1.0, int(es))
     for j in range(k):
@@ -94,6 +88,8 @@ def _block(g, xb, codes, values, scale_codes, k, fp, ip, is_int, rule, emax_elem
             codes[i] = c
             if want_values:
                 values[i] = lut[c] * mult
+        if want_values and (b & 0x7FFFFFFF) > 0x7F800000:  # NaN stays NaN
+            values[i] = np.nan
 
 
 @jit

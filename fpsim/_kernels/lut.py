@@ -98,6 +98,18 @@ def _row_amax(x, r):
 
 
 @inline
+def _amax_scale(amax, fmax):
+    """float32(amax / fmax), 1 for amax 0, at least the smallest float32 (never 0), and
+    stepped down when ``fmax * scale`` would overflow float32 (as scaling._scale_from_clip)."""
+    if amax <= 0:
+        return np.float32(1.0)
+    s = max(np.float32(np.float64(amax) / fmax), np.float32(1e-45))
+    if np.float64(s) * fmax > 3.4028234663852886e38:
+        s = np.float32(np.float64(s) * (1.0 - 2.0**-23))
+    return s
+
+
+@inline
 def _fake_quant_row(x, out, buf, r, scale, table):
     n = x.shape[1]
     for j in range(n):
@@ -121,13 +133,13 @@ def fake_quant_rows(x, out, table, fmax, per_row):
     if per_row:
         for r in range(rows):
             amax = _row_amax(x, r)
-            scale = np.float32(np.float64(amax) / fmax) if amax > 0 else np.float32(1.0)
+            scale = _amax_scale(amax, fmax)
             _fake_quant_row(x, out, buf, r, scale, table)
     else:
         amax = np.float32(0.0)
         for r in range(rows):
             amax = max(amax, _row_amax(x, r))
-        scale = np.float32(np.float64(amax) / fmax) if amax > 0 else np.float32(1.0)
+        scale = _amax_scale(amax, fmax)
         for r in range(rows):
             _fake_quant_row(x, out, buf, r, scale, table)
 
@@ -139,5 +151,5 @@ def fake_quant_rows_parallel(x, out, table, fmax):
     for r in prange(rows):
         buf = np.empty(x.shape[1], dtype=np.float32)
         amax = _row_amax(x, r)
-        scale = np.float32(np.float64(amax) / fmax) if amax > 0 else np.float32(1.0)
+        scale = _amax_scale(amax, fmax)
         _fake_quant_row(x, out, buf, r, scale, table)
