@@ -66,6 +66,9 @@ def block_exponent(xb, start, k, rule, emax_elem, max_mant23):
     return es
 
 
+_F32_MAX = 3.4028234663852886e38  # float32's largest finite value
+
+
 @inline
 def _block(g, xb, codes, values, scale_codes, k, fp, ip, is_int, rule, emax_elem, max_mant23,
            mode, seed, lut, want_values):
@@ -82,7 +85,9 @@ def _block(g, xb, codes, values, scale_codes, k, fp, ip, is_int, rule, emax_elem
             n = encode_int(b, 23, 8, ip, mode, r, es)
             codes[i] = n & ((np.int64(1) << ip[IP_BITS]) - 1)
             if want_values:
-                values[i] = n * math.ldexp(1.0, int(ip[IP_SCALE_EXP] + es))
+                v = n * math.ldexp(1.0, int(ip[IP_SCALE_EXP] + es))
+                # OCP INT8's -2 in the top block (-2 * 2^127) is beyond float32: saturate
+                values[i] = max(v, -_F32_MAX)
         else:
             c = encode_float(b, 23, 8, fp, mode, True, r, es)
             codes[i] = c
