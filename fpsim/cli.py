@@ -16,7 +16,7 @@ from . import __version__
 from .formats import FloatFormat, finfo, get_format, iinfo, list_formats
 from .models.weights import ModelFilesError
 
-__all__ = ["ML_DTYPES_FORMATS", "format_table", "main"]
+__all__ = ["INT_VERIFY_FORMATS", "ML_DTYPES_FORMATS", "format_table", "main"]
 
 PROG = "fpsim"
 
@@ -37,6 +37,10 @@ ML_DTYPES_FORMATS = (
     "float4_e2m1fn",
 )
 
+#: Plain integer formats (the ml_dtypes and numpy integer types) that ``verify`` checks
+#: against numpy's rint (ties to even) clipped to the range: ml_dtypes' own integer
+#: casts truncate and wrap like C, so they are not a rounding oracle.
+INT_VERIFY_FORMATS = ("int1", "uint1", "int2", "uint2", "int4", "uint4", "int8", "uint8")
 
 
 class UserError(Exception):
@@ -213,12 +217,14 @@ def cmd_verify(args) -> int:
             pass  # run_verify says what to install
         else:  # an older ml_dtypes lacks the newest formats (float8_e5m3fnu: 0.7)
             default = [f for f in default if hasattr(ml_dtypes, f.name)]
+        default += [get_format(n) for n in INT_VERIFY_FORMATS]
     names = []
+    allowed = ML_DTYPES_FORMATS + INT_VERIFY_FORMATS
     for fmt in args.formats or default:
-        if not args.stochastic and fmt.name not in ML_DTYPES_FORMATS:
+        if not args.stochastic and fmt.name not in allowed:
             raise UserError(
                 f"argument --formats: {fmt.name!r} has no ml_dtypes counterpart to verify "
-                f"against; choose from {', '.join(ML_DTYPES_FORMATS)} (or any format with "
+                f"against; choose from {', '.join(allowed)} (or any format with "
                 f"--stochastic)"
             )
         if fmt.name not in names:

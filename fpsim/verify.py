@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .formats import FloatFormat, get_format
+from .formats import FloatFormat, IntFormat, get_format
 
-__all__ = ["MlDtypesQuirks", "boundary_bits", "e8m0_ties", "known_ml_dtypes_bug", "ml_dtypes_quirks",
+__all__ = ["MlDtypesQuirks", "boundary_bits", "e8m0_ties", "int_reference", "known_ml_dtypes_bug",
+           "ml_dtypes_quirks",
            "require_ml_dtypes", "run_verify", "sample_bits"]
 
 _E8M0_BUG_LO = np.float32(2.0**-127)
@@ -102,6 +103,30 @@ def ml_dtypes_quirks(ml_dtypes=None) -> MlDtypesQuirks:
                                f"and 0x{tie:02X}, e4m3fn 0x{e4m3:02X}")
         _QUIRKS[version] = MlDtypesQuirks(version, e8m0 == 0x01, e4m3 == 0x38, tie == 0x02)
     return _QUIRKS[version]
+
+
+def _is_plain_int(fmt) -> bool:
+    return isinstance(fmt, IntFormat) and not fmt.bit_patterns and fmt.scale_exp == 0
+
+
+def int_reference(x: np.ndarray, fmt) -> np.ndarray:
+    """The integers ``encode(x, fmt)`` must give for a plain integer format, by numpy.
+
+    ``np.rint`` (round half to even), clipped to ``[min_int, max_int]``; NaN gives 0
+    (docs/numerics.md). ml_dtypes' integer casts truncate and wrap like C, so they are
+    not a rounding oracle.
+
+    Examples
+    --------
+    >>> int_reference(np.float32([0.5, 1.5, -7.0, np.nan, np.inf]), "int2").tolist()
+    [0, 1, -2, 0, 1]
+    """
+    fmt = get_format(fmt)
+    x = np.asarray(x)
+    with np.errstate(invalid="ignore"):
+        r = np.clip(np.rint(x), fmt.min_int, fmt.max_int)
+    r[np.isnan(r)] = 0
+    return r.astype(np.int64)
 
 
 def _sorted_unique(a: np.ndarray) -> np.ndarray:
@@ -270,11 +295,13 @@ def run_verify(names, *, exhaustive: bool = False, sample: int = 1 << 24, chunk:
         intro = (f"fpsim verify --stochastic: encode(x, fmt, rounding='stochastic', rng={seed}) "
                  f"on float32 x vs on float64(x) (the generic bit kernel)")
     else:
-        ml_dtypes = require_ml_dtypes(*(f.name for f in fmts))
-        ml_types = {f.name: getattr(ml_dtypes, f.name) for f in fmts}
+        floats = [f for f in fmts if not _is_plain_int(f)]
+        ml_dtypes = require_ml_dtypes(*(f.name for f in floats))
+        ml_types = {f.name: getattr(ml_dtypes, f.name) for f in floats}
         ref_label = "ml_dtypes"
         quirks = ml_dtypes_quirks(ml_dtypes)
-        intro = (f"fpsim verify: encode(x, fmt) vs x.astype(ml_dtypes.<fmt>); "
+        intro = (f"fpsim verify: encode(x, fmt) vs x.astype(ml_dtypes.<fmt>) (integer formats: "
+                 f"vs numpy's rint, ties to even, clipped to the range, NaN -> 0); "
                  f"ml_dtypes {ml_dtypes.__version__} (e8m0 tie bug of ml_dtypes < 0.7: "
                  f"{'present' if quirks.e8m0_tie_bug else 'absent'}"
                  f"{'; e8m0 ties to even as in ml_dtypes 0.5.0' if quirks.e8m0_ties_to_even else ''})")
@@ -316,7 +343,8 @@ def run_verify(names, *, exhaustive: bool = False, sample: int = 1 << 24, chunk:
                 else:
                     got = encode(x, fmt, out=codes[fmt.name][: x.size])
                     t1 = time.perf_counter()
-                    ref = x.astype(ml_types[fmt.name]).view(np.uint8)
+                    ref = (int_reference(x, fmt) if _is_plain_int(fmt)
+                           else x.astype(ml_types[fmt.name]).view(np.uint8))
                 t2 = time.perf_counter()
                 st.t_fpsim += t1 - t0
                 st.t_ml += t2 - t1

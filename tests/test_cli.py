@@ -272,3 +272,29 @@ def test_report_checks_the_models_extra_first(capsys, monkeypatch, tmp_path):
     status, _, err = run(capsys, "report", "--out", str(tmp_path / "rep"))
     assert status == 2 and "pip install 'fpsim[models]'" in err and "tokenizers" in err
     assert not (tmp_path / "rep").exists()
+
+
+def test_verify_integer_formats_against_numpy_rint(capsys):
+    status, out, _ = run(capsys, "verify", "--formats", "int1", "uint1", "int2", "uint2",
+                         "int8", "--sample", "4096")
+    assert status == 0, out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:1] in "iu"}
+    assert set(rows) == {"int1", "uint1", "int2", "uint2", "int8"}
+    assert all(r[2] == "0" and r[-1] == "ok" for r in rows.values())
+    assert "numpy's rint" in out
+
+
+def test_verify_catches_a_wrong_integer_rounding(capsys, monkeypatch):
+    """Truncation instead of rounding (what ml_dtypes' integer casts do) is a mismatch."""
+    real = fpsim.encode
+
+    def truncating(x, fmt, **kw):
+        if fpsim.get_format(fmt).name == "int2":
+            with np.errstate(invalid="ignore"):
+                t = np.clip(np.trunc(np.nan_to_num(np.asarray(x, np.float64))), -2, 1)
+            return t.astype(np.int8)
+        return real(x, fmt, **kw)
+
+    monkeypatch.setattr(fpsim, "encode", truncating)
+    status, out, _ = run(capsys, "verify", "--formats", "int2", "--sample", "4096")
+    assert status == 1 and "mismatch: int2" in out
