@@ -362,6 +362,7 @@ def test_empty_in_empty_out(name, cal, shape, dtype):
     assert qt.codes.shape == shape and qt.dequantize(dtype).shape == shape
 
 
+@pytest.mark.slow  # 16 MB through the kernels: minutes as plain Python (NUMBA_DISABLE_JIT=1)
 @pytest.mark.parametrize("name", ["nvfp4", "int8_asym", "int8", "int8_channel", "mxfp4_e2m1",
                                   "int4_block32", "fp8_deepseek_weight", "e4m3fn"])
 def test_peak_memory_at_most_3x_input(name):
