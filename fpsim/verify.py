@@ -83,9 +83,10 @@ def ml_dtypes_quirks(ml_dtypes=None) -> MlDtypesQuirks:
 
     Examples
     --------
-    >>> q = ml_dtypes_quirks()  # doctest: +SKIP
-    >>> q.e8m0_tie_bug  # ml_dtypes 0.7.0  # doctest: +SKIP
-    False
+    >>> import ml_dtypes
+    >>> q = ml_dtypes_quirks()
+    >>> q.version == ml_dtypes.__version__, q is ml_dtypes_quirks()  # probed once
+    (True, True)
     """
     if ml_dtypes is None:
         ml_dtypes = require_ml_dtypes()
