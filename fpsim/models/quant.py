@@ -167,8 +167,11 @@ class QuantConfig:
         those it has. When False (the default for your own configs), a model refuses a config
         that names a site it does not have, so that nothing silently stays in FP32.
 
-    Layer indices (``layers`` keys and ``exclude_layers``) may be negative, counting from the
-    end; a model refuses indices outside ``[-n_layers, n_layers)``.
+    Notes
+    -----
+    Layer indices (the keys of ``layers`` and the entries of ``exclude_layers``) may be
+    negative, counting from the end; a model with n layers refuses indices below -n or
+    above n - 1.
 
     Examples
     --------
