@@ -27,7 +27,7 @@ import sys
 import numpy as np
 
 import fpsim
-from fpsim.accumulate import qmatmul
+from fpsim.quant.accumulate import qmatmul
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _common import output_path  # noqa: E402

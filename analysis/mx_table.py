@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 import fpsim
-from fpsim import blocks
+from fpsim.quant import blocks
 from fpsim.metrics import sqnr_db
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))

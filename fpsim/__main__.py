@@ -1,8 +1,8 @@
-"""``python -m fpsim``: the command line (see :mod:`fpsim.cli`)."""
+"""``python -m fpsim``: the command line (see :mod:`fpsim.app.cli`)."""
 
 import sys
 
-from .cli import main
+from .app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

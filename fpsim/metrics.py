@@ -36,16 +36,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .codec import quantize
 from .formats import FloatFormat, IntFormat, get_format
 
 __all__ = [
     "Counts",
-    "ErrorReport",
     "RelativeError",
     "cosine_similarity",
     "counts",
-    "error_report",
     "kl_divergence",
     "max_abs_error",
     "mse",
@@ -55,6 +52,8 @@ __all__ = [
     "sqnr_db",
     "ulp",
     "ulp_error",
+    "ulp_error_stats",
+    "UlpErrorStats",
 ]
 
 _QUANTIZABLE = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -791,7 +790,7 @@ def _kl_streamed(a, b, from_logits: bool) -> float:
 
 
 # ---- range events ------------------------------------------------------------
-_EVENTS = ("overflow", "saturated", "underflow", "subnormal", "nan", "inf")
+EVENTS = ("overflow", "saturated", "underflow", "subnormal", "nan", "inf")
 
 
 @dataclass(frozen=True)
@@ -820,15 +819,15 @@ class Counts:
 
     def rate(self, event: str) -> float:
         """Fraction of the ``n`` elements counted under ``event`` (e.g. ``"overflow"``)."""
-        if event not in _EVENTS:
-            raise ValueError(f"event must be one of {', '.join(_EVENTS)}; got {event!r}")
+        if event not in EVENTS:
+            raise ValueError(f"event must be one of {', '.join(EVENTS)}; got {event!r}")
         return getattr(self, event) / self.n
 
     def to_dict(self) -> dict:
         """Counts, ``<event>_rate`` for each event, and ``saturate``, as plain Python types."""
         d = {"n": int(self.n)}
-        d.update({e: int(getattr(self, e)) for e in _EVENTS})
-        d.update({f"{e}_rate": float(self.rate(e)) for e in _EVENTS})
+        d.update({e: int(getattr(self, e)) for e in EVENTS})
+        d.update({f"{e}_rate": float(self.rate(e)) for e in EVENTS})
         d["saturate"] = self.saturate
         return d
 
@@ -894,7 +893,7 @@ def counts(x, x_hat, fmt, *, saturate=None) -> Counts:
         raise TypeError(f"saturate must be None, True or False, got {saturate!r}")
     lo, hi = _range(fmt)
     has_sub = isinstance(fmt, FloatFormat) and fmt.subnormals and fmt.has_zero
-    tally = dict.fromkeys(_EVENTS, 0)
+    tally = dict.fromkeys(EVENTS, 0)
     for _, u, v in _blocks(a, b):
         finite = np.isfinite(u)
         above, below = u > hi, u < lo
@@ -909,225 +908,30 @@ def counts(x, x_hat, fmt, *, saturate=None) -> Counts:
     return Counts(n=int(a.size), **tally, saturate=None if saturate is None else bool(saturate))
 
 
-# ---- the report ------------------------------------------------------------
-_METRIC_FIELDS = (
-    "mse", "rmse", "sqnr_db", "neg_log_mse_db", "max_abs_error", "rel_error_mean",
-    "rel_error_median", "rel_error_max", "cosine_similarity", "ulp_error_mean", "ulp_error_max",
-)
+class UlpErrorStats(NamedTuple):
+    """Mean and maximum of :func:`ulp_error` over every element."""
+
+    mean: float
+    max: float
 
 
-@dataclass(frozen=True)
-class ErrorReport:
-    """The main error metrics of ``x_hat`` against ``x``, with range counts.
+def ulp_error_stats(x, x_hat, fmt) -> UlpErrorStats:
+    """Mean and maximum :func:`ulp_error`, walking the arrays block by block.
 
-    Made by :func:`error_report`; ``str(report)`` is an aligned two-column table and
-    :meth:`to_dict` gives plain Python types for ``json.dumps``. ``ulp_error_*`` and
-    ``counts`` are None when no format is known.
+    The same numbers as ``ulp_error(x, x_hat, fmt).mean()`` and ``.max()`` (NaN propagates),
+    without a float64 array of the input's size.
 
     Examples
     --------
-    >>> r = error_report([0.3, 1.0, -2.6], "e4m3fn")
-    >>> r.n, round(r.sqnr_db, 2), r.counts.n
-    (3, 28.88, 3)
-    >>> r.to_dict()["format"]
-    'float8_e4m3fn'
+    >>> ulp_error_stats([1.0, 2.0], [1.125, 2.0], "e4m3fn")
+    UlpErrorStats(mean=0.5, max=1.0)
     """
-
-    n: int
-    mse: float
-    rmse: float
-    sqnr_db: float
-    neg_log_mse_db: float
-    max_abs_error: float
-    rel_error_mean: float
-    rel_error_median: float
-    rel_error_max: float
-    cosine_similarity: float
-    ulp_error_mean: float | None
-    ulp_error_max: float | None
-    counts: Counts | None
-    format: str | None
-    rounding: str | None = None
-    saturate: bool | None = None
-    recipe: str | None = None
-
-    def to_dict(self) -> dict:
-        """Every field as plain Python types (``counts`` as a nested dict with rates).
-
-        Non-finite metrics stay floats (``inf``, ``nan``): ``json.dumps`` writes them as
-        ``Infinity``/``NaN``, which ``json.loads`` reads back.
-        """
-        d = {
-            "format": self.format, "rounding": self.rounding, "saturate": self.saturate,
-            "recipe": self.recipe, "n": int(self.n),
-        }
-        for name in _METRIC_FIELDS:
-            v = getattr(self, name)
-            d[name] = None if v is None else float(v)
-        d["counts"] = None if self.counts is None else self.counts.to_dict()
-        return d
-
-    def _title(self) -> str:
-        src = self.recipe or self.format or "x_hat given"
-        opts = [f"{k}={v}" for k, v in (("rounding", self.rounding), ("saturate", self.saturate))
-                if v is not None]
-        if self.recipe and self.format:
-            opts.insert(0, f"format={self.format}")
-        return f"ErrorReport: {src}" + (f" ({', '.join(opts)})" if opts else "")
-
-    def __str__(self) -> str:
-        rows = [("elements", str(self.n))]
-        for name in _METRIC_FIELDS:
-            v = getattr(self, name)
-            if v is not None:
-                rows.append((name, f"{v:.6g}"))
-        if self.counts is not None:
-            for e in _EVENTS:
-                rows.append((e, f"{getattr(self.counts, e)} ({self.counts.rate(e):.4%})"))
-        width = max(len(k) for k, _ in rows)
-        return "\n".join([self._title()] + [f"  {k:<{width}}  {v}" for k, v in rows])
-
-
-def _is_format_spec(spec) -> bool:
-    if isinstance(spec, str):
-        try:
-            get_format(spec)
-        except ValueError:
-            from .scaling import RECIPES
-
-            return spec.strip().lower() not in RECIPES
-        return True
-    return isinstance(spec, (FloatFormat, IntFormat, np.dtype, type))
-
-
-def _is_quant_spec(spec) -> bool:
-    from .scaling import RECIPES, QuantSpec
-
-    return isinstance(spec, QuantSpec) or (
-        isinstance(spec, str) and spec.strip().lower() in RECIPES)
-
-
-def _resolve(x, spec, fmt, rounding, saturate, rng):
-    """``(x_hat, format or None, report metadata)`` from the second argument of error_report."""
-    if _is_format_spec(spec):
-        target = _format_arg(spec, "x_hat_or_spec")
-        if fmt is not None and _format_arg(fmt, "fmt") != target:
-            raise ValueError(
-                f"fmt={_format_arg(fmt, 'fmt').name!r} disagrees with the format to quantize "
-                f"to, {target.name!r}; pass one of them"
-            )
-        arr = np.asarray(x)
-        xq = arr if arr.dtype in _QUANTIZABLE else _as_real(arr, "x")
-        x_hat = quantize(xq, target, rounding=rounding, saturate=saturate, rng=rng)
-        meta = {"format": target.name, "rounding": rounding, "saturate": bool(saturate)}
-        return x_hat, target, meta
-    if _is_quant_spec(spec):
-        from .scaling import fake_quantize, resolve_spec
-
-        qs = resolve_spec(spec)
-        arr = np.asarray(x)
-        xq = arr if arr.dtype in _QUANTIZABLE else _as_real(arr, "x")
-        x_hat = fake_quantize(xq, qs, rng=rng)
-        meta = {"format": qs.name or qs.describe(), "rounding": qs.rounding,
-                "saturate": bool(qs.saturate)}
-        # ulps and range counts refer to the element format, which scaling moves:
-        # report them against x_hat's own grid only when the caller names one.
-        target = None if fmt is None else _format_arg(fmt, "fmt")
-        return x_hat, target, meta
-    target = None if fmt is None else _format_arg(fmt, "fmt")
-    meta = {"format": None if target is None else target.name}
-    return spec, target, meta
-
-
-def _ulp_error_mean_max(a, b, fmt) -> tuple[float, float]:
-    """Mean and max of :func:`ulp_error` over every element, block by block."""
+    target = _format_arg(fmt, "fmt")
+    a, b = _pair(_checked(x, "x"), _checked(x_hat, "x_hat"))
     total, mx = np.float64(0.0), np.float64(0.0)
     for _, u, v in _blocks(a, b):
         with np.errstate(invalid="ignore"):
-            e = np.abs(_error(u, v)) / _ulp(u, fmt)
+            e = np.abs(_error(u, v)) / _ulp(u, target)
         total += np.sum(e)
         mx = np.maximum(mx, np.max(e))  # NaN propagates
-    return float(total / a.size), float(mx)
-
-
-def error_report(x, x_hat_or_spec, *, fmt=None, rounding="nearest_even", saturate=False,
-                 rng=None) -> ErrorReport:
-    """Error metrics and range counts of an approximation of ``x``, in one table.
-
-    Parameters
-    ----------
-    x : array_like of real numbers
-        The reference values.
-    x_hat_or_spec : array_like, str, FloatFormat, IntFormat or QuantSpec
-        Either the approximation ``x_hat`` (same shape as ``x``); or a format to quantize
-        ``x`` to with :func:`fpsim.quantize`, a plain cast (``x`` is quantized in its own
-        dtype if that is float16/32/64, else in float64); or a QuantSpec or a recipe name
-        that is not a format name (``"mxfp8_e4m3"``, ``"nvfp4"``, ``"int8_channel"``...),
-        applied with :func:`fpsim.fake_quantize` (scaled).
-    fmt : str, FloatFormat, IntFormat or None
-        The format ``x_hat`` is on, when ``x_hat`` is given; needed for the ulp errors and
-        the counts (left None in the report without it). If the second argument is a
-        format, ``fmt`` may only repeat it.
-    rounding, saturate, rng
-        Passed to :func:`fpsim.quantize` when quantizing; unused (and reported as None)
-        when ``x_hat`` is given. With ``saturate=False`` overflows become Inf/NaN and make
-        the error metrics Inf/NaN; the counts show how many.
-
-    Returns
-    -------
-    ErrorReport
-
-    Raises
-    ------
-    ValueError
-        A string that is not a format name (the message lists the formats), shapes differ,
-        empty arrays, or ``fmt`` disagreeing with the format to quantize to.
-    TypeError
-        Non-numeric arrays, or bad ``rounding``/``saturate``/``rng`` types.
-
-    Examples
-    --------
-    >>> r = error_report([0.3, 1.0, -2.6], "e4m3fn")  # quantized: 0.3125, 1, -2.5
-    >>> round(r.max_abs_error, 4), r.counts.overflow, r.format
-    (0.1, 0, 'float8_e4m3fn')
-    >>> print(error_report([1.0, 2.0], [1.0, 2.0]))  # doctest: +NORMALIZE_WHITESPACE
-    ErrorReport: x_hat given
-      elements           2
-      mse                0
-      rmse               0
-      sqnr_db            inf
-      neg_log_mse_db     inf
-      max_abs_error      0
-      rel_error_mean     0
-      rel_error_median   0
-      rel_error_max      0
-      cosine_similarity  1
-    """
-    a = _checked(x, "x")
-    x_hat, target, meta = _resolve(a, x_hat_or_spec, fmt, rounding, saturate, rng)
-    a, b = _pair(a, x_hat)
-    rel = relative_error(a, b)
-    if target is not None:
-        ulp_mean, ulp_max = _ulp_error_mean_max(a, b, target)
-        c = counts(a, b, target, saturate=meta.get("saturate"))
-    else:
-        ulp_mean = ulp_max = c = None
-    m = mse(a, b)  # rmse and neg_log_mse_db from it, as those functions do
-    with np.errstate(divide="ignore"):
-        neg_log = _out(-10.0 * np.log10(m))
-    return ErrorReport(
-        n=int(a.size),
-        mse=m,
-        rmse=_out(np.sqrt(m)),
-        sqnr_db=sqnr_db(a, b),
-        neg_log_mse_db=neg_log,
-        max_abs_error=max_abs_error(a, b),
-        rel_error_mean=rel.mean,
-        rel_error_median=rel.median,
-        rel_error_max=rel.max,
-        cosine_similarity=cosine_similarity(a, b),
-        ulp_error_mean=ulp_mean,
-        ulp_error_max=ulp_max,
-        counts=c,
-        **meta,
-    )
+    return UlpErrorStats(float(total / a.size), float(mx))

@@ -525,7 +525,7 @@ def error_histogram(x, specs, *, bins=80, error="absolute", rng=None):
     2
     """
     from .metrics import sqnr_db
-    from .scaling import QuantSpec, fake_quantize, resolve_spec
+    from .quant import QuantSpec, fake_quantize, resolve_spec
 
     x = _array_arg(x)
     if isinstance(specs, (str, QuantSpec)):
@@ -930,7 +930,7 @@ def layer_heatmaps(trace, *, metric=("sqnr_db", "saturation_rate")):
 def mx_scale_histogram(x, recipe="mxfp8_e4m3", *, scale_rules=("floor", "rceil")):
     """Histograms of MX block-scale exponents and of clipping per block, per scale rule.
 
-    For each rule the tensor is encoded with :func:`fpsim.blocks.mx_encode`.  Left: the
+    For each rule the tensor is encoded with :func:`fpsim.quant.blocks.mx_encode`.  Left: the
     E8M0 block-scale exponents ``es`` (scale ``2**es``).  Right: the share of each
     block's elements that the scale pushes past the element format's max
     (``|x| / 2**es > max``), which are clipped to max.  OCP's ``floor`` rule clips some
@@ -945,7 +945,7 @@ def mx_scale_histogram(x, recipe="mxfp8_e4m3", *, scale_rules=("floor", "rceil")
         ``"mxfp6_e3m2"``, ``"mxfp4_e2m1"``, ``"mxint8"``) or a QuantSpec with power-of-two
         block scales; its axis and block size are used.
     scale_rules : str or tuple of str
-        Rules to compare, from :data:`fpsim.blocks.SCALE_RULES`.
+        Rules to compare, from :data:`fpsim.quant.blocks.SCALE_RULES`.
 
     Returns
     -------
@@ -967,8 +967,8 @@ def mx_scale_histogram(x, recipe="mxfp8_e4m3", *, scale_rules=("floor", "rceil")
     >>> fig.axes[0].get_xlabel()
     'block scale exponent (log2)'
     """
-    from . import blocks as _blocks
-    from .scaling import RECIPES, QuantSpec, resolve_spec
+    from .quant import blocks as _blocks
+    from .quant import RECIPES, QuantSpec, resolve_spec
 
     x = _array_arg(x)
     if not isinstance(recipe, (str, QuantSpec)):

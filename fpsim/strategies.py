@@ -685,7 +685,7 @@ def quant_specs(*, granularities=("tensor", "channel", "token", "block"), block_
     >>> find(quant_specs(), lambda s: s.granularity == "block").block_size
     16
     """
-    from .scaling import GRANULARITIES, QuantSpec
+    from .quant import GRANULARITIES, QuantSpec
 
     deterministic_only = _check_bool(deterministic_only, "deterministic_only")
     granularities = tuple(granularities)

@@ -42,7 +42,7 @@ def ml_quirks():
     ml_dtypes results to expect; an oracle's bug is never asserted as a constant.
     """
     ml_dtypes = pytest.importorskip("ml_dtypes")
-    from fpsim.verify import ml_dtypes_quirks
+    from fpsim.app.verify import ml_dtypes_quirks
 
     return ml_dtypes_quirks(ml_dtypes)
 

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fpsim
-from fpsim import codec, reference
+from fpsim import codec, dispatch, reference
 from fpsim._kernels import _util, stochastic, u32
-from fpsim.verify import e8m0_ties
+from fpsim.app.verify import e8m0_ties
 
 JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") == "1"
 
@@ -266,8 +266,8 @@ def test_stochastic_only_neighbours_and_unbiased(name):
     assert abs(np.mean(mean_frac - p)) < (0.02 if not JIT_DISABLED else 0.05)
 
 
-SR_BLOCK_FORMATS = [f for f in ALL_FLOAT if codec._sr_float_ok(f)] + [
-    fpsim.get_format(n) for n in INT_FORMATS if codec._sr_int_ok(fpsim.get_format(n))]
+SR_BLOCK_FORMATS = [f for f in ALL_FLOAT if dispatch.sr_float_ok(f)] + [
+    fpsim.get_format(n) for n in INT_FORMATS if dispatch.sr_int_ok(fpsim.get_format(n))]
 if JIT_DISABLED:
     SR_BLOCK_FORMATS = [fpsim.get_format(n) for n in ("e4m3fn", "e2m1fn", "int8", "ocp_int8")]
 
@@ -278,7 +278,7 @@ def test_sr_block_kernels_take_the_usual_formats():
         assert {"float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz",
                 "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn", "float16", "bfloat16",
                 "int8", "uint8", "int4", "uint4", "ocp_int8"} <= names
-    assert not codec._sr_float_ok(fpsim.get_format("e8m0fnu"))  # unsigned, no zero
+    assert not dispatch.sr_float_ok(fpsim.get_format("e8m0fnu"))  # unsigned, no zero
 
 
 @pytest.mark.parametrize("saturate", [False, True])
@@ -727,8 +727,8 @@ def test_verify_covers_every_ml_dtypes_float_format():
     has (float8_e5m3fnu included), and a sample of e5m3fnu passes."""
     import io
 
-    from fpsim.cli import ML_DTYPES_FORMATS
-    from fpsim.verify import run_verify
+    from fpsim.app.cli import ML_DTYPES_FORMATS
+    from fpsim.app.verify import run_verify
 
     assert set(ML_SMALL) <= set(ML_DTYPES_FORMATS)
     out = io.StringIO()
@@ -738,7 +738,7 @@ def test_verify_covers_every_ml_dtypes_float_format():
 
 def test_verify_default_skips_formats_an_older_ml_dtypes_lacks(monkeypatch, capsys):
     """ml_dtypes < 0.7 has no float8_e5m3fnu: plain `fpsim verify` checks the others."""
-    from fpsim.cli import main
+    from fpsim.app.cli import main
 
     monkeypatch.delattr(ml_dtypes, "float8_e5m3fnu", raising=False)
     status = main(["verify", "--sample", "256"])

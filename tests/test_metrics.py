@@ -15,12 +15,11 @@ from hypothesis.extra import numpy as hnp
 
 import fpsim
 from fpsim import metrics
+from fpsim.measure import ErrorReport, error_report
 from fpsim.metrics import (
     Counts,
-    ErrorReport,
     cosine_similarity,
     counts,
-    error_report,
     kl_divergence,
     max_abs_error,
     mse,

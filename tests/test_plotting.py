@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 
 import fpsim
 from fpsim import plotting
-from fpsim.models.quant import QuantContext
+from fpsim.models import QuantContext
 
 JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT") == "1"
 N = 512 if JIT_DISABLED else 16_384  # elements of the test tensors (a multiple of 64)
@@ -267,7 +267,7 @@ def test_mx_scale_histogram(x, tmp_path):
 
 @needs_mx
 def test_mx_scale_histogram_exponents_match_mx_encode(x):
-    from fpsim.blocks import mx_encode
+    from fpsim.quant.blocks import mx_encode
 
     t = x[: 32 * 8]
     fig = plotting.mx_scale_histogram(t, "mxfp4_e2m1", scale_rules="floor")

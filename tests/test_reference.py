@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 import fpsim.formats
 from fpsim import reference
-from fpsim.verify import e8m0_ties
+from fpsim.app.verify import e8m0_ties
 
 FLOATS = fpsim.formats.list_formats("float")
 INTS = fpsim.formats.list_formats("int")

@@ -1,7 +1,7 @@
 """Sphinx directives that document fpsim's public API from each module's ``__all__``.
 
 ``api-module``
-    ``{api-module} fpsim.scaling`` documents the module docstring, then every name in
+    ``{api-module} fpsim.quant`` documents the module docstring, then every name in
     the module's ``__all__`` that is *defined* there (classes, exceptions, functions and
     data, in ``__all__`` order) with autodoc.  Names a module re-exports from another
     are documented once, in their home module.  A module that does not exist yet is

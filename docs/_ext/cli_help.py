@@ -1,6 +1,6 @@
 """Sphinx directive ``cli-help``: the ``--help`` of ``fpsim`` and of every subcommand.
 
-Built from :func:`fpsim.cli.build_parser` at build time, so a new subcommand or option
+Built from :func:`fpsim.app.cli.build_parser` at build time, so a new subcommand or option
 shows up without editing the docs::
 
     ```{cli-help}
@@ -51,7 +51,7 @@ class CliHelp(SphinxDirective):
     has_content = False
 
     def run(self):
-        from fpsim.cli import build_parser
+        from fpsim.app.cli import build_parser
 
         with _columns(WIDTH):
             parser = build_parser()

@@ -1,10 +1,10 @@
 """Sphinx directives ``recipe-table`` and ``preset-table``, generated from the code.
 
 ``recipe-table``
-    Every named recipe of :data:`fpsim.scaling.RECIPES` with the QuantSpec it gives
+    Every named recipe of :data:`fpsim.quant.RECIPES` with the QuantSpec it gives
     (``fpsim.recipe(name).describe()``).
 ``preset-table``
-    Every model preset of :data:`fpsim.models.quant.PRESETS` with its description.
+    Every model preset of :data:`fpsim.models.PRESETS` with its description.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class RecipeTable(SphinxDirective):
     has_content = False
 
     def run(self):
-        from fpsim.scaling import RECIPES, recipe
+        from fpsim.quant import RECIPES, recipe
 
         rows = [[f"``{name}``", _escape(recipe(name).describe())] for name in RECIPES]
         return _table(self, ["recipe", "QuantSpec"], rows, "recipe-table")
@@ -41,7 +41,7 @@ class PresetTable(SphinxDirective):
     has_content = False
 
     def run(self):
-        from fpsim.models.quant import PRESETS
+        from fpsim.models import PRESETS
 
         rows = [[f"``{name}``", _escape(kw.get("description", ""))]
                 for name, kw in PRESETS.items()]

@@ -23,7 +23,7 @@ Accumulator kinds (``kind``)::
 ``promote > 0`` restarts the accumulator every ``promote`` products after
 adding it to a float32 total (DeepSeek-V3's promotion to CUDA cores).
 The tensor-core model and the int32 accumulator have their own loops below.
-``fpsim._reference_accumulate`` is the readable pure-Python twin of every
+``fpsim.reference.accumulate`` is the readable pure-Python twin of every
 loop here.
 
 Loops: outputs are computed in tiles of ``ROWS`` rows by ``COLS`` columns

@@ -126,7 +126,7 @@ def fake_quant_rows(x, out, table, fmax, per_row):
 
     scale = float32(amax / fmax) (1 where amax is 0), elements ``x / scale`` rounded
     through ``table`` (float32 values on the hi16 index), times scale.  Mirrors
-    ``fpsim.scaling.fake_quantize`` for symmetric max-calibrated amax scaling.
+    ``fpsim.quant.fake_quantize`` for symmetric max-calibrated amax scaling.
     """
     rows = x.shape[0]
     buf = np.empty(x.shape[1], dtype=np.float32)

@@ -3,14 +3,16 @@
 ``fpsim.models.load(name, quant=None)`` is the entry point (a fixed contract):
 ``"minilm"`` (all-MiniLM-L6-v2 sentence embeddings) or ``"smollm2"``
 (SmolLM2-135M-Instruct, from its Q4_1 GGUF).  ``quant`` is a
-:class:`~fpsim.models.quant.QuantConfig`, a preset name or None (FP32).
+:class:`~fpsim.models.QuantConfig`, a preset name or None (FP32).
 """
 
 from __future__ import annotations
 
-from .quant import PRESETS, QuantConfig, preset
+from .config import SITES, QuantConfig
+from .context import QuantContext, SiteStats
+from .presets import PRESETS, preset
 
-__all__ = ["load", "MODELS", "QuantConfig", "PRESETS", "preset"]
+__all__ = ["load", "MODELS", "SITES", "QuantConfig", "QuantContext", "SiteStats", "PRESETS", "preset"]
 
 MODELS = ("minilm", "smollm2")
 

@@ -5,7 +5,7 @@ The model (sentence-transformers/all-MiniLM-L6-v2: 6 post-LN encoder layers, wid
 the mean of its last hidden states over its tokens.  The forward pass is the functions
 below; every linear goes through ``ctx.linear``, the attention inputs and
 probabilities through ``ctx.act`` and the token embedding table through
-``ctx.weight("embed", None, ...)``, so a :class:`~fpsim.models.quant.QuantContext` decides
+``ctx.weight("embed", None, ...)``, so a :class:`~fpsim.models.QuantContext` decides
 what is quantized (``QuantContext(None)`` is plain FP32).
 
 Checkpoint names (``encoder.layer.0.attention.self.query.weight``) appear only in the
@@ -30,7 +30,7 @@ import numpy as np
 
 from .layers import (attention_weights, gelu, l2_normalize, layer_norm, mean_pool, merge_heads,
                      padding_mask, split_heads)
-from .quant import QuantContext
+from .context import QuantContext
 
 __all__ = ["MAX_SEQ_LENGTH", "SITES", "BertConfig", "EncoderLayer", "MiniLM"]
 
@@ -212,7 +212,7 @@ class MiniLM:
     """all-MiniLM-L6-v2 sentence embeddings in NumPy, optionally quantized.
 
     Build it with :meth:`load`.  ``model.ctx`` is its
-    :class:`~fpsim.models.quant.QuantContext` (``model.ctx.trace`` has the per-site
+    :class:`~fpsim.models.QuantContext` (``model.ctx.trace`` has the per-site
     statistics when loaded with ``trace=True``).
 
     Texts: a list of str.  An empty string is two tokens, ``[CLS] [SEP]`` (as in

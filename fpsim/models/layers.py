@@ -1,10 +1,10 @@
-"""Transformer layer functions in pure NumPy, shared by the models.
+"""Transformer layer functions in NumPy (GELU through one Numba kernel), shared by the models.
 
 Each function is one equation of a paper, written for a batch: shapes are in the comment
 on every line (``B`` batch, ``T`` tokens, ``D`` model width, ``H`` heads, ``d`` head
 width).  They keep the dtype of their input (the models run in float32) and know nothing
 of checkpoints or quantization: the model files map names and call the
-:class:`~fpsim.models.quant.QuantContext` around them.
+:class:`~fpsim.models.QuantContext` around them.
 
 Masks are *additive*: 0 where a query may attend to a key and ``-inf`` where it may
 not, so a masked score contributes exactly ``exp(-inf) = 0`` whatever the scores are
@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .._kernels import _util
+from .._kernels import use_parallel
 from .._kernels import nn as _nn
 
 __all__ = ["attention", "attention_weights", "gelu", "l2_normalize", "layer_norm", "mean_pool",
@@ -57,7 +57,8 @@ def gelu(x):  # [...] -> [...]
     Computed per element in float64 with ``math.erf`` by a Numba kernel
     (:mod:`fpsim._kernels.nn`) and rounded once to the input's dtype; not the tanh
     approximation (off by up to 4.7e-4).  ``gelu(-inf) = -0.0``, ``gelu(nan) = nan``.
-    Arrays of at least ``PARALLEL_THRESHOLD`` elements use all Numba threads.
+    The one layer that is not plain NumPy (NumPy has no erf): large arrays use all
+    Numba threads.
 
     Parameters
     ----------
@@ -83,7 +84,7 @@ def gelu(x):  # [...] -> [...]
                         "cast it with x.astype(np.float32)")
     flat = np.ascontiguousarray(x).reshape(-1)  # [N]
     out = np.empty_like(flat)  # [N]
-    kernel = _nn.gelu_parallel if flat.size >= _util.PARALLEL_THRESHOLD else _nn.gelu_serial
+    kernel = _nn.gelu_parallel if use_parallel(flat.size) else _nn.gelu_serial
     kernel(flat, out)
     return out.reshape(x.shape)  # [...]
 

@@ -4,7 +4,7 @@ Layer functions with the papers' names (``rms_norm``, ``rope``, ``swiglu``,
 ``attention``), a shape comment on every line, and a batch dimension ``B`` in the
 blocks.  Every linear goes through ``ctx.linear(site, layer, x, w)`` with ``w`` in
 ``(in, out)`` layout, attention inputs and probabilities through ``ctx.act``, so that a
-:class:`~fpsim.models.quant.QuantContext` can quantize any site; ``QuantContext(None)``
+:class:`~fpsim.models.QuantContext` can quantize any site; ``QuantContext(None)``
 is plain FP32.
 
 Weights come from llama.cpp's GGUF file (see :mod:`fpsim.models.gguf_io`), dequantized
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .quant import QuantContext
+from .context import QuantContext
 
 __all__ = [
     "KVCache",

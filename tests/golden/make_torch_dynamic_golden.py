@@ -8,7 +8,7 @@ Run BY HAND, never in CI, and never imported by fpsim (it needs torch).  Same ve
 
 It records what ``torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)``
 (the default fbgemm engine) computes, the reference for fpsim's ``torch_dynamic_int8``
-preset (``fpsim.models.quant.torch_dynamic_int8_linear``):
+preset (``fpsim.models.torch_dynamic_int8_linear``):
 
 * ``case_names``; per case ``{name}_x`` (n, in) float32 inputs, ``{name}_w`` (out, in) and
   ``{name}_b`` (out,) float32 Linear parameters, ``{name}_y`` (n, out) the quantized Linear's

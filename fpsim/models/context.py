@@ -1,0 +1,244 @@
+"""The runtime quantization context a forward pass calls: :class:`QuantContext`.
+
+It resolves the spec of each site and layer from a QuantConfig, fake-quantizes the
+weights once, quantizes activations and matmul operands, and records :class:`SiteStats`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..quant import fake_quantize
+from .config import ACT_SITES, SITES
+from .numerics import torch_dynamic_int8_linear
+from .presets import preset
+
+__all__ = ["QuantContext", "SiteStats"]
+
+
+@dataclass
+class SiteStats:
+    """What happened at one site in one layer (accumulated over calls).
+
+    Examples
+    --------
+    >>> s = SiteStats(calls=1, elements=4, amax=2.0, signal=100.0, noise=1.0)
+    >>> s.sqnr_db, SiteStats().sqnr_db
+    (20.0, inf)
+    """
+
+    calls: int = 0
+    elements: int = 0
+    amax: float = 0.0
+    saturated: int = 0
+    underflow: int = 0
+    signal: float = 0.0
+    noise: float = 0.0
+
+    @property
+    def sqnr_db(self) -> float:
+        if self.noise == 0:
+            return float("inf")
+        return float(10 * np.log10(self.signal / self.noise)) if self.signal > 0 else float("-inf")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["sqnr_db"] = self.sqnr_db
+        return d
+
+
+class QuantContext:
+    """The runtime a forward pass calls at every site (FP32 when ``config`` is None).
+
+    Parameters
+    ----------
+    config : QuantConfig, preset name or None
+    n_layers : int, optional
+        The model's layers: negative layer indices count from the end, and indices
+        outside ``[-n_layers, n_layers)`` are refused.
+    sites : iterable of str, optional
+        The sites the model has; a config that is not ``portable`` may quantize only these.
+    trace : bool
+        Record :class:`SiteStats` per (site, layer).
+    rng : seed or Generator, for stochastic rounding.
+
+    Examples
+    --------
+    >>> ctx = QuantContext("int8")
+    >>> ctx.is_fp32, QuantContext().is_fp32, ctx.spec("q", 0).name
+    (False, True, 'int8_channel')
+    """
+
+    def __init__(self, config=None, *, n_layers: int | None = None, trace: bool = False,
+                 rng=None, sites=None):
+        self.config = None if config is None else preset(config)
+        if self.config is not None and (sites is not None or n_layers is not None):
+            self.config.check_model(sites=tuple(SITES if sites is None else sites),
+                                    n_layers=n_layers)
+        self.n_layers = n_layers
+        self.tracing = trace
+        self.trace: dict[tuple[str, int | None], SiteStats] = {}
+        self.rng = rng
+        self._weights: dict[tuple[str, int | None, int], np.ndarray] = {}
+        self._delayed: dict = {}
+
+    @property
+    def is_fp32(self) -> bool:
+        return self.config is None or (not self.config.sites and self.config.accumulator is None
+                                       and not self.config.layers)
+
+    def spec(self, site: str, layer: int | None):
+        if self.config is None:
+            return None
+        return self.config.spec_for(site, layer, self.n_layers)
+
+    def _traced(self, site, layer, x, spec):
+        """Quantize x and record its statistics.
+
+        ``saturated`` counts elements clipped to the format's range: for MX specs those
+        beyond their block's range (``|x| > X * max_elem``), otherwise those beyond the
+        largest magnitude of the quantized tensor (plus infinities).
+        """
+        from ..quant.blocks import mx_fake_quantize
+
+        x64 = x.astype(np.float64, copy=False)
+        fin = np.isfinite(x64)
+        if spec.is_mx:
+            xq, scale_codes = mx_fake_quantize(
+                x, spec.format, axis=spec.axis, block_size=spec.block_size,
+                scale_rule=spec.scale_rule, rounding=spec.rounding, rng=self.rng)
+            xq = xq.astype(x.dtype, copy=False)
+            k = spec.block_size
+            n = x.shape[spec.axis]
+            scale = np.ldexp(1.0, scale_codes.astype(np.int64) - 127)
+            scale = np.repeat(scale, k, axis=spec.axis).take(np.arange(n), axis=spec.axis)
+            with np.errstate(invalid="ignore"):
+                saturated = int(np.count_nonzero(np.abs(x64) > scale * spec.format.max))
+        else:
+            xq = fake_quantize(x, spec, rng=self.rng)
+            top = float(np.max(np.abs(xq[np.isfinite(xq)]))) if np.isfinite(xq).any() else 0.0
+            saturated = int(np.count_nonzero(np.abs(x64[fin]) > top)) + int(
+                np.count_nonzero(np.isinf(x64)))
+        st = self.trace.setdefault((site, layer), SiteStats())
+        err = xq.astype(np.float64) - x64
+        st.calls += 1
+        st.elements += x.size
+        if fin.any():
+            st.amax = max(st.amax, float(np.abs(x64[fin]).max()))
+        st.signal += float(np.sum(x64[fin] ** 2))
+        st.noise += float(np.sum(err[fin] ** 2))
+        st.underflow += int(np.count_nonzero((x64 != 0) & (xq == 0)))
+        st.saturated += saturated
+        return xq
+
+    def quantize(self, site: str, layer: int | None, x: np.ndarray) -> np.ndarray:
+        """Fake-quantize ``x`` at ``site`` (the identity where the config says FP32)."""
+        spec = self.spec(site, layer)
+        if spec is None:
+            return x
+        if self.config.delayed is not None and site in ACT_SITES:
+            from ..quant import DelayedScaling
+
+            ds = self._delayed.get((site, layer))
+            if ds is None:
+                ds = self._delayed[(site, layer)] = DelayedScaling(spec, **self.config.delayed)
+            before = ds.overflows
+            xq = ds(x)
+            if self.tracing:
+                st = self.trace.setdefault((site, layer), SiteStats())
+                x64 = x.astype(np.float64)
+                st.calls += 1
+                st.elements += x.size
+                st.amax = max(st.amax, float(np.nanmax(np.abs(x64))) if x.size else 0.0)
+                st.signal += float(np.sum(x64**2))
+                st.noise += float(np.sum((xq - x64) ** 2))
+                st.saturated += ds.overflows - before
+                st.underflow += int(np.count_nonzero((x64 != 0) & (xq == 0)))
+            return xq
+        if self.tracing:
+            return self._traced(site, layer, x, spec)
+        return fake_quantize(x, spec, rng=self.rng)
+
+    act = quantize
+
+    def weight(self, site: str, layer: int | None, w: np.ndarray) -> np.ndarray:
+        """The fake-quantized weight at ``site`` (cached per weight array)."""
+        spec = self.spec(site, layer)
+        if spec is None:
+            return w
+        key = (site, layer, id(w))
+        if key not in self._weights:
+            self._weights[key] = self.quantize(site, layer, w)
+        return self._weights[key]
+
+    def matmul(self, site: str, layer: int | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``a @ b`` in the accumulator the config names for ``site`` (BLAS for FP32)."""
+        acc = None if self.config is None else self.config.accumulator_for(site)
+        if acc is None or acc == "fp32":
+            return a @ b
+        from ..quant.accumulate import qmatmul
+
+        lead = a.shape[:-1]
+        kw = {}
+        for opt in ("promote_every", "accumulator_bits"):  # checked by QuantConfig
+            if self.config.options.get(opt) is not None:
+                kw[opt] = self.config.options[opt]
+        out = qmatmul(a.reshape(-1, a.shape[-1]), b, accumulator=acc, **kw)
+        return np.asarray(out, dtype=np.float32).reshape(*lead, b.shape[-1])
+
+    def linear(self, site: str, layer: int | None, x: np.ndarray, w: np.ndarray,
+               b: np.ndarray | None = None) -> np.ndarray:
+        """``x @ w + b`` with w in (in, out) layout, quantized as the config says.
+
+        The weight is quantized with scale groups along its input axis (``axis=0``
+        for per-channel / block specs), the activation along its last axis.
+        """
+        mode = "fake_quant" if self.config is None else self.config.linear_mode
+        if mode == "torch_dynamic_int8" and self.spec(site, layer) is not None:
+            return self._special_linear(mode, site, layer, x, w, b)  # b inside torch's FMA
+        if mode != "fake_quant" and self.spec(site, layer) is not None:
+            y = self._special_linear(mode, site, layer, x, w)
+            return y if b is None else y + b
+        xq = self.act(f"{site}.input", layer, x)
+        wspec = self.spec(site, layer)
+        if wspec is not None and wspec.granularity != "tensor" and wspec.axis == -1 \
+                and not (isinstance(wspec.block_size, tuple)):
+            # per output channel / blocks along the reduction (input) axis of a (in, out) weight
+            wspec = dataclasses.replace(wspec, axis=0)
+        wq = w if wspec is None else self._weight_with(site, layer, w, wspec)
+        y = self.matmul(site, layer, xq, wq)
+        if b is not None:
+            y = y + b
+        return y
+
+    def _weight_with(self, site, layer, w, spec):
+        key = (site, layer, id(w))
+        if key not in self._weights:
+            wq = (self._traced(site, layer, w, spec) if self.tracing
+                  else fake_quantize(w, spec, rng=self.rng))
+            self._weights[key] = np.ascontiguousarray(wq)  # BLAS is fastest on C order
+        return self._weights[key]
+
+    def _special_linear(self, mode, site, layer, x, w, b=None):
+        from ..quant import outliers
+
+        opts = self.config.options
+        if mode == "llm_int8":
+            y = outliers.llm_int8_matmul(x, w, threshold=opts.get("threshold", 6.0))
+        elif mode == "smoothquant":
+            y = outliers.smoothquant_matmul(x, w, alpha=opts.get("alpha", 0.5))
+        else:
+            y = torch_dynamic_int8_linear(x, w, b)
+        if self.tracing:
+            ref = x.astype(np.float64) @ w.astype(np.float64)
+            if b is not None:
+                ref = ref + b
+            st = self.trace.setdefault((f"{site}.output", layer), SiteStats())
+            st.calls += 1
+            st.elements += y.size
+            st.signal += float(np.sum(ref**2))
+            st.noise += float(np.sum((y - ref) ** 2))
+        return np.asarray(y, dtype=np.float32)

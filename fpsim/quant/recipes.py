@@ -1,0 +1,354 @@
+"""Scaled quantization: :func:`quantize_tensor` (codes + scales, a
+:class:`QuantizedTensor`) and :func:`fake_quantize` (the dequantized values).
+
+See :mod:`fpsim.quant.spec` for the conventions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..codec import decode, encode, quantize
+from ..formats import FloatFormat
+from . import blocks as _blocks
+from ._groups import F32_TINY, Groups, as_float
+from .calibration import asym_range, group_clip, scale_from_clip, static_clip
+from .spec import QuantSpec, resolve_spec
+
+__all__ = ["QuantizedTensor", "quantize_tensor", "fake_quantize"]
+
+
+def _affine(lo: np.ndarray, hi: np.ndarray, fmt):
+    """(scale, zero point) of an affine integer quantizer for the range [lo, hi]."""
+    qmin, qmax = fmt.min_int, fmt.max_int
+    scale = np.where(hi > lo, (hi - lo) / (qmax - qmin), 1.0).astype(np.float32)
+    scale = np.maximum(scale.astype(np.float64), F32_TINY)
+    zp = np.clip(np.rint(qmin - lo / scale), qmin, qmax)
+    return scale, zp
+
+
+def _group_scales(x: np.ndarray, groups: Groups, spec: QuantSpec):
+    """(scale, zero point or None) per group, each (groups, 1) float64."""
+    if not spec.symmetric:
+        return _affine(*asym_range(x, groups, spec), spec.format)
+    clip = static_clip(spec, groups.n_groups) if spec.amax is not None else \
+        group_clip(x, groups, spec)
+    return scale_from_clip(clip, spec), None
+
+
+def _encode_band(band, spec: QuantSpec, scale, zp, rng, *, values: bool):
+    """Codes (or dequantized values) of a band of groups with per-row scales."""
+    fmt = spec.format
+    with np.errstate(over="ignore", invalid="ignore"):
+        if zp is None:
+            s32 = scale.astype(np.float32)
+            y = (_blocks.to_float32(band) / s32).astype(np.float32)
+            if values:
+                q = quantize(y, fmt, rounding=spec.rounding, saturate=spec.saturate, rng=rng)
+                v = q * s32
+            else:
+                return encode(y, fmt, rounding=spec.rounding, saturate=spec.saturate, rng=rng)
+        else:
+            y = (band / scale + zp).astype(np.float32)
+            codes = encode(y, fmt, rounding=spec.rounding, saturate=True, rng=rng)
+            if not values:
+                return codes
+            v = _clip_to(((decode(codes, fmt, dtype=np.float64) - zp) * scale), band.dtype)
+    v[np.isnan(band)] = np.nan  # NaN stays NaN, whatever the element format
+    return v
+
+
+def _run_groups(x: np.ndarray, spec: QuantSpec, rng, *, values: bool):
+    """Chunked quantization of the non-MX, non-NVFP4 specs: (result, scale, zp, groups),
+    where result is the dequantized values (``values=True``) or the codes."""
+    groups = Groups(x.shape, spec)
+    scale, zp = _group_scales(x, groups, spec)
+    whole = spec.rounding == "stochastic"  # the random bits follow the element index
+    dtype = x.dtype if values else spec.format.code_dtype
+    out = groups.new_out(dtype)
+    for gs, band, key in groups.bands(x, whole=whole):
+        r = _encode_band(band, spec, scale[gs], None if zp is None else zp[gs], rng,
+                         values=values)
+        groups.put(out, key, r)
+    return groups.finish(out), scale, zp, groups
+
+
+def _clip_to(v: np.ndarray, dtype) -> np.ndarray:
+    """v (float64) clipped to dtype's finite range (an affine range's far end can
+    exceed it by a rounding): dequantized values are never Inf."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize < 8:
+        m = float(np.finfo(dtype).max)
+        np.clip(v, -m, m, out=v)
+    return v
+
+
+def _nan_mask(x: np.ndarray, fmt):
+    """Where x is NaN, for element formats that cannot hold NaN (else None)."""
+    if isinstance(fmt, FloatFormat) and fmt.has_nan:
+        return None
+    m = np.isnan(x)
+    return m if m.any() else None
+
+
+# ---- the quantized tensor ------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class QuantizedTensor:
+    """Codes and scales of a quantized tensor.
+
+    Attributes
+    ----------
+    codes : ndarray
+        Element codes (shape of the input); integer values for int formats.
+    scales : ndarray of float32
+        Dequantization multipliers per group (``()`` for one per tensor).
+    zero_points : ndarray or None
+        Per-group zero points of an affine integer quantizer.
+    spec : QuantSpec
+    shape : tuple
+    tensor_scale : float
+        FP32 per-tensor scale of two-level recipes (NVFP4), else 1.
+    scale_codes : ndarray or None
+        The scales' own codes when they are stored in a small format.
+    nan_mask : ndarray of bool or None
+        Where the input was NaN, for element formats that cannot hold NaN
+        (integers, FP6, FP4); :meth:`dequantize` gives NaN there.  Not counted in
+        :attr:`nbytes` (it stands for the NaN a real kernel would propagate).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> qt = quantize_tensor(np.array([0.5, -1.0, 2.0, 4.0], np.float32), "int8")
+    >>> qt.shape, qt.nbytes, qt.zero_points is None
+    ((4,), 8, True)
+    >>> qt.dequantize(np.float64).round(3).tolist()
+    [0.504, -1.008, 2.016, 4.0]
+    """
+
+    codes: np.ndarray
+    scales: np.ndarray
+    zero_points: np.ndarray | None
+    spec: QuantSpec
+    shape: tuple
+    tensor_scale: float = 1.0
+    scale_codes: np.ndarray | None = None
+    nan_mask: np.ndarray | None = None
+
+    def dequantize(self, dtype=np.float32) -> np.ndarray:
+        """The values the codes stand for, in ``dtype`` (computed in chunks)."""
+        spec = self.spec
+        groups = Groups(self.shape, spec)
+        s = groups.scales_in(self.scales).astype(np.float32)
+        if self.tensor_scale != 1.0:  # two-level: the scales multiply in float32 first
+            s = s * np.float32(self.tensor_scale)
+        s = s.astype(np.float64)
+        z = None if self.zero_points is None else \
+            groups.scales_in(self.zero_points).astype(np.float64)
+        out = groups.new_out(dtype)
+        with np.errstate(over="ignore"):
+            for gs, band, key in groups.bands(np.asarray(self.codes)):
+                e = decode(band, spec.format, dtype=np.float64)
+                if z is not None:
+                    e -= z[gs]
+                e *= s[gs]
+                groups.put(out, key, _clip_to(e, out.dtype))
+        out = groups.finish(out)
+        if self.nan_mask is not None:
+            out[self.nan_mask] = np.nan
+        return out
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        """Storage in bytes: packed elements + scales (+ zero points, tensor scale)."""
+        bits = self.size * self.spec.format.bits
+        n_scales = int(np.size(self.scales))
+        sbits = self.spec.scale_format.bits if self.spec.scale_format is not None else 32
+        bits += n_scales * sbits
+        if self.zero_points is not None:
+            bits += int(np.size(self.zero_points)) * self.spec.format.bits
+        if self.spec.tensor_scale:
+            bits += 32
+        return -(-bits // 8)
+
+    @property
+    def bits_per_value(self) -> float:
+        """Average storage bits per element, scales included."""
+        return 8.0 * self.nbytes / self.size if self.size else float("nan")
+
+    def __repr__(self) -> str:
+        return (f"QuantizedTensor(shape={self.shape}, spec={self.spec.describe()!r}, "
+                f"bits_per_value={self.bits_per_value:.3f})")
+
+
+# ---- entry points ----------------------------------------------------------
+def _quantize_groups(x: np.ndarray, spec: QuantSpec, rng):
+    """(codes, scales, zero_points, groups) for non-MX, non-NVFP4 specs."""
+    codes, scale, zp, groups = _run_groups(x, spec, rng, values=False)
+    return codes, scale, zp, groups
+
+
+def _prepare(x, spec, overrides):
+    spec = resolve_spec(spec, **overrides)
+    x = as_float(x)
+    if not (spec.is_mx or spec.tensor_scale):
+        Groups(x.shape, spec)  # validates axis and dimensions
+    return spec, x
+
+
+def quantize_tensor(x, spec, *, rng=None, **overrides) -> QuantizedTensor:
+    """Quantize x with scales: the codes, scales and zero points.
+
+    Parameters
+    ----------
+    x : array_like of float
+        Not a masked array (TypeError): pass ``x.filled(np.nan)`` to quantize
+        masked values as NaN.
+    spec : QuantSpec or str
+        A QuantSpec or a recipe name (``"mxfp8_e4m3"``, ``"nvfp4"``, ``"int8"``,
+        ``"e4m3fn"``...).
+    rng : seed or numpy.random.Generator
+        For stochastic rounding.
+    **overrides
+        QuantSpec fields to change, e.g. ``axis=0``, ``block_size=16``,
+        ``scale_rule="rceil"``, ``granularity="channel"``, ``calibration="mse"``.
+
+    Returns
+    -------
+    QuantizedTensor
+
+    Raises
+    ------
+    ValueError, TypeError
+        Unknown recipe or option, axis out of range, non-float or masked input.
+
+    Examples
+    --------
+    >>> import numpy as np, fpsim
+    >>> qt = fpsim.quantize_tensor(np.array([0.5, -1.0, 2.0, 4.0], np.float32), "int8")
+    >>> qt.codes.tolist(), float(qt.scales)
+    ([16, -32, 64, 127], 0.031496062874794006)
+    """
+    spec, x = _prepare(x, spec, overrides)
+    mask = _nan_mask(x, spec.format)
+    if spec.is_mx:
+        if spec.amax is not None:
+            raise ValueError("static amax is not supported for MX block scales (they are per block)")
+        codes, scale_codes = _blocks.mx_encode(
+            x, spec.format, axis=spec.axis, block_size=spec.block_size,
+            scale_rule=spec.scale_rule, rounding=spec.rounding, rng=rng)
+        with np.errstate(invalid="ignore"):
+            scales = decode(scale_codes, "float8_e8m0fnu")
+        return QuantizedTensor(codes=codes, scales=scales, zero_points=None, spec=spec,
+                               shape=x.shape, scale_codes=scale_codes, nan_mask=mask)
+    if spec.tensor_scale:
+        _check_two_level(spec)
+        amax = None if spec.amax is None else float(np.max(spec.amax))
+        _, codes, block_codes, s_t = _blocks.nvfp4_encode(
+            x, axis=spec.axis, block_size=spec.block_size, rounding=spec.rounding, rng=rng,
+            tensor_amax=amax)
+        scales = decode(block_codes, spec.scale_format)
+        return QuantizedTensor(codes=codes, scales=scales, zero_points=None, spec=spec,
+                               shape=x.shape, tensor_scale=float(s_t), scale_codes=block_codes,
+                               nan_mask=mask)
+    codes, scale, zp, groups = _quantize_groups(x, spec, rng)
+    scales = groups.scales_out(scale.astype(np.float32))
+    zps = None if zp is None else groups.scales_out(zp.astype(np.int32))
+    scale_codes = None
+    if spec.scale_format is not None:
+        scale_codes = encode(scales.astype(np.float32), spec.scale_format, saturate=True)
+    return QuantizedTensor(codes=codes, scales=scales, zero_points=zps, spec=spec,
+                           shape=x.shape, scale_codes=scale_codes, nan_mask=mask)
+
+
+def _check_two_level(spec):
+    if not (spec.format.name == "float4_e2m1fn" and spec.scale_format is not None
+            and spec.scale_format.name == "float8_e4m3fn"):
+        _unsupported_two_level(spec)
+
+
+def _unsupported_two_level(spec):
+    raise ValueError("tensor_scale=True is implemented for NVFP4 (float4_e2m1fn elements with "
+                     f"float8_e4m3fn block scales); got {spec.format.name} / "
+                     f"{getattr(spec.scale_format, 'name', None)}")
+
+
+def fake_quantize(x, spec, *, rng=None, **overrides) -> np.ndarray:
+    """x quantized with scales and dequantized again, in x's float dtype.
+
+    Same arguments as :func:`quantize_tensor`; MX specs run one fused kernel.
+    NaN stays NaN, +-Inf saturates to its group's largest magnitude, and the
+    scales come from the finite values (see the numerics page).  Memory stays
+    near the output's size: the work is done in chunks.
+
+    Examples
+    --------
+    >>> import numpy as np, fpsim
+    >>> fpsim.fake_quantize(np.array([1.0, 2.0, 300.0, 1000.0], np.float32), "mxfp8_e4m3",
+    ...                     block_size=4).tolist()
+    [1.0, 2.0, 288.0, 896.0]
+    """
+    spec, x = _prepare(x, spec, overrides)
+    dtype = x.dtype
+    if spec.is_mx and spec.amax is None:
+        v, _ = _blocks.mx_fake_quantize(x, spec.format, axis=spec.axis,
+                                        block_size=spec.block_size,
+                                        scale_rule=spec.scale_rule, rounding=spec.rounding,
+                                        rng=rng)
+        return v.astype(dtype, copy=False)
+    if spec.tensor_scale:
+        _check_two_level(spec)
+        amax = None if spec.amax is None else float(np.max(spec.amax))
+        v, _, _, _ = _blocks.nvfp4_encode(
+            x, axis=spec.axis, block_size=spec.block_size, rounding=spec.rounding, rng=rng,
+            tensor_amax=amax, want_codes=False)
+        return v.astype(dtype, copy=False)
+    if spec.is_mx:
+        raise ValueError("static amax is not supported for MX block scales (they are per block)")
+    fast = _fast_fake_quantize(x, spec, rng)
+    if fast is not None:
+        return fast
+    v, _, _, _ = _run_groups(x, spec, rng, values=True)
+    return v
+
+
+def _fast_fake_quantize(x: np.ndarray, spec: QuantSpec, rng):
+    """The fused kernel for the common case (float32, dynamic max scaling per tensor
+    or per vector along the last axis, a table-exact format); None if it does not apply."""
+    from .._kernels import use_parallel
+    from .._kernels import lut as klut
+    from .. import dispatch
+
+    if (x.dtype != np.float32 or x.ndim == 0 or x.size == 0 or not spec.symmetric
+            or spec.calibration != "max" or spec.amax is not None
+            or spec.scale_rule != "amax" or spec.scale_format is not None
+            or spec.rounding == "stochastic" or not dispatch.hi16_ok(spec.format)):
+        return None
+    g = spec.granularity
+    if g == "tensor":
+        per_row = False
+    elif g in ("channel", "token") and _blocks.check_axis(spec.axis, x.ndim) == x.ndim - 1:
+        per_row = True
+    else:
+        return None
+    x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1]) if per_row else \
+        np.ascontiguousarray(x).reshape(1, -1)
+    out = np.empty_like(x2)
+    table = dispatch.hi16_table(spec.format, dispatch.mode_for(spec.format, spec.rounding), spec.saturate,
+                        np.dtype(np.float32))
+    fmax = float(spec.format.max)
+    if per_row and use_parallel(x2.size) and x2.shape[0] > 1:
+        klut.fake_quant_rows_parallel(x2, out, table, fmax)
+    else:
+        klut.fake_quant_rows(x2, out, table, fmax, per_row)
+    if not (isinstance(spec.format, FloatFormat) and spec.format.has_nan):
+        for rs in _blocks.row_chunks(x2.shape[0], x2.shape[1]):
+            nan = np.isnan(x2[rs])
+            if nan.any():
+                out[rs][nan] = np.nan  # NaN stays NaN
+    return out.reshape(x.shape)

@@ -1,0 +1,336 @@
+"""What a quantization is: :class:`QuantSpec`, the named recipes and their resolution.
+
+Scales are per tensor, per channel/token or per block.  A :class:`QuantSpec` says how a tensor is quantized; :func:`quantize_tensor`
+returns a :class:`QuantizedTensor` (codes + scales), :func:`fake_quantize`
+the dequantized values directly.  ``spec`` may be a QuantSpec or a recipe
+name (see :func:`recipe`), and keyword overrides adjust it::
+
+    fpsim.fake_quantize(x, "mxfp8_e4m3", axis=0, scale_rule="rceil")
+    fpsim.fake_quantize(x, "int8", calibration="mse")
+
+Conventions
+-----------
+* ``scales`` are dequantization multipliers: ``x_hat = element * scale``
+  (``scale_inv`` in Transformer Engine's terms, ``2**X`` in OCP MX).
+* Elements are ``x / scale`` computed in float32 and then rounded once into
+  the element format; power-of-two block scales (MX) are applied exactly.
+* Groups: ``tensor`` (one scale), ``channel`` / ``token`` (one scale per
+  vector along ``axis``: ``axis=-1`` on a (out, in) weight is per output
+  channel, on (tokens, features) activations per token), ``block`` (blocks of
+  ``block_size`` along ``axis``; a pair ``(128, 128)`` tiles the last two axes).
+* Non-finite values never set a scale: the clip value comes from the finite
+  values (a group with none gets scale 1); NaN stays NaN element by element
+  (``QuantizedTensor.nan_mask`` keeps it for formats without NaN) and +-Inf
+  saturates to the group's range.  float64 input beyond float32's range
+  saturates to +-FLT_MAX; a tiny clip value gives a scale of at least 2**-149.
+* Affine (``symmetric=False``) integer recipes take ``max`` or ``percentile``
+  calibration; :func:`calibrate` gives them a static range (``amin``, ``amax``).
+* The work is done in chunks of groups: peak memory stays within a few times
+  the input's size.
+* A group whose clip value is 0 gets scale 1 (never NaN or Inf).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..formats import FloatFormat, IntFormat, get_format
+from . import blocks as _blocks
+
+__all__ = ["QuantSpec", "GRANULARITIES", "CALIBRATIONS", "SCALE_RULES", "RECIPES", "recipe",
+           "resolve_spec"]
+
+GRANULARITIES = ("tensor", "channel", "token", "block")
+CALIBRATIONS = ("max", "percentile", "mse", "kl")
+#: "amax": scale = clip / element max (any scale format); the power-of-two
+#: rules of :mod:`fpsim.quant.blocks` give E8M0 scales.
+SCALE_RULES = ("amax",) + _blocks.SCALE_RULES
+
+
+GRANULARITIES = ("tensor", "channel", "token", "block")
+CALIBRATIONS = ("max", "percentile", "mse", "kl")
+#: "amax": scale = clip / element max (any scale format); the power-of-two
+#: rules of :mod:`fpsim.quant.blocks` give E8M0 scales.
+SCALE_RULES = ("amax",) + _blocks.SCALE_RULES
+
+
+def check_format(v, name):
+    try:
+        return get_format(v)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{name}: {e}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantSpec:
+    """How to quantize a tensor: element format, rounding, scale groups and rule.
+
+    Parameters
+    ----------
+    format : str or format
+        Element format (``"float8_e4m3fn"``, ``"int8"``, ``"float4_e2m1fn"``...).
+    rounding : str
+        Element rounding mode (IEEE names, see ``fpsim.ROUNDINGS``).
+    saturate : bool
+        Clamp elements to +-max (default True: scaled recipes saturate).
+    granularity : {"tensor", "channel", "token", "block"}
+    axis : int
+        Axis of the vectors (channel/token) or blocks (block) sharing a scale.
+    block_size : int or (int, int)
+        Block length (``block``); a pair tiles the last two axes.
+    scale_format : str, format or None
+        Format the scales are stored in: None (float32), ``"float8_e8m0fnu"``
+        (power of two), ``"float8_e4m3fn"`` (NVFP4 blocks), ``"bfloat16"``...
+    scale_rule : str
+        ``"amax"`` (scale = clip / element max, rounded up into scale_format)
+        or a power-of-two rule ``"floor"`` (OCP MX), ``"ceil"``, ``"even"``,
+        ``"rceil"``.
+    calibration : {"max", "percentile", "mse", "kl"}
+        How the clip value of each group is chosen.
+    percentile : float
+        For ``calibration="percentile"``.
+    symmetric : bool
+        False gives an affine (zero-point) integer quantizer.
+    tensor_scale : bool
+        A second, FP32 per-tensor scale above the block scales (NVFP4).
+    amax : float or tuple of float, optional
+        Static clip value(s) (from :func:`calibrate`); None computes them per call.
+        For an affine (``symmetric=False``) spec, the high end(s) of the range.
+    name : str
+        Recipe name, for reports.
+    amin : float or tuple of float, optional
+        Static low end(s) (<= 0) of an affine range, with ``amax``; from
+        :func:`calibrate`.  An affine spec with ``amax`` but no ``amin`` uses
+        ``[-amax, amax]``.
+
+    Raises
+    ------
+    TypeError
+        A field of the wrong type (``symmetric="False"``, ``block_size=32.0``...).
+    ValueError
+        A field value outside what is allowed.
+
+    Examples
+    --------
+    >>> spec = QuantSpec(format="int8", granularity="channel")
+    >>> spec.format.name, spec.granularity
+    ('int8', 'channel')
+    """
+
+    format: Any
+    rounding: str = "nearest_even"
+    saturate: bool = True
+    granularity: str = "tensor"
+    axis: int = -1
+    block_size: Any = 32
+    scale_format: Any = None
+    scale_rule: str = "amax"
+    calibration: str = "max"
+    percentile: float = 99.99
+    symmetric: bool = True
+    tensor_scale: bool = False
+    amax: Any = None
+    name: str = field(default="", compare=False)
+    amin: Any = None
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "format", check_format(self.format, "format"))
+        if self.scale_format is not None:
+            sf = check_format(self.scale_format, "scale_format")
+            if not isinstance(sf, FloatFormat):
+                raise ValueError(f"scale_format must be None or a float format (float32 scales "
+                                 f"when None), e.g. 'float8_e8m0fnu', 'float8_e4m3fn', "
+                                 f"'bfloat16'; got {sf.name!r}")
+            set_(self, "scale_format", sf)
+        from ..rounding import check_saturate, rounding_mode
+
+        rounding_mode(self.rounding)
+        check_saturate(self.saturate)
+        set_(self, "saturate", bool(self.saturate))
+        for name in ("symmetric", "tensor_scale"):
+            v = getattr(self, name)
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {v!r}")
+            set_(self, name, bool(v))
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, got {self.name!r}")
+        check_choice("granularity", self.granularity, GRANULARITIES)
+        check_choice("scale_rule", self.scale_rule, SCALE_RULES)
+        check_choice("calibration", self.calibration, CALIBRATIONS)
+        set_(self, "axis", _blocks.check_int(self.axis, "axis"))
+        bs = self.block_size
+        if isinstance(bs, (list, tuple)):
+            if len(bs) != 2:
+                raise ValueError(f"block_size must be a positive int or a pair of them, got {bs!r}")
+            set_(self, "block_size", tuple(_blocks.check_int(b, "block_size", minimum=1)
+                                           for b in bs))
+        else:
+            set_(self, "block_size", _blocks.check_int(bs, "block_size", minimum=1))
+        p = self.percentile
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer,
+                                                                 np.floating)):
+            raise TypeError(f"percentile must be a real number in (0, 100], got {p!r}")
+        if not 0 < float(p) <= 100:  # also refuses NaN
+            raise ValueError(f"percentile must be in (0, 100], got {p!r}")
+        set_(self, "percentile", float(p))
+        if self.scale_rule != "amax":
+            sf = self.scale_format
+            if sf is None:
+                set_(self, "scale_format", get_format("float8_e8m0fnu"))
+            elif sf.mantissa_bits != 0:
+                raise ValueError(
+                    f"scale_rule={self.scale_rule!r} gives power-of-two scales, which "
+                    f"scale_format {sf.name} cannot hold; use float8_e8m0fnu or scale_rule='amax'"
+                )
+        if not self.symmetric and not isinstance(self.format, IntFormat):
+            raise ValueError("symmetric=False (zero points) needs an integer format")
+        if not self.symmetric and self.calibration not in ("max", "percentile"):
+            raise ValueError(f"calibration={self.calibration!r} is not available with "
+                             "symmetric=False; asymmetric recipes take 'max' or 'percentile'")
+        if self.tensor_scale and self.granularity != "block":
+            raise ValueError("tensor_scale=True (two-level scaling) needs granularity='block'")
+        set_(self, "amax", _range_values(self.amax, "amax", 1))
+        set_(self, "amin", _range_values(self.amin, "amin", -1))
+        if self.amin is not None:
+            if self.symmetric:
+                raise ValueError("amin (the static low end of an affine range) needs "
+                                 f"symmetric=False, got amin={self.amin!r}")
+            if self.amax is None or np.size(self.amin) != np.size(self.amax):
+                raise ValueError("amin needs amax with the same number of values, got "
+                                 f"amin={self.amin!r}, amax={self.amax!r}")
+
+    @property
+    def is_mx(self) -> bool:
+        """A power-of-two (E8M0) block scale: the OCP MX kernels apply."""
+        return (self.granularity == "block" and self.scale_rule != "amax"
+                and isinstance(self.block_size, int) and not self.tensor_scale)
+
+    def describe(self) -> str:
+        """One line: format, groups, scale format and rule."""
+        g = self.granularity
+        if g == "block":
+            g = f"block {self.block_size} along axis {self.axis}"
+        elif g != "tensor":
+            g = f"{g} (axis {self.axis})"
+        sf = self.scale_format.name if self.scale_format is not None else "float32"
+        parts = [self.format.name, g, f"scale {sf}/{self.scale_rule}",
+                 f"calibration {self.calibration}", self.rounding]
+        if self.tensor_scale:
+            parts.append("+ fp32 tensor scale")
+        if not self.symmetric:
+            parts.append("asymmetric")
+        return ", ".join(parts)
+
+
+def _range_values(v, name, sign):
+    """Static range values: None, a number or a sequence of numbers, finite, sign * v >= 0."""
+    if v is None:
+        return None
+    scalar = np.ndim(v) == 0
+    items = [v] if scalar else list(np.ravel(np.asarray(v, dtype=object)))
+    for a in items:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, float, np.integer,
+                                                                 np.floating)):
+            raise TypeError(f"{name} must be a real number or a sequence of them, got {v!r}")
+    vals = [float(a) for a in items]
+    bound = ">= 0" if sign > 0 else "<= 0"
+    if not all(np.isfinite(a) and sign * a >= 0 for a in vals):
+        raise ValueError(f"{name} must be finite and {bound}, got {v!r}")
+    return vals[0] if scalar else tuple(vals)
+
+
+def check_choice(name, value, allowed):
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}{hint}")
+
+
+# ---- recipes --------------------------------------------------------------
+def _mx(elem):
+    return dict(format=elem, granularity="block", block_size=32, scale_rule="floor",
+                scale_format="float8_e8m0fnu")
+
+
+RECIPES: dict[str, dict] = {
+    # OCP MX v1.0
+    **{name: _mx(elem) for name, elem in _blocks.MX_ELEMENTS.items()},
+    # NVFP4: E2M1, E4M3 scale per 16, FP32 tensor scale
+    "nvfp4": dict(format="float4_e2m1fn", granularity="block", block_size=16,
+                  scale_format="float8_e4m3fn", tensor_scale=True),
+    # integers
+    "int8": dict(format="int8"),
+    "int8_channel": dict(format="int8", granularity="channel"),
+    "int8_token": dict(format="int8", granularity="token"),
+    "int8_asym": dict(format="int8", symmetric=False),
+    "uint8_asym": dict(format="uint8", symmetric=False),
+    "int4_block32": dict(format="int4", granularity="block", block_size=32),
+    # DeepSeek-V3 fine-grained FP8
+    "fp8_deepseek_activation": dict(format="float8_e4m3fn", granularity="block",
+                                    block_size=128),
+    "fp8_deepseek_weight": dict(format="float8_e4m3fn", granularity="block",
+                                block_size=(128, 128)),
+}
+
+
+def recipe(name: str, **overrides) -> QuantSpec:
+    """The QuantSpec of a named recipe, with keyword overrides.
+
+    Any float format name (``"e4m3fn"``, ``"float8_e5m2"``...) is per-tensor
+    amax scaling into that format; :data:`RECIPES` lists the others.
+
+    Examples
+    --------
+    >>> recipe("mxfp4_e2m1").describe()
+    'float4_e2m1fn, block 32 along axis -1, scale float8_e8m0fnu/floor, calibration max, nearest_even'
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"spec must be a QuantSpec or a recipe name, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key in RECIPES:
+        kw = dict(RECIPES[key])
+    else:
+        try:
+            fmt = get_format(key)
+        except ValueError:
+            allowed = sorted(RECIPES) + ["<any format name>"]
+            close = difflib.get_close_matches(key, list(RECIPES), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"unknown recipe {name!r}{hint} Recipes: {', '.join(allowed)}") from None
+        kw = dict(format=fmt)
+    kw.update(overrides)
+    kw.setdefault("name", key)
+    return QuantSpec(**kw)
+
+
+def resolve_spec(spec, **overrides) -> QuantSpec:
+    """A QuantSpec from a QuantSpec or recipe name, with keyword overrides.
+
+    Examples
+    --------
+    >>> s = resolve_spec("int8")
+    >>> s.name, s.granularity, s.calibration
+    ('int8', 'tensor', 'max')
+    >>> resolve_spec(s) is s, resolve_spec(s, calibration="percentile").calibration
+    (True, 'percentile')
+    """
+    if isinstance(spec, QuantSpec):
+        if not overrides:
+            return spec
+        fields = {f.name for f in dataclasses.fields(QuantSpec)}
+        bad = set(overrides) - fields
+        if bad:
+            raise TypeError(f"unknown QuantSpec option(s) {sorted(bad)}; allowed: {sorted(fields)}")
+        return dataclasses.replace(spec, **overrides)
+    fields = {f.name for f in dataclasses.fields(QuantSpec)}
+    bad = set(overrides) - fields
+    if bad:
+        raise TypeError(f"unknown QuantSpec option(s) {sorted(bad)}; allowed: {sorted(fields)}")
+    return recipe(spec, **overrides)

@@ -1,0 +1,97 @@
+"""Evaluation statistics, storage accounting, and the report (small, on the real MiniLM)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import fpsim
+import fpsim.data
+import fpsim.models
+from fpsim.app import evaluate as ev
+
+
+def test_spearman_hand_cases_and_ties():
+    assert ev.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert ev.spearman([1, 2, 3], [3, 2, 1]) == -1.0
+    # ranks with ties: a -> [1, 2.5, 2.5, 4], b -> [1, 3, 2, 4]; Pearson of the ranks
+    ra, rb = np.array([1, 2.5, 2.5, 4]), np.array([1, 3, 2, 4])
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    want = float(ra @ rb / math.sqrt((ra @ ra) * (rb @ rb)))
+    assert ev.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(want)
+    with pytest.raises(ValueError, match="same length"):
+        ev.spearman([1, 2], [1, 2, 3])
+
+
+def test_embedding_metrics_identity_and_noise():
+    rng = np.random.default_rng(0)
+    e = rng.standard_normal((40, 16))
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    m = ev.embedding_metrics(e, e)
+    assert m["cosine_mean"] == pytest.approx(1.0) and m["nn_agreement"] == 1.0
+    assert m["similarity_spearman"] == pytest.approx(1.0)
+    noisy = e + 0.3 * rng.standard_normal(e.shape)
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    m2 = ev.embedding_metrics(e, noisy)
+    assert m2["cosine_min"] < m2["cosine_mean"] < 1 and m2["similarity_spearman"] < 1
+
+
+def test_lm_metrics_on_synthetic_logits():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((200, 50)).astype(np.float32)
+    targets = rng.integers(0, 50, 200)
+    same = ev.lm_metrics(logits, logits, targets, n_boot=50)
+    assert same["ppl_delta"] == 0 and same["kl_mean"] == pytest.approx(0, abs=1e-9)
+    assert same["top1_agreement"] == 1.0
+    # perplexity by hand: exp(mean(logsumexp - logit[target]))
+    lse = np.log(np.exp(logits.astype(np.float64)).sum(1))
+    want = math.exp(float(np.mean(lse - logits[np.arange(200), targets])))
+    assert same["ppl_fp32"] == pytest.approx(want, rel=1e-12)
+    worse = ev.lm_metrics(logits, logits + rng.standard_normal(logits.shape), targets, n_boot=200)
+    lo, hi = worse["ppl_delta_ci95"]
+    assert lo <= worse["ppl_delta"] <= hi and worse["kl_mean"] > 0
+
+
+def test_weight_storage():
+    w = {("q", 0): np.ones((64, 32), np.float32), ("up", 0): np.ones((64, 128), np.float32)}
+    cfg = fpsim.models.QuantConfig(sites={"q": "int8_channel", "up": "mxfp4_e2m1"})
+    s = ev.weight_storage(w, cfg)
+    # q: 2048 int8 + 32 fp32 scales; up: 8192 * 4 bits + 8192/32 E8M0 bytes
+    assert s["bytes"] == 2048 + 32 * 4 + 8192 // 2 + 8192 // 32
+    assert ev.weight_storage(w, None)["ratio_to_fp32"] == 1.0
+
+
+@pytest.mark.slow
+def test_evaluate_minilm_small(model_files):
+    model_files("minilm")
+    res = ev.evaluate("minilm", ["int8", "mxfp4"], sentences=fpsim.data.sentences()[:24],
+                      progress=False)
+    by = {r.preset: r for r in res}
+    assert by["int8"].metrics["cosine_mean"] > 0.99 > by["mxfp4"].metrics["cosine_mean"]
+    assert len(by["int8"].layer_sqnr_db) == 7 and by["int8"].trace
+    md = ev.results_markdown(res)
+    assert md.count("\n") == 4 and "| int8 |" in md
+    json.loads(ev.results_json(res))
+
+
+@pytest.mark.slow
+def test_report_quick(tmp_path, model_files):
+    model_files("minilm")
+    from fpsim.app.report import make_report
+
+    index = make_report(tmp_path / "rep", presets=("int8",), quick=True, quiet=True)
+    text = index.read_text()
+    assert "## Synthetic data" in text and "| int8 |" in text
+    pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
+    assert {"number_line.png", "relative_error.png", "error_histogram.png",
+            "sqnr_vs_scale.png", "mx_scales.png", "layer_sqnr.png"} <= set(pngs)
+    data = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert data["minilm"][0]["preset"] == "int8"
+
+
+def test_bootstrap_ci_names_a_bad_rng():
+    with pytest.raises(ValueError, match=r"rng: an int seed must satisfy 0 <= seed"):
+        ev.bootstrap_ci(lambda i: 0.0, 10, n_boot=5, rng=-1)
+    with pytest.raises(TypeError, match="rng must be an int seed"):
+        ev.bootstrap_ci(lambda i: 0.0, 10, n_boot=5, rng="seed")

@@ -1,0 +1,249 @@
+"""QuantConfig / presets / QuantContext (no model weights needed)."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from fpsim.models import numerics
+from fpsim.models import PRESETS, SITES, QuantConfig, QuantContext, preset
+
+X = np.random.default_rng(0).standard_normal((6, 32)).astype(np.float32)
+X[:, 5] *= 12  # an outlier feature
+W = np.random.default_rng(1).standard_normal((32, 16)).astype(np.float32) / 4
+
+
+@pytest.mark.parametrize("name", [p for p in PRESETS if p != "fp8_deepseek"])
+def test_every_preset_runs_and_round_trips(name, tmp_path):
+    ctx = QuantContext(name, trace=True)
+    y = ctx.linear("up", 0, X, W)
+    ref = X @ W
+    assert y.shape == ref.shape and y.dtype == np.float32
+    rel = np.linalg.norm(y - ref) / np.linalg.norm(ref)
+    if name == "fp32":
+        assert rel == 0
+    else:
+        assert 0 < rel < 0.5
+    cfg = preset(name)
+    for ext in ("json", "toml"):
+        cfg.save(tmp_path / f"c.{ext}")
+        assert QuantConfig.load(tmp_path / f"c.{ext}") == cfg
+
+
+def test_fp32_context_is_identity_and_free():
+    ctx = QuantContext(None)
+    assert ctx.is_fp32
+    assert ctx.act("q.input", 0, X) is X
+    np.testing.assert_array_equal(ctx.linear("q", 0, X, W), X @ W)
+
+
+def test_overrides_and_exclusions():
+    cfg = QuantConfig(sites={"q": "int8_channel", "q.input": "int8_token"},
+                      layers={2: {"q": "mxfp4_e2m1"}}, exclude_layers=(0, -1))
+    assert cfg.spec_for("q", 0, 6) is None  # excluded
+    assert cfg.spec_for("q", 5, 6) is None  # -1 == last layer
+    assert cfg.spec_for("q", 2, 6).format.name == "float4_e2m1fn"
+    assert cfg.spec_for("q", 3, 6).format.name == "int8"
+    assert cfg.spec_for("k", 3, 6) is None
+
+
+def test_weights_are_quantized_per_output_channel_and_cached():
+    ctx = QuantContext(QuantConfig(sites={"up": "int8_channel"}))
+    y1 = ctx.linear("up", 0, X, W)
+    y2 = ctx.linear("up", 0, X, W)
+    np.testing.assert_array_equal(y1, y2)
+    assert len(ctx._weights) == 1
+    wq = next(iter(ctx._weights.values()))
+    # one scale per output column of the (in, out) weight: each column's max maps to 127
+    col_scale = np.abs(W).max(axis=0) / 127
+    np.testing.assert_allclose(np.abs(wq).max(axis=0), 127 * col_scale, rtol=1e-6)
+
+
+def test_trace_records_sites():
+    ctx = QuantContext("int8", trace=True)
+    ctx.linear("up", 3, X, W)
+    st = ctx.trace[("up.input", 3)]
+    assert st.elements == X.size and st.amax == pytest.approx(float(np.abs(X).max()))
+    assert 20 < st.sqnr_db < 60
+    assert ("up", 3) in ctx.trace
+    d = st.to_dict()
+    assert set(d) >= {"amax", "saturated", "underflow", "sqnr_db"}
+
+
+def test_delayed_scaling_uses_history():
+    ctx = QuantContext("fp8_e4m3_delayed", trace=True)
+    big = X * 100
+    ctx.linear("up", 0, big, W)  # step 0: scale 1, |x| > 448 saturates
+    assert ctx.trace[("up.input", 0)].saturated > 0
+    ds = ctx._delayed[("up.input", 0)]
+    assert ds.scale == np.float32(np.abs(big).max() / 448)
+
+
+def test_torch_dynamic_int8_hand_case():
+    # w amax 1.275 -> s_w = 0.01; x in [0, 1.27] -> s_x = 0.01, zero point 0
+    w = np.array([[1.275, -0.5], [0.25, 0.0]], np.float32)
+    x = np.array([[1.27, 0.5]], np.float32)
+    y = numerics.torch_dynamic_int8_linear(x, w)
+    # integers: x -> [127, 50], w -> [[128 -> clamp 127, -50], [25, 0]]
+    acc = np.array([[127 * 127 + 50 * 25, 127 * -50]])
+    np.testing.assert_allclose(y, acc * np.float32(0.01) * np.float32(0.01), rtol=1e-6)
+
+
+TORCH_GOLDEN = pathlib.Path(__file__).parents[1] / "golden" / "torch_dynamic_int8.npz"
+
+
+def test_torch_dynamic_int8_matches_pytorch_bit_for_bit():
+    """Against torch 2.13's quantize_dynamic (tests/golden/make_torch_dynamic_golden.py):
+    the quantized weights and every output bit, bias included."""
+    with np.load(TORCH_GOLDEN) as g:
+        names = list(g["case_names"])
+        assert {"gaussian", "positive", "negative", "outlier", "zeros", "minilm_query"} <= set(
+            names)
+        for name in names:
+            x, w, b, y = (g[f"{name}_{k}"] for k in "xwby")
+            s_w = np.float32(np.abs(w).max() / 127.5)
+            assert s_w == np.float32(g[f"{name}_w_scale"]), name
+            np.testing.assert_array_equal(np.clip(np.rint(w / s_w), -128, 127),
+                                          g[f"{name}_w_int"], err_msg=name)
+            got = numerics.torch_dynamic_int8_linear(x, w.T, b)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, y, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "call, exc, fragment",
+    [
+        (lambda: QuantConfig(sites={"qq": "int8"}), ValueError, "did you mean 'q'"),
+        (lambda: QuantConfig(sites={"q": "int9"}), ValueError, "int8"),
+        (lambda: preset("int8_dynamic"), ValueError, "presets"),
+        (lambda: preset(3), TypeError, "QuantConfig"),
+        (lambda: QuantConfig(linear_mode="magic"), ValueError, "linear_mode"),
+        (lambda: QuantConfig(delayed={"history": 3}), ValueError, "delayed"),
+        (lambda: QuantConfig.from_dict({"sites": {}, "extra": 1}), ValueError, "extra"),
+        (lambda: QuantConfig(layers={"1": {"q": "int8"}}), TypeError, "ints"),
+    ],
+)
+def test_invalid_configs(call, exc, fragment):
+    with pytest.raises(exc, match=fragment):
+        call()
+
+
+def test_toml_keeps_fp32_layer_overrides(tmp_path):
+    cfg = QuantConfig(sites={"q": "int8"}, layers={0: {"q": None}})
+    cfg.save(tmp_path / "c.toml")
+    back = QuantConfig.load(tmp_path / "c.toml")
+    assert back == cfg and back.spec_for("q", 0) is None and back.spec_for("q", 1) is not None
+
+
+# ---- QuantConfig validation (issue 9): typos, layer indices, types, files, sites ---------
+from fpsim.models.bert import SITES as BERT_SITES  # noqa: E402
+from fpsim.models.llama import SITES as LLAMA_SITES  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "call, exc, fragment",
+    [
+        # options: typos and options that do not apply are errors, not silently ignored
+        (lambda: QuantConfig(linear_mode="llm_int8", options={"treshold": 6.0}), ValueError,
+         r"unknown option 'treshold' \(did you mean 'threshold'\?\)"),
+        (lambda: QuantConfig(options={"alpha": 0.5}), ValueError,
+         "alpha.*linear_mode='smoothquant'"),
+        (lambda: QuantConfig(linear_mode="smoothquant", options={"alpha": "0.5"}), TypeError,
+         "alpha"),
+        (lambda: QuantConfig(linear_mode="smoothquant", options={"alpha": 1.5}), ValueError,
+         r"alpha.*\[0, 1\]"),
+        (lambda: QuantConfig(options={"promote_every": 128}), ValueError,
+         "promote_every.*accumulator"),
+        (lambda: QuantConfig(accumulator="tensorcore", options={"promote_every": 1.5}),
+         TypeError, "promote_every"),
+        (lambda: QuantConfig(accumulator="fp16", options={"accumulator_bits": 14}), ValueError,
+         "accumulator_bits.*tensorcore"),
+        (lambda: QuantConfig(options=[("alpha", 0.5)]), TypeError, "options must be a dict"),
+        # layer indices
+        (lambda: QuantConfig(exclude_layers="12"), TypeError, "exclude_layers"),
+        (lambda: QuantConfig(exclude_layers=(1.5,)), TypeError, "exclude_layers"),
+        (lambda: QuantConfig(exclude_layers=(True,)), TypeError, "exclude_layers"),
+        (lambda: QuantConfig(layers={True: {"q": "int8"}}), TypeError, "ints"),
+        (lambda: QuantConfig.from_dict({"layers": {"1.5": {"q": "int8"}}}), ValueError,
+         "layers key '1.5'"),
+        (lambda: QuantConfig.from_dict({"exclude_layers": "12"}), TypeError, "exclude_layers"),
+        # field types
+        (lambda: QuantConfig(sites=["q"]), TypeError, "sites must be a dict"),
+        (lambda: QuantConfig(sites={"q": 8}), TypeError, "site 'q'"),
+        (lambda: QuantConfig(layers={0: "int8"}), TypeError, "layers"),
+        (lambda: QuantConfig(accumulator=32), TypeError, "accumulator"),
+        (lambda: QuantConfig(accumulators={"q": 3}), TypeError, "accumulators"),
+        (lambda: QuantConfig(linear_mode=None), TypeError, "linear_mode"),
+        (lambda: QuantConfig(name=3), TypeError, "name"),
+        (lambda: QuantConfig(delayed=[16]), TypeError, "delayed"),
+        (lambda: QuantConfig(portable="yes"), TypeError, "portable"),
+        (lambda: QuantConfig.from_dict([]), TypeError, "a dict"),
+        (lambda: QuantConfig.from_dict({"sites": {"q": ["int8"]}}), TypeError, "site 'q'"),
+        (lambda: QuantConfig.from_dict({"sites": {"q": {"fromat": "int8"}}}), ValueError,
+         "fromat"),
+    ],
+)
+def test_invalid_config_fields(call, exc, fragment):
+    with pytest.raises(exc, match=fragment):
+        call()
+
+
+@pytest.mark.parametrize(
+    "cfg, fragment",
+    [
+        (QuantConfig(sites={"gate": "int8", "up": "int8", "down": "int8"}),
+         r"site\(s\) 'down', 'gate', 'up' that this model does not have"),
+        (QuantConfig(sites={"q": "int8"}, layers={6: {"q": None}}), r"layers key 6.*\[-6, 5\]"),
+        (QuantConfig(sites={"q": "int8"}, layers={-7: {"q": None}}), r"layers key -7"),
+        (QuantConfig(sites={"q": "int8"}, exclude_layers=(6,)), r"exclude_layers.*6.*\[-6, 5\]"),
+    ],
+)
+def test_config_must_fit_the_model(cfg, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        QuantContext(cfg, n_layers=6, sites=BERT_SITES)
+
+
+def test_model_site_lists():
+    assert {"q.input", "attn.probs", "ffn_in"} <= set(BERT_SITES)
+    assert not {"gate", "kv_cache", "lm_head"} & set(BERT_SITES)
+    assert {"gate.input", "kv_cache", "lm_head"} <= set(LLAMA_SITES)
+    assert set(BERT_SITES) | set(LLAMA_SITES) <= set(SITES)
+    QuantContext(QuantConfig(sites={"gate.input": "int8"}), n_layers=30, sites=LLAMA_SITES)
+
+
+def test_presets_are_portable_and_negative_layer_keys_count_from_the_end():
+    for name in PRESETS:  # presets name the linears of every model: each uses those it has
+        QuantContext(name, n_layers=6, sites=BERT_SITES)
+    ctx = QuantContext(QuantConfig(sites={"q": "int8"}, layers={-1: {"q": "mxfp4_e2m1"}}),
+                       n_layers=6, sites=BERT_SITES)
+    assert ctx.spec("q", 5).format.name == "float4_e2m1fn"
+    assert ctx.spec("q", 4).format.name == "int8"
+
+
+@pytest.mark.parametrize("suffix, text, fragment", [
+    (".yaml", "sites:\n  q: int8\n", "YAML is not supported"),
+    (".yml", "sites: {}\n", "YAML is not supported"),
+    (".json", "{sites: }", r"not valid JSON .*line 1"),
+    (".toml", "sites = [", "not valid TOML"),
+    (".json", "[1, 2]", "a dict"),
+])
+def test_config_files_give_clear_errors(tmp_path, suffix, text, fragment):
+    path = tmp_path / f"c{suffix}"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=fragment) as info:
+        QuantConfig.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_promote_every_applies_to_every_accumulator_that_has_it():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 256)).astype(np.float32)
+    b = rng.standard_normal((256, 8)).astype(np.float32)
+    from fpsim.quant.accumulate import qmatmul
+
+    cfg = QuantConfig(accumulator="fp16", options={"promote_every": 32})
+    got = QuantContext(cfg).matmul("q", 0, a, b)
+    want = np.asarray(qmatmul(a, b, accumulator="fp16", promote_every=32), np.float32)
+    np.testing.assert_array_equal(got, want)
+    plain = np.asarray(qmatmul(a, b, accumulator="fp16"), np.float32)
+    assert not np.array_equal(want, plain)  # the option changes the result

@@ -1,0 +1,383 @@
+"""QuantSpec, recipes, quantize_tensor / fake_quantize, calibration and delayed scaling."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import fpsim
+from fpsim import quant as scaling
+from fpsim.quant import recipes as recipes_mod
+
+JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") == "1"
+RECIPES = sorted(scaling.RECIPES) + ["e4m3fn", "float8_e5m2", "bfloat16", "p3109_p4"]
+
+
+def data(shape=(16, 96), seed=0, dist="normal"):
+    rng = np.random.default_rng(seed)
+    if dist == "t":
+        return rng.standard_t(3, shape).astype(np.float32)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_dequantize_equals_fake_quantize(name):
+    x = data()
+    qt = fpsim.quantize_tensor(x, name)
+    np.testing.assert_array_equal(qt.dequantize(), fpsim.fake_quantize(x, name))
+    assert qt.codes.shape == x.shape and qt.shape == x.shape
+    assert qt.bits_per_value >= qt.spec.format.bits
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_elements_within_format_and_no_nan_scales(name):
+    x = data(seed=1, dist="t")
+    x[0] = 0.0  # a zero row
+    qt = fpsim.quantize_tensor(x, name)
+    elems = fpsim.decode(qt.codes, qt.spec.format, dtype=np.float64)
+    fmt = qt.spec.format
+    lo = fmt.min if isinstance(fmt, fpsim.IntFormat) else -fmt.max
+    assert (elems >= lo).all() and (elems <= fmt.max).all()
+    s = np.asarray(qt.scales, dtype=np.float64)
+    assert np.isfinite(s).all() and (s > 0).all()
+
+
+def test_int8_per_tensor_hand_derived():
+    # amax 4 -> scale 4 / 127; 0.5 / scale = 15.875 -> 16; -1 -> -31.75 -> -32; 2 -> 63.5 -> 64
+    # (ties to even); 4 -> 127.
+    x = np.array([0.5, -1.0, 2.0, 4.0], np.float32)
+    qt = fpsim.quantize_tensor(x, "int8")
+    assert qt.codes.tolist() == [16, -32, 64, 127]
+    assert qt.scales == np.float32(4 / 127)
+
+
+def test_channel_and_token_granularity():
+    x = data((6, 10))
+    per_row = fpsim.fake_quantize(x, "int8_channel")  # axis=-1: one scale per row
+    manual = np.stack([fpsim.fake_quantize(r, "int8") for r in x])
+    np.testing.assert_array_equal(per_row, manual)
+    per_col = fpsim.fake_quantize(x, "int8", granularity="channel", axis=0)
+    manual = np.stack([fpsim.fake_quantize(c, "int8") for c in x.T], axis=1)
+    np.testing.assert_array_equal(per_col, manual)
+    assert fpsim.quantize_tensor(x, "int8_token").scales.shape == (6, 1)
+
+
+def test_block_granularity_matches_manual_blocks():
+    x = data((3, 40))
+    got = fpsim.fake_quantize(x, "e4m3fn", granularity="block", block_size=16)
+    for r in range(3):
+        for b0 in range(0, 40, 16):
+            seg = x[r, b0:b0 + 16]
+            np.testing.assert_array_equal(got[r, b0:b0 + 16], fpsim.fake_quantize(seg, "e4m3fn"))
+
+
+def test_deepseek_tiles():
+    x = data((200, 300), seed=2)
+    qt = fpsim.quantize_tensor(x, "fp8_deepseek_weight")
+    assert qt.scales.shape == (2, 3)
+    tile = x[128:200, 256:300]
+    np.testing.assert_array_equal(qt.dequantize()[128:, 256:], fpsim.fake_quantize(tile, "e4m3fn"))
+    assert qt.scales[1, 2] == np.float32(np.abs(tile).max() / 448)
+    act = fpsim.quantize_tensor(x, "fp8_deepseek_activation")
+    assert act.scales.shape == (200, 3)
+
+
+def test_asymmetric_int8_hand_derived():
+    # min 0, max 2.55 -> scale 0.01 (float32), zero point round(-128 - 0 / 0.01) = -128;
+    # 1.0 -> 100 - 128 = -28 -> dequantized (-28 + 128) * 0.01 = 1.0
+    x = np.array([0.0, 1.0, 2.55], np.float32)
+    qt = fpsim.quantize_tensor(x, "int8_asym")
+    assert qt.zero_points == -128
+    assert qt.codes.tolist() == [-128, -28, 127]
+    np.testing.assert_allclose(qt.dequantize(), x, atol=0.005)
+
+
+def test_mx_recipe_uses_block_kernel_and_overrides():
+    x = data((4, 64))
+    a = fpsim.fake_quantize(x, "mxfp8_e4m3", scale_rule="rceil", axis=0)
+    b, _ = fpsim.quant.blocks.mx_fake_quantize(x, "e4m3fn", scale_rule="rceil", axis=0)
+    np.testing.assert_array_equal(a, b)
+    qt = fpsim.quantize_tensor(x, "mxfp4_e2m1")
+    assert qt.bits_per_value == 4.25 and qt.scale_codes.dtype == np.uint8
+
+
+def test_nvfp4_storage():
+    x = data((4, 64))
+    qt = fpsim.quantize_tensor(x, "nvfp4")
+    # 4 bits per element, one E4M3 byte per 16, and one FP32 tensor scale
+    assert qt.nbytes == (256 * 4 + 16 * 8 + 32) // 8
+    np.testing.assert_array_equal(qt.dequantize(), fpsim.quant.blocks.nvfp4_encode(x)[0])
+
+
+@pytest.mark.parametrize("cal", scaling.CALIBRATIONS)
+def test_calibrations_clip_within_amax(cal):
+    x = data((1, 4000), seed=3, dist="t")
+    spec = fpsim.recipe("int8", calibration=cal)
+    clip = scaling.clip_value(x, spec)
+    assert 0 < clip[0, 0] <= np.abs(x).max()
+
+
+def test_mse_calibration_beats_max_on_heavy_tails():
+    x = data((1, 20000), seed=4, dist="t")
+
+    def err(cal):
+        return float(np.mean((fpsim.fake_quantize(x, "int4", calibration=cal) - x) ** 2))
+
+    assert err("mse") < err("max")
+    assert err("percentile") < err("max")
+
+
+def test_static_calibration():
+    spec = fpsim.calibrate(np.array([1.0, -3.0, 2.0], np.float32), "int8")
+    assert spec.amax == (3.0,)
+    y = fpsim.fake_quantize(np.array([6.0, 1.5], np.float32), spec)
+    assert y.tolist() == [3.0, np.float32(np.float32(3 / 127) * 64)]  # 6 clips to 3
+    chan = fpsim.calibrate(data((5, 8)), "int8_channel")
+    assert len(chan.amax) == 5
+    with pytest.raises(ValueError, match="no finite values"):
+        fpsim.calibrate(np.array([np.nan, np.inf]), "int8")
+    with pytest.raises(ValueError, match="scale groups"):
+        fpsim.fake_quantize(data((4, 8)), chan)
+
+
+def test_specials_and_empty():
+    x = np.array([np.nan, np.inf, -np.inf, 1.0, -2.0], np.float32)
+    y = fpsim.fake_quantize(x, "e4m3fn")
+    assert np.isnan(y[0]) and y[1] == 2.0 and y[2] == -2.0 and y[3] == 1.0
+    z = fpsim.fake_quantize(np.zeros(7, np.float32), "int8")
+    assert (z == 0).all()
+    assert fpsim.fake_quantize(np.zeros((0, 4), np.float32), "int8_channel").shape == (0, 4)
+    assert fpsim.fake_quantize(np.zeros((3, 0), np.float32), "mxfp8_e4m3").shape == (3, 0)
+    assert fpsim.quantize_tensor(np.zeros(0, np.float32), "int8").nbytes == 4
+
+
+def test_delayed_scaling():
+    ds = fpsim.DelayedScaling("e4m3fn", history_len=2, margin=1)
+    y0 = ds(np.array([896.0, 1.0], np.float32))  # step 0 uses scale 1: 896 saturates
+    assert y0.tolist() == [448.0, 1.0] and ds.overflows == 1
+    assert ds.scale == np.float32(896 * 2 / 448)
+    ds(np.array([10.0], np.float32))
+    ds(np.array([10.0], np.float32))  # 896 has left the history of length 2
+    assert ds.scale == np.float32(10 * 2 / 448)
+    recent = fpsim.DelayedScaling("e4m3fn", algo="most_recent")
+    recent(np.array([100.0], np.float32))
+    recent(np.array([1.0], np.float32))
+    assert recent.scale == np.float32(1 / 448)
+
+
+def test_spec_describe_and_recipe_names():
+    s = fpsim.recipe("nvfp4")
+    assert "tensor scale" in s.describe()
+    assert fpsim.recipe("E4M3FN").format.name == "float8_e4m3fn"
+    assert json.dumps(s.describe())
+
+
+@pytest.mark.parametrize(
+    "call, exc, fragment",
+    [
+        (lambda: fpsim.fake_quantize(np.ones(4), "mxfp8_e4m4"), ValueError, "mxfp8_e4m3"),
+        (lambda: fpsim.fake_quantize(np.ones(4), "int8", granularity="row"), ValueError,
+         "granularity"),
+        (lambda: fpsim.fake_quantize(np.ones(4), "int8", calibration="entropy"), ValueError,
+         "calibration"),
+        (lambda: fpsim.fake_quantize(np.ones(4), "int8", granularity="channel", axis=2),
+         ValueError, "axis"),
+        (lambda: fpsim.fake_quantize(np.ones(4), "int8", granularity="block", block_size=0),
+         ValueError, "block_size"),
+        (lambda: fpsim.fake_quantize(np.ones(4), "int8", bogus=1), TypeError, "bogus"),
+        (lambda: fpsim.fake_quantize(np.ones(4), "e4m3fn", symmetric=False), ValueError,
+         "integer format"),
+        (lambda: fpsim.fake_quantize(np.ones(4), "int8", scale_rule="floor",
+                                     scale_format="bfloat16"), ValueError, "power-of-two"),
+        (lambda: fpsim.fake_quantize(np.ones(4), "int8", percentile=0), ValueError,
+         "percentile"),
+        (lambda: fpsim.fake_quantize(np.arange(4), "int8"), TypeError, "float"),
+        (lambda: fpsim.fake_quantize(np.ones(4), 3.0), TypeError, "recipe name"),
+        (lambda: fpsim.fake_quantize(np.ones((4, 4)), "fp8_deepseek_weight", axis=0) if False
+         else fpsim.fake_quantize(np.ones(4), "fp8_deepseek_weight"), ValueError, "two dimensions"),
+        (lambda: fpsim.fake_quantize(np.ones(32), "nvfp4", format="int8"), ValueError, "NVFP4"),
+        (lambda: fpsim.DelayedScaling("int8_channel"), ValueError, "per-tensor"),
+    ],
+)
+def test_invalid_arguments(call, exc, fragment):
+    with pytest.raises(exc, match=fragment):
+        call()
+
+
+def test_empty_vectors_per_token():
+    qt = fpsim.quantize_tensor(np.zeros((2, 0), np.float32), "int8_token")
+    assert qt.scales.shape == (2, 1) and qt.dequantize().shape == (2, 0)
+    qt = fpsim.quantize_tensor(np.zeros((0, 2), np.float32), "int8_channel", axis=0)
+    assert qt.scales.shape == (1, 2)
+
+
+@pytest.mark.parametrize("recipe_name", ["int8", "int8_token", "int8_channel", "e4m3fn",
+                                         "float8_e5m2", "int4", "p3109_p3"])
+def test_fused_fake_quantize_equals_general_path(recipe_name, monkeypatch):
+    x = data((33, 70), seed=9, dist="t")
+    x[3, 4] = np.nan
+    x[5, 6] = np.inf
+    x[7] = 0.0
+    fast = fpsim.fake_quantize(x, recipe_name)
+    monkeypatch.setattr(recipes_mod, "_fast_fake_quantize", lambda *a: None)
+    slow = fpsim.fake_quantize(x, recipe_name)
+    np.testing.assert_array_equal(fast, slow)
+    big = data((300, 256), seed=10)  # the parallel per-row kernel
+    slow_big = fpsim.fake_quantize(big, recipe_name)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(fpsim.fake_quantize(big, recipe_name), slow_big)
+
+
+# ---- NaN / Inf, static ranges, extreme and empty inputs, memory -------------------------
+NAN_RECIPES = sorted(scaling.RECIPES) + ["e4m3fn", "float8_e5m2", "float4_e2m1fn", "bfloat16"]
+
+
+def _cals(name):
+    """The calibrations a recipe accepts (asymmetric ones take max and percentile)."""
+    return [c for c in scaling.CALIBRATIONS
+            if fpsim.recipe(name).symmetric or c in ("max", "percentile")]
+
+
+NAN_CASES = [(n, c) for n in NAN_RECIPES for c in _cals(n)]
+
+
+def _specials(shape=(4, 256), seed=11):
+    x = data(shape, seed=seed, dist="t")
+    x[0, 3] = np.nan
+    x[3, 200] = -np.nan
+    x[1, 5] = np.inf
+    x[2, 7] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("name, cal", NAN_CASES)
+def test_nan_stays_nan_and_inf_saturates(name, cal):
+    """NaN stays NaN element-wise; +-Inf becomes the group's largest / smallest value."""
+    x = _specials()
+    y = fpsim.fake_quantize(x, name, calibration=cal)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(x))
+    assert np.isfinite(y[~np.isnan(x)]).all()
+    # every scale group holds the aligned 16-block around an element
+    assert y[1, 5] > 0 and y[1, 5] >= y[1, 0:16].max()
+    assert y[2, 7] < 0 and y[2, 7] <= y[2, 0:16].min()
+    qt = fpsim.quantize_tensor(x, name, calibration=cal)
+    np.testing.assert_array_equal(qt.dequantize(), y)
+    assert np.isfinite(np.asarray(qt.scales, np.float64)).all()
+
+
+@pytest.mark.parametrize("name, cal", NAN_CASES)
+def test_non_finite_values_never_set_a_scale(name, cal):
+    """With max calibration (and MSE, whose error ignores zeros) non-finite values act
+    as zeros for the scale; percentile and KL use the finite values only."""
+    x = _specials()
+    bad = ~np.isfinite(x)
+    y = fpsim.fake_quantize(x, name, calibration=cal)
+    if cal in ("max", "mse"):
+        want = fpsim.fake_quantize(np.where(bad, 0, x), name, calibration=cal)
+        np.testing.assert_array_equal(y[~bad], want[~bad])
+    spec = fpsim.recipe(name, calibration=cal)
+    if spec.granularity == "tensor":  # drop the non-finite values: same result
+        flat = x.ravel()
+        ok = np.isfinite(flat)
+        np.testing.assert_array_equal(fpsim.fake_quantize(flat, name, calibration=cal)[ok],
+                                      fpsim.fake_quantize(flat[ok], name, calibration=cal))
+        if not (spec.is_mx or spec.tensor_scale):
+            assert (fpsim.calibrate(flat, name, calibration=cal)
+                    == fpsim.calibrate(flat[ok], name, calibration=cal))
+
+
+def test_percentile_clip_is_over_finite_values():
+    x = _specials((4, 1000))
+    spec = fpsim.recipe("int8", calibration="percentile", percentile=90.0)
+    clip = scaling.clip_value(x, spec)
+    for row, c in zip(x, clip[:, 0]):
+        assert c == np.percentile(np.abs(row[np.isfinite(row)].astype(np.float64)), 90.0)
+
+
+@pytest.mark.parametrize("name", ["mxfp4_e2m1", "mxfp8_e4m3", "mxint8", "nvfp4"])
+def test_one_nan_leaves_its_block_alone(name):
+    x = data((2, 64), seed=5)
+    ref = fpsim.fake_quantize(x, name)
+    x[0, 1] = np.nan
+    y = fpsim.fake_quantize(x, name)
+    assert np.isnan(y[0, 1]) and np.isnan(y).sum() == 1
+    keep = ~np.isnan(x)
+    if name != "nvfp4" or np.abs(ref[0, 1]) < np.abs(x).max():  # nvfp4 tensor scale may move
+        np.testing.assert_array_equal(y[keep], ref[keep])
+
+
+@pytest.mark.parametrize("name", ["int8_asym", "uint8_asym"])
+def test_static_asymmetric_range_is_used(name):
+    calib = np.array([-1.0, 0.0, 3.0], np.float32)
+    spec = fpsim.calibrate(calib, name)
+    assert spec.amin == (-1.0,) and spec.amax == (3.0,)
+    x = np.array([-5.0, 1.0, 10.0], np.float32)
+    y = fpsim.fake_quantize(x, spec)
+    assert y[0] >= -1.0 - 0.01 and y[2] <= 3.0 + 0.01  # clipped to the calibrated range
+    np.testing.assert_array_equal(y, fpsim.quantize_tensor(x, spec).dequantize())
+    dyn = fpsim.fake_quantize(np.concatenate([calib, x[1:2]]), name)
+    assert y[1] == dyn[3]  # same range, same result as computing it from calib's values
+
+
+def test_float64_beyond_float32_range_saturates():
+    for name in NAN_RECIPES:
+        x = np.array([1e300, 1.0, -1e300, 2.0] * 8).reshape(2, 16)
+        y = fpsim.fake_quantize(x, name)
+        assert np.isfinite(y).all() and y.dtype == np.float64, name
+        assert (y[:, 0] > 1e38).all() and (y[:, 2] < -1e38).all(), name  # float32's top
+        # fake_quantize multiplies in float32 for symmetric recipes, dequantize in float64
+        np.testing.assert_allclose(fpsim.quantize_tensor(x, name).dequantize(np.float64), y,
+                                   rtol=2**-23)
+
+
+@pytest.mark.parametrize("name", NAN_RECIPES)
+@pytest.mark.parametrize("x", [np.float32([1e-45, 2e-45] * 16), np.float32([1e-45, 0.0] * 16),
+                               np.array([1e-320, 3e-320] * 16)])
+def test_tiny_amax_gives_valid_results(name, x):
+    import warnings
+
+    x = x.reshape(2, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = fpsim.fake_quantize(x, name)
+        qt = fpsim.quantize_tensor(x, name)
+    assert np.isfinite(y).all() and (np.abs(y) <= 1e-37).all()
+    assert np.isfinite(np.asarray(qt.scales, np.float64)).all()
+    assert (np.asarray(qt.scales, np.float64) > 0).all()
+
+
+EMPTY_SHAPES = [(0,), (0, 256), (3, 0), (0, 0), (2, 0, 5)]
+EMPTY_CASES = [(n, c, shape) for n, c in NAN_CASES for shape in EMPTY_SHAPES
+               if len(shape) >= 2 or not isinstance(fpsim.recipe(n).block_size, tuple)]
+
+
+@pytest.mark.parametrize("name, cal, shape", EMPTY_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_empty_in_empty_out(name, cal, shape, dtype):
+    spec = fpsim.recipe(name, calibration=cal)
+    x = np.zeros(shape, dtype)
+    y = fpsim.fake_quantize(x, spec)
+    assert y.shape == shape and y.dtype == dtype
+    qt = fpsim.quantize_tensor(x, spec)
+    assert qt.codes.shape == shape and qt.dequantize(dtype).shape == shape
+
+
+@pytest.mark.slow  # 16 MB through the kernels: minutes as plain Python (NUMBA_DISABLE_JIT=1)
+@pytest.mark.parametrize("name", ["nvfp4", "int8_asym", "int8", "int8_channel", "mxfp4_e2m1",
+                                  "int4_block32", "fp8_deepseek_weight", "e4m3fn"])
+def test_peak_memory_at_most_3x_input(name):
+    import tracemalloc
+
+    x = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)  # 16 MB
+    fpsim.fake_quantize(x[:64], name)  # compile the kernels outside the measurement
+    fpsim.quantize_tensor(x[:64], name).dequantize()
+    for call in (lambda: fpsim.fake_quantize(x, name),
+                 lambda: fpsim.quantize_tensor(x, name).dequantize()):
+        tracemalloc.start()
+        try:
+            call()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak / x.nbytes <= 3.0, (name, peak / x.nbytes)
