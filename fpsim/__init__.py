@@ -86,7 +86,8 @@ __all__ = [
 __version__ = "0.1.0"
 
 #: Subpackages and modules imported on first attribute access.
-_LAZY = ("data", "models", "measure", "plotting", "strategies", "reference", "app", "quant")
+_LAZY = ("data", "models", "measure", "plotting", "strategies", "reference", "app", "quant",
+         "mma")
 
 
 def __getattr__(name):

@@ -25,6 +25,7 @@ LAYERS = [
     ("_kernels",),
     ("codec", "dispatch"),
     ("quant",),
+    ("mma",),  # the public face of quant.mma: ``from fpsim import mma``
     ("metrics",),
     ("measure", "strategies"),
     ("plotting",),
