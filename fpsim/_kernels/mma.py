@@ -29,8 +29,8 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-from ._util import jit, pjit, prange
-from .accumulate import fma32
+from ._util import inline, jit, pjit, prange
+from .accumulate import bits_f64, f64_bits, fma32
 
 #: exponent MMA-Sim gives a zero operand
 ZERO_EXP = -126
@@ -84,7 +84,7 @@ def split(x, frac, emin, sig, exp):
         exp[i] = e
 
 
-@jit
+@inline
 def _shift_trunc(p, sh):
     """trunc(p * 2**sh) for an int64 p (toward zero)."""
     if sh >= 0:
@@ -96,7 +96,7 @@ def _shift_trunc(p, sh):
     return -((-p) >> (-sh))
 
 
-@jit
+@inline
 def _shift_floor(p, sh):
     """floor(p * 2**sh) for an int64 p."""
     if sh >= 0:
@@ -106,16 +106,25 @@ def _shift_floor(p, sh):
     return p >> (-sh)
 
 
-@jit
+@inline
+def _pow2(e):
+    """2.0**e for a normal float64 exponent (-1022 <= e <= 1023), from its bits."""
+    return bits_f64(np.int64(e + 1023) << 52)
+
+
+@inline
+def _exponent(x):
+    """floor(log2(|x|)) of a non-zero, normal float64 (its biased exponent field)."""
+    return ((f64_bits(x) >> 52) & 0x7FF) - 1023
+
+
+@inline
 def _bitlen(x):
-    n = 0
-    while x:
-        x >>= 1
-        n += 1
-    return n
+    """Bit length of a positive int64 below 2**53 (exact through float64)."""
+    return _exponent(float(x)) + 1
 
 
-@jit
+@inline
 def normalise(total, unit, out_kind):
     """The value total * 2**unit (total an int64) in the output type, as a float64."""
     if total == 0:
@@ -143,14 +152,14 @@ def normalise(total, unit, out_kind):
         else:  # toward zero
             mag = mag >> shift
         unit = e - p
-    v = math.ldexp(float(mag), int(unit))
-    if v >= math.ldexp(1.0, limit):
+    v = float(mag) * _pow2(unit)
+    if v >= _pow2(limit):
         v = math.inf
     return -v if neg else v
 
 
 # ---- NVIDIA: fused dot-add with truncation ---------------------------------------------
-@jit
+@inline
 def _nv_special(a, b_t, i, j, lo, hi, sa, sb, c):
     """MMA-Sim's float64 sum of the slice's products plus c (finite sums are not used)."""
     t = 0.0
@@ -159,63 +168,86 @@ def _nv_special(a, b_t, i, j, lo, hi, sa, sb, c):
     return t + c
 
 
-@jit
-def _nv_element(a, b_t, ma, ea, mb, eb, fab, c, c_frac, c_emin, ssa, ssb, esa, esb,
-                special_a, special_b, i, j, step, block, n_frac, out_kind):
-    k = a.shape[1]
-    s = c
-    for lo in range(0, k, step):
-        hi = lo + step
-        blk = lo // block
-        sa, sb = ssa[i, blk], ssb[j, blk]
-        if (special_a[i, lo // step] or special_b[j, lo // step] or not math.isfinite(s)
-                or not (math.isfinite(sa) and math.isfinite(sb))):
-            t = _nv_special(a, b_t, i, j, lo, hi, sa, sb, s)
-            if not math.isfinite(t):
-                s = t
-                continue
-        # c's decomposition in the running sum's type
-        if s == 0.0:
-            mc, ec = np.int64(0), ZERO_EXP
-        else:
-            m_, e_ = math.frexp(s)
-            ec = e_ - 1
-            if ec < c_emin:
-                ec = c_emin
-            mc = np.int64(math.ldexp(s, c_frac - ec))
-        se = esa[i, blk] + esb[j, blk]
-        top = ec
-        for l in range(lo, hi):
-            e = ea[i, l] + eb[j, l] + se
-            if e > top:
-                top = e
-        total = _shift_trunc(mc, n_frac + ec - top - c_frac)
-        for l in range(lo, hi):
-            p = ma[i, l] * mb[j, l]
-            if p != 0:
-                total += _shift_trunc(p, n_frac + ea[i, l] + eb[j, l] + se - top - fab)
-        s = normalise(total, top - n_frac, out_kind)
-    return s
+@inline
+def _nv_slice(a, b_t, i, j, lo, hi, scale):
+    """sum over the slice of trunc(a*b * scale): each product is exact in float64, so is its
+    power-of-two scaling; the truncated terms are integers below 2**40, summed in int64."""
+    total = np.int64(0)
+    for l in range(lo, hi):
+        total += np.int64(a[i, l] * b_t[j, l] * scale)  # conversion truncates toward zero
+    return total
+
+
+@inline
+def _nv_top(ea, eb, i, j, lo, hi):
+    """max over the slice of ea + eb (exponents held as float64: the max vectorises)."""
+    top = -1e300
+    for l in range(lo, hi):
+        top = max(top, ea[i, l] + eb[j, l])
+    return int(top)
+
+
+@inline
+def _nv_step(a, b_t, ea, eb, s, c_emin, ssa, ssb, esa, esb, special_a, special_b, i, j,
+             lo, step, block, n_frac, out_kind):
+    """One fused dot-add: products lo .. lo+step of output (i, j) onto the running sum s."""
+    hi = lo + step
+    blk = lo // block
+    sa, sb = ssa[i, blk], ssb[j, blk]
+    if (special_a[i, lo // step] or special_b[j, lo // step] or not math.isfinite(s)
+            or not (math.isfinite(sa) and math.isfinite(sb))):
+        t = _nv_special(a, b_t, i, j, lo, hi, sa, sb, s)
+        if not math.isfinite(t):
+            return t
+    # c's exponent in the running sum's type (zero: -126)
+    if s == 0.0:
+        ec = ZERO_EXP
+    else:
+        ec = max(_exponent(s), c_emin)
+    se = esa[i, blk] + esb[j, blk]
+    top = max(ec, _nv_top(ea, eb, i, j, lo, hi) + se)
+    # every term (c too) is trunc(value * 2**(n_frac - top)): an integer count of units
+    total = np.int64(s * _pow2(n_frac - top)) + _nv_slice(a, b_t, i, j, lo, hi,
+                                                           _pow2(n_frac - top + se))
+    return normalise(total, top - n_frac, out_kind)
+
+
+#: rows per block of the NVIDIA kernel: the running sums of a block stay in cache while the
+#: K slices stream by
+ROWS = 16
 
 
 @jit
-def nv_fused_serial(a, b_t, ma, ea, mb, eb, fab, c, c_frac, c_emin, ssa, ssb, esa, esb,
-                    special_a, special_b, step, block, n_frac, out_kind, out):
-    for i in range(a.shape[0]):
+def _nv_rows(a, b_t, ea, eb, c, c_emin, ssa, ssb, esa, esb, special_a, special_b, r0, r1,
+             step, block, n_frac, out_kind, out):
+    for i in range(r0, r1):
         for j in range(b_t.shape[0]):
-            out[i, j] = _nv_element(a, b_t, ma, ea, mb, eb, fab, c[i, j], c_frac, c_emin,
-                                    ssa, ssb, esa, esb, special_a, special_b, i, j, step,
-                                    block, n_frac, out_kind)
+            out[i, j] = c[i, j]
+    for lo in range(0, a.shape[1], step):
+        for i in range(r0, r1):
+            for j in range(b_t.shape[0]):
+                out[i, j] = _nv_step(a, b_t, ea, eb, out[i, j], c_emin, ssa, ssb, esa, esb,
+                                     special_a, special_b, i, j, lo, step, block, n_frac,
+                                     out_kind)
+
+
+@jit
+def nv_fused_serial(a, b_t, ea, eb, c, c_emin, ssa, ssb, esa, esb, special_a, special_b,
+                    step, block, n_frac, out_kind, out):
+    m = a.shape[0]
+    for r0 in range(0, m, ROWS):
+        _nv_rows(a, b_t, ea, eb, c, c_emin, ssa, ssb, esa, esb, special_a, special_b, r0,
+                 min(r0 + ROWS, m), step, block, n_frac, out_kind, out)
 
 
 @pjit
-def nv_fused_parallel(a, b_t, ma, ea, mb, eb, fab, c, c_frac, c_emin, ssa, ssb, esa, esb,
-                      special_a, special_b, step, block, n_frac, out_kind, out):
-    for i in prange(a.shape[0]):
-        for j in range(b_t.shape[0]):
-            out[i, j] = _nv_element(a, b_t, ma, ea, mb, eb, fab, c[i, j], c_frac, c_emin,
-                                    ssa, ssb, esa, esb, special_a, special_b, i, j, step,
-                                    block, n_frac, out_kind)
+def nv_fused_parallel(a, b_t, ea, eb, c, c_emin, ssa, ssb, esa, esb, special_a, special_b,
+                      step, block, n_frac, out_kind, out):
+    m = a.shape[0]
+    for blk in prange((m + ROWS - 1) // ROWS):
+        r0 = blk * ROWS
+        _nv_rows(a, b_t, ea, eb, c, c_emin, ssa, ssb, esa, esb, special_a, special_b, r0,
+                 min(r0 + ROWS, m), step, block, n_frac, out_kind, out)
 
 
 # ---- NVIDIA Blackwell mxf4nvf4: FP4 groups of 16 under block scales ----------------------

@@ -403,7 +403,7 @@ def _split(x: np.ndarray, t: str):
     _, _, frac, emin = TYPES[t]
     flat = np.ascontiguousarray(x).reshape(-1)
     sig = np.empty(flat.size, np.int64)
-    exp = np.empty(flat.size, np.int64)
+    exp = np.empty(flat.size, np.int32)
     _k.split(flat, frac, emin, sig, exp)
     return sig.reshape(x.shape), exp.reshape(x.shape)
 
@@ -475,16 +475,17 @@ def _compute(inst: Instruction, A, B, C, scale_a, scale_b, round_inputs, *, step
             ssa, ssb = np.ones((M, 1)), np.ones((N, 1))
             esa, esb = np.zeros((M, 1), np.int64), np.zeros((N, 1), np.int64)
             block = K
-        ma, ea = _split(A, inst.a_type)
-        mb, eb = _split(b_t, inst.b_type)
-        fab = TYPES[inst.a_type][2] + TYPES[inst.b_type][2]
+        _, ea = _split(A, inst.a_type)
+        _, eb = _split(b_t, inst.b_type)
+        ea, eb = ea.astype(np.float64), eb.astype(np.float64)
         ns = K // step
         spa = ~np.isfinite(A).reshape(M, ns, step).all(axis=2)
         spb = ~np.isfinite(b_t).reshape(N, ns, step).all(axis=2)
         _, _, c_frac, c_emin = TYPES[inst.d_type]
         out_kind = {"f32": _k.OUT_F32, "f32_e8m13": _k.OUT_E8M13, "f16": _k.OUT_F16}[inst.output]
-        kern = _k.nv_fused_parallel if use_parallel(M * N * K) and M > 1 else _k.nv_fused_serial
-        kern(A, b_t, ma, ea, mb, eb, fab, C, c_frac, c_emin, ssa, ssb, esa, esb, spa, spb,
+        kern = (_k.nv_fused_parallel if use_parallel(M * N * K) and M > _k.ROWS
+                else _k.nv_fused_serial)
+        kern(A, b_t, ea, eb, C, c_emin, ssa, ssb, esa, esb, spa, spb,
              step, block, inst.n_frac, out_kind, out)
     with np.errstate(over="ignore", invalid="ignore"):
         d = out.astype(inst.d_dtype)

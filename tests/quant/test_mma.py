@@ -311,3 +311,18 @@ def test_empty_and_infinite_c_in_block_fp4():
     e = mma.matmul(np.zeros((0, 64)), b, instruction=inst, scale_a=np.ones((0, 2)),
                    scale_b=np.ones((2, 1)))
     assert e.shape == (0, 1)
+
+
+def test_parallel_kernel_equals_serial(monkeypatch):
+    from fpsim._kernels import _util
+
+    inst = mma.instruction("Hopper", "wgmma", "m64n8k32.f32.e5m2.e4m3")
+    rng = np.random.default_rng(3)
+    a = fpsim.quantize(rng.standard_normal((40, 96)) * 8, "e5m2").astype(np.float64)
+    b = fpsim.quantize(rng.standard_normal((96, 5)), "e4m3fn").astype(np.float64)
+    a[3, 7] = np.inf
+    serial = mma.matmul(a, b, instruction=inst)
+    monkeypatch.setattr(_util, "PARALLEL_THRESHOLD", 1)
+    parallel = mma.matmul(a, b, instruction=inst)
+    assert np.array_equal(serial.view(np.uint32), parallel.view(np.uint32))
+    assert np.isinf(serial[3]).all() or np.isnan(serial[3]).any()
