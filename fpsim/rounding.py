@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import numbers
 
 import numpy as np
 
-__all__ = ["ROUNDINGS", "as_generator", "check_saturate", "resolve_seed", "rounding_mode"]
+__all__ = ["DEFAULT_SEED", "ROUNDINGS", "as_generator", "check_saturate", "child_seed",
+           "resolve_seed", "rounding_mode", "seed_of"]
 
 #: Rounding modes, in the order of their kernel numbers.
 ROUNDINGS = (
@@ -117,3 +119,52 @@ def as_generator(rng, *, name: str = "rng") -> np.random.Generator:
         raise ValueError(f"{name}: an int seed must satisfy 0 <= seed < 2**64, got {seed}; "
                          "pass a non-negative int, a numpy.random.Generator or None")
     return np.random.default_rng(seed)
+
+
+#: The seed a model run uses when none is given (``models.load``, ``evaluate``, the CLI): runs
+#: are reproducible unless the caller asks for fresh entropy with a Generator of their own.
+DEFAULT_SEED = 0
+
+
+def seed_of(rng, *, name: str = "rng") -> int:
+    """The root seed of a run: an int seed as is, one draw from a Generator, None ->
+    :data:`DEFAULT_SEED` (0).
+
+    Examples
+    --------
+    >>> seed_of(None), seed_of(42)
+    (0, 42)
+    """
+    if rng is None:
+        return DEFAULT_SEED
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(0, 2**63))
+    return int(as_generator(rng, name=name).bit_generator.seed_seq.entropy)
+
+
+def _key_int(k) -> int:
+    if isinstance(k, str):
+        return int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little")
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"a seed key must be a str or an int, got {type(k).__name__}")
+    return int(k) % 2**64
+
+
+def child_seed(seed: int, *key) -> int:
+    """The 64-bit seed of the random stream named ``key`` under the root ``seed``.
+
+    The one seeding scheme of fpsim: ``numpy.random.SeedSequence(seed, spawn_key=key)``, as
+    ``SeedSequence.spawn`` derives children, with each string of the key (a site name) turned
+    into an int by a stable hash (BLAKE2b, not Python's salted ``hash``).  A model run keys
+    every stochastic draw by (site, layer, operand, call), so two sites, layers, operands or
+    calls never share random bits, and the same seed gives the same draws in any order.
+
+    Examples
+    --------
+    >>> child_seed(0, "q.input", 3, 0, 0) == child_seed(0, "q.input", 3, 0, 0)
+    True
+    >>> child_seed(0, "q.input", 3, 0, 0) == child_seed(0, "k.input", 3, 0, 0)
+    False
+    """
+    ss = np.random.SeedSequence(int(seed), spawn_key=tuple(_key_int(k) for k in key))
+    return int(ss.generate_state(1, np.uint64)[0])

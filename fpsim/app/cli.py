@@ -255,7 +255,8 @@ def cmd_eval(args) -> int:
     if not presets:
         presets = None
     weights.fetch(args.model)
-    results = evaluate(args.model, presets, max_tokens=args.max_tokens)
+    results = evaluate(args.model, presets, max_tokens=args.max_tokens, rng=args.seed,
+                       batch_size=args.batch_size)
     print(results_markdown(results))
     if args.json:
         import pathlib
@@ -263,6 +264,16 @@ def cmd_eval(args) -> int:
         pathlib.Path(args.json).write_text(results_json(results))
         print(f"results written to {args.json}")
     return 0
+
+
+def _seed_arg(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < 2**64:
+        raise argparse.ArgumentTypeError(f"must be an int in [0, 2**64), got {text!r}")
+    return seed
 
 
 def _model_arg(name: str) -> str:
@@ -375,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="QuantConfig files (.json or .toml) to evaluate too")
     s.add_argument("--max-tokens", type=_positive_int, default=1024,
                    help="smollm2: tokens of the evaluation text (default 1024)")
+    s.add_argument("--seed", type=_seed_arg, default=0,
+                   help="root seed of stochastic rounding (default 0; recorded in the JSON)")
+    s.add_argument("--batch-size", type=_positive_int, default=64,
+                   help="minilm: sentences per batch (default 64; recorded in the JSON)")
     s.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     s.set_defaults(func=cmd_eval)
 

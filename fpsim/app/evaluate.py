@@ -201,10 +201,14 @@ def layer_sqnr(h_ref: Iterable[np.ndarray], h_q: Iterable[np.ndarray],
     return out
 
 
-def weight_storage(weights: dict, config) -> dict:
+def weight_storage(weights: dict, config, *, quantized: dict | None = None) -> dict:
     """Bytes of the weights under ``config`` (scales and zero points included).
 
-    ``weights`` maps (site, layer) -> weight array in (in, out) layout.
+    ``weights`` maps (site, layer) -> weight array in (in, out) layout.  ``quantized``, the
+    record a model's context keeps (``model.ctx.weight_specs``: (site, layer) -> the spec it
+    quantized that weight with), counts exactly what the model did; without it each weight's
+    spec comes from ``config`` with the model's rule (:meth:`QuantContext.weight_spec`), the
+    layer count taken from the weights (so negative ``exclude_layers`` count from the end).
 
     Examples
     --------
@@ -216,22 +220,26 @@ def weight_storage(weights: dict, config) -> dict:
     >>> weight_storage(w, None)["ratio_to_fp32"]
     1.0
     """
+    from ..models import QuantContext
     from ..quant import quantize_tensor
 
     fp32_bytes = 0
     q_bytes = 0
     count = 0
+    layers = [layer for _, layer in weights if isinstance(layer, (int, np.integer))]
+    n_layers = max(layers) + 1 if layers else None
     for (site, layer), w in weights.items():
         n = int(np.size(w))
         count += n
         fp32_bytes += 4 * n
-        spec = None if config is None else config.spec_for(site, layer)
+        if quantized is not None:
+            spec = quantized.get((site, layer))
+        else:
+            spec = None if config is None else QuantContext.weight_spec(
+                config.spec_for(site, layer, n_layers))
         if spec is None:
             q_bytes += 4 * n
             continue
-        if spec.granularity != "tensor" and spec.axis == -1 and not isinstance(
-                spec.block_size, tuple):
-            spec = dataclasses.replace(spec, axis=0)
         q_bytes += quantize_tensor(w, spec).nbytes
     return {
         "weights": count,
@@ -262,9 +270,60 @@ class EvalResult:
     layer_sqnr_db: list
     trace: list
     seconds: float
+    #: root seed of the run's stochastic rounding (fpsim.rounding.child_seed derives the rest)
+    seed: int = 0
+    #: MiniLM: sentences per batch (quantized embeddings depend on it); SmolLM2: window
+    batch_size: int | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def run_info() -> dict:
+    """Versions (fpsim, numpy, numba, python) and the machine: what a results file records.
+
+    Examples
+    --------
+    >>> sorted(run_info())
+    ['machine', 'versions']
+    """
+    import os
+    import platform
+    from importlib import metadata
+
+    from .. import __version__
+
+    return {"versions": {"fpsim": __version__, "numpy": np.__version__,
+                         "numba": metadata.version("numba"), "python": platform.python_version()},
+            "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                        "cpu_count": os.cpu_count()}}
+
+
+def strict_json(obj, **kwargs) -> str:
+    """``json.dumps`` of ``obj`` as standard JSON: NaN and infinities become null (JSON has no
+    such numbers), numpy scalars and arrays plain numbers and lists.
+
+    Examples
+    --------
+    >>> strict_json({"a": float("inf"), "b": [1.5, float("nan")]})
+    '{"a": null, "b": [1.5, null]}'
+    """
+    def clean(v):
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, np.ndarray):
+            return clean(v.tolist())
+        if isinstance(v, (np.bool_, bool)):
+            return bool(v)
+        if isinstance(v, (np.integer, int)):
+            return int(v)
+        if isinstance(v, (np.floating, float)):
+            return float(v) if math.isfinite(v) else None
+        return v
+
+    return json.dumps(clean(obj), allow_nan=False, **kwargs)
 
 
 def _progress(iterable, desc, enabled):
@@ -294,7 +353,7 @@ def _trace_rows(ctx) -> list[dict]:
 def evaluate(model: str = "minilm", presets: Iterable[str] | None = None, *,
              sentences: list[str] | None = None, text: str | None = None,
              max_tokens: int = 1024, window: int = 512, progress: bool = True,
-             n_boot: int = 1000) -> list[EvalResult]:
+             n_boot: int = 1000, batch_size: int = 64, rng=None) -> list[EvalResult]:
     """Evaluate presets on ``model`` ("minilm" or "smollm2") against its FP32 run.
 
     Parameters
@@ -310,6 +369,11 @@ def evaluate(model: str = "minilm", presets: Iterable[str] | None = None, *,
         SmolLM2: evaluate the first ``max_tokens`` tokens in windows of ``window``.
     progress : bool
         Show a progress bar (tqdm) on stderr.
+    batch_size : int
+        MiniLM sentences per batch (quantized embeddings depend on the batching; recorded).
+    rng : int seed, numpy.random.Generator or None
+        Root seed of stochastic rounding, the same for every preset (None: 0); recorded in
+        each result's ``seed``.
 
     Returns
     -------
@@ -329,28 +393,32 @@ def evaluate(model: str = "minilm", presets: Iterable[str] | None = None, *,
     from ..models import load
     from ..models import PRESETS, preset
 
+    from ..rounding import seed_of
+
     names = list(PRESETS) if presets is None else list(presets)
+    seed = seed_of(rng)
     ref = load(model)
     results = []
     if model == "minilm":
         texts = data.sentences() if sentences is None else list(sentences)
-        e_ref = ref.embed(texts)
+        e_ref = ref.embed(texts, batch_size=batch_size)
         probe = texts[:16]
         h_ref = ref.hidden_states(probe)
         mask = ref.attention_mask(probe) if hasattr(ref, "attention_mask") else None
         for name in _progress(names, "minilm presets", progress):
             t0 = time.perf_counter()
             cfg = preset(name)
-            m = load(model, quant=cfg)
-            e_q = m.embed(texts)
+            m = load(model, quant=cfg, rng=seed)
+            e_q = m.embed(texts, batch_size=batch_size)
             metrics = embedding_metrics(e_ref, e_q)
             _start_trace(m)  # statistics from the probe batch only: tracing costs time
             h_q = m.hidden_states(probe)
             results.append(EvalResult(
                 model=model, preset=cfg.name, description=cfg.description, metrics=metrics,
-                storage=weight_storage(ref.linear_weights(), cfg),
+                storage=weight_storage(ref.linear_weights(), cfg,
+                                       quantized=m.ctx.weight_specs),
                 layer_sqnr_db=layer_sqnr(h_ref, h_q, mask), trace=_trace_rows(m.ctx),
-                seconds=time.perf_counter() - t0))
+                seconds=time.perf_counter() - t0, seed=seed, batch_size=batch_size))
         return results
     if model != "smollm2":
         raise ValueError(f"model must be 'minilm' or 'smollm2', got {model!r}")
@@ -366,7 +434,7 @@ def evaluate(model: str = "minilm", presets: Iterable[str] | None = None, *,
     for name in _progress(names, "smollm2 presets", progress):
         t0 = time.perf_counter()
         cfg = preset(name)
-        m = load(model, quant=cfg)
+        m = load(model, quant=cfg, rng=seed)
         lq = np.concatenate([m.logits(w)[:-1] for w in windows])
         metrics = lm_metrics(lr, lq, targets, n_boot=n_boot)
         _start_trace(m)
@@ -374,9 +442,10 @@ def evaluate(model: str = "minilm", presets: Iterable[str] | None = None, *,
         results.append(EvalResult(
             model=model, preset=cfg.name,
             description=cfg.description + " (weights relative to the Q4_1 GGUF weights)",
-            metrics=metrics, storage=weight_storage(ref.linear_weights(), cfg),
+            metrics=metrics, storage=weight_storage(ref.linear_weights(), cfg,
+                                                    quantized=m.ctx.weight_specs),
             layer_sqnr_db=layer_sqnr(h_ref, h_q), trace=_trace_rows(m.ctx),
-            seconds=time.perf_counter() - t0))
+            seconds=time.perf_counter() - t0, seed=seed, batch_size=window))
         del m
     return results
 
@@ -420,5 +489,8 @@ def results_markdown(results: list[EvalResult]) -> str:
 
 
 def results_json(results: list[EvalResult]) -> str:
-    return json.dumps([r.to_dict() for r in results], indent=1, default=float)
+    """The results as standard JSON: ``{"run": run_info(), "results": [...]}`` (non-finite
+    numbers are null)."""
+    return strict_json({"run": run_info(), "results": [r.to_dict() for r in results]},
+                       indent=1)
 

@@ -6,7 +6,6 @@ figures), ``results.json`` and PNG figures, and prints the summary tables.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 import time
@@ -122,7 +121,7 @@ def make_report(out_dir="fpsim-report", *, presets=REPORT_PRESETS, quick: bool =
     ('index.md', True)
     """
     from .. import data
-    from .evaluate import evaluate, results_markdown
+    from .evaluate import evaluate, results_markdown, run_info, strict_json
 
     check_prerequisites(out_dir)
     t_start = time.perf_counter()
@@ -154,11 +153,12 @@ def make_report(out_dir="fpsim-report", *, presets=REPORT_PRESETS, quick: bool =
         _log(f"fpsim report: no figures ({e}); pip install 'fpsim[plot]'", quiet)
 
     payload = {
+        "run": run_info(),
         "synthetic": syn_rows,
         "minilm": [r.to_dict() for r in results],
         "seconds": time.perf_counter() - t_start,
     }
-    (out / "results.json").write_text(json.dumps(payload, indent=1, default=float))
+    (out / "results.json").write_text(strict_json(payload, indent=1))  # standard JSON
     lines = [
         "# fpsim report",
         "",

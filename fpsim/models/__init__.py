@@ -17,13 +17,16 @@ __all__ = ["load", "MODELS", "SITES", "QuantConfig", "QuantContext", "SiteStats"
 MODELS = ("minilm", "smollm2")
 
 
-def load(name: str, quant=None, **kwargs):
+def load(name: str, quant=None, *, rng=None, **kwargs):
     """Load a reference model, optionally quantized.
 
     Parameters
     ----------
     name : {"minilm", "smollm2"}
     quant : QuantConfig, preset name or None
+    rng : int seed, numpy.random.Generator or None
+        Root seed of stochastic rounding (None: the default seed 0, so runs repeat); every
+        site, layer, operand and call draws its own stream (:class:`QuantContext`).
     **kwargs
         Passed to the model's ``load`` (e.g. ``trace=True``).
 
@@ -50,9 +53,12 @@ def load(name: str, quant=None, **kwargs):
     if name == "minilm":
         from .bert import MiniLM
 
-        return MiniLM.load(quant=quant, **kwargs)
-    if name == "smollm2":
+        model = MiniLM.load(quant=quant, **kwargs)
+    elif name == "smollm2":
         from .llama import SmolLM2
 
-        return SmolLM2.load(quant=quant, **kwargs)
-    raise ValueError(f"unknown model {name!r}; models: {', '.join(MODELS)}")
+        model = SmolLM2.load(quant=quant, **kwargs)
+    else:
+        raise ValueError(f"unknown model {name!r}; models: {', '.join(MODELS)}")
+    model.ctx.reseed(rng)
+    return model

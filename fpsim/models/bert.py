@@ -379,8 +379,14 @@ class MiniLM:
         """L2-normalised mean-pooled sentence embeddings, shape (n, D) float32.
 
         Texts are sorted by length and run in batches of ``batch_size``, each padded to
-        its longest text; the result does not depend on the batching (up to float32
-        rounding).  An empty list gives an array of shape (0, D).
+        its longest text.  In FP32 the result does not depend on the batching (up to float32
+        rounding: padded keys are masked, pooling skips padding).  Quantized, it does:
+        per-tensor recipes (``int8_tensor``, ``fp8_e4m3``) take one scale per batch, delayed
+        scaling keeps a history per call, stochastic rounding draws one stream per call, and
+        even per-token/per-channel recipes can flip a code where batched BLAS rounds
+        differently (on MiniLM, about 1e-2 on an embedding between ``batch_size=1`` and 6).
+        Compare quantized models at the same ``batch_size``.  An empty list gives an array
+        of shape (0, D).
 
         Raises
         ------

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..quant import fake_quantize
+from ..rounding import child_seed, seed_of
 from .config import ACT_SITES, SITES
 from .numerics import torch_dynamic_int8_linear
 from .presets import preset
@@ -63,7 +64,16 @@ class QuantContext:
         The sites the model has; a config that is not ``portable`` may quantize only these.
     trace : bool
         Record :class:`SiteStats` per (site, layer).
-    rng : seed or Generator, for stochastic rounding.
+    rng : int seed, numpy.random.Generator or None
+        The root seed of stochastic rounding (None: :data:`fpsim.rounding.DEFAULT_SEED`, 0;
+        a Generator gives one draw).  Every quantization draws from its own stream,
+        ``child_seed(seed, site, layer, operand, call)`` (:func:`fpsim.rounding.child_seed`,
+        numpy's SeedSequence keyed by a stable hash of the site): sites, layers, operands
+        and successive calls never share random bits, and the same seed gives the same
+        draws whatever order the sites run in.  The call counter counts calls per (site,
+        layer, operand), so with stochastic rounding the outputs depend on how the inputs
+        are batched (the n-th call of a site draws the n-th stream); weights are quantized
+        once (call 0).
 
     Examples
     --------
@@ -82,6 +92,10 @@ class QuantContext:
         self.tracing = trace
         self.trace: dict[tuple[str, int | None], SiteStats] = {}
         self.rng = rng
+        self.seed = seed_of(rng)
+        self._calls: dict = {}
+        #: (site, layer) -> the QuantSpec each weight was quantized with (what storage counts)
+        self.weight_specs: dict = {}
         self._weights: dict[tuple[str, int | None, int], np.ndarray] = {}
         self._delayed: dict = {}
 
@@ -95,7 +109,23 @@ class QuantContext:
             return None
         return self.config.spec_for(site, layer, self.n_layers)
 
-    def _traced(self, site, layer, x, spec):
+    def reseed(self, rng) -> None:
+        """Restart every random stream from the root seed ``rng`` (see the class doc)."""
+        self.rng = rng
+        self.seed = seed_of(rng)
+        self._calls = {}
+        self._weights = {}
+        self._delayed = {}
+        self.weight_specs = {}
+
+    def draw(self, site: str, layer: int | None, operand: str = "act") -> int:
+        """The seed of the next stochastic quantization at (site, layer, operand)."""
+        key = (site, -1 if layer is None else int(layer), operand)
+        n = self._calls.get(key, 0)
+        self._calls[key] = n + 1
+        return child_seed(self.seed, *key, n)
+
+    def _traced(self, site, layer, x, spec, operand="act"):
         """Quantize x and record its statistics.
 
         ``saturated`` counts elements clipped to the format's range: for MX specs those
@@ -109,7 +139,8 @@ class QuantContext:
         if spec.is_mx:
             xq, scale_codes = mx_fake_quantize(
                 x, spec.format, axis=spec.axis, block_size=spec.block_size,
-                scale_rule=spec.scale_rule, rounding=spec.rounding, rng=self.rng)
+                scale_rule=spec.scale_rule, rounding=spec.rounding,
+                rng=self.draw(site, layer, operand))
             xq = xq.astype(x.dtype, copy=False)
             k = spec.block_size
             n = x.shape[spec.axis]
@@ -118,7 +149,7 @@ class QuantContext:
             with np.errstate(invalid="ignore"):
                 saturated = int(np.count_nonzero(np.abs(x64) > scale * spec.format.max))
         else:
-            xq = fake_quantize(x, spec, rng=self.rng)
+            xq = fake_quantize(x, spec, rng=self.draw(site, layer, operand))
             top = float(np.max(np.abs(xq[np.isfinite(xq)]))) if np.isfinite(xq).any() else 0.0
             saturated = int(np.count_nonzero(np.abs(x64[fin]) > top)) + int(
                 np.count_nonzero(np.isinf(x64)))
@@ -144,7 +175,9 @@ class QuantContext:
 
             ds = self._delayed.get((site, layer))
             if ds is None:
-                ds = self._delayed[(site, layer)] = DelayedScaling(spec, **self.config.delayed)
+                ds = self._delayed[(site, layer)] = DelayedScaling(
+                    spec, **self.config.delayed,
+                    rng=child_seed(self.seed, site, -1 if layer is None else layer, "delayed"))
             before = ds.overflows
             xq = ds(x)
             if self.tracing:
@@ -160,7 +193,7 @@ class QuantContext:
             return xq
         if self.tracing:
             return self._traced(site, layer, x, spec)
-        return fake_quantize(x, spec, rng=self.rng)
+        return fake_quantize(x, spec, rng=self.draw(site, layer))
 
     act = quantize
 
@@ -170,6 +203,7 @@ class QuantContext:
         if spec is None:
             return w
         key = (site, layer, id(w))
+        self.weight_specs[(site, layer)] = spec
         if key not in self._weights:
             self._weights[key] = self.quantize(site, layer, w)
         return self._weights[key]
@@ -203,22 +237,28 @@ class QuantContext:
             y = self._special_linear(mode, site, layer, x, w)
             return y if b is None else y + b
         xq = self.act(f"{site}.input", layer, x)
-        wspec = self.spec(site, layer)
-        if wspec is not None and wspec.granularity != "tensor" and wspec.axis == -1 \
-                and not (isinstance(wspec.block_size, tuple)):
-            # per output channel / blocks along the reduction (input) axis of a (in, out) weight
-            wspec = dataclasses.replace(wspec, axis=0)
+        wspec = self.weight_spec(self.spec(site, layer))
         wq = w if wspec is None else self._weight_with(site, layer, w, wspec)
         y = self.matmul(site, layer, xq, wq)
         if b is not None:
             y = y + b
         return y
 
+    @staticmethod
+    def weight_spec(spec):
+        """The spec a linear's (in, out) weight is quantized with: scale groups along its
+        input (reduction) axis, so per-channel means one scale per output column."""
+        if spec is not None and spec.granularity != "tensor" and spec.axis == -1 \
+                and not isinstance(spec.block_size, tuple):
+            return dataclasses.replace(spec, axis=0)
+        return spec
+
     def _weight_with(self, site, layer, w, spec):
         key = (site, layer, id(w))
+        self.weight_specs[(site, layer)] = spec
         if key not in self._weights:
-            wq = (self._traced(site, layer, w, spec) if self.tracing
-                  else fake_quantize(w, spec, rng=self.rng))
+            wq = (self._traced(site, layer, w, spec, "weight") if self.tracing
+                  else fake_quantize(w, spec, rng=self.draw(site, layer, "weight")))
             self._weights[key] = np.ascontiguousarray(wq)  # BLAS is fastest on C order
         return self._weights[key]
 
@@ -226,10 +266,12 @@ class QuantContext:
         from ..quant import outliers
 
         opts = self.config.options
+        self.weight_specs[(site, layer)] = self.weight_spec(self.spec(site, layer))
         if mode == "llm_int8":
             y = outliers.llm_int8_matmul(x, w, threshold=opts.get("threshold", 6.0))
         elif mode == "smoothquant":
-            y = outliers.smoothquant_matmul(x, w, alpha=opts.get("alpha", 0.5))
+            y = outliers.smoothquant_matmul(x, w, alpha=opts.get("alpha", 0.5),
+                                            rng=self.draw(site, layer, "smoothquant"))
         else:
             y = torch_dynamic_int8_linear(x, w, b)
         if self.tracing:

@@ -184,7 +184,9 @@ def calibrate(data, spec, **overrides) -> QuantSpec:
     carries ``amax`` (one value per group) and uses it on every later call.
     For an affine spec (``symmetric=False``) it carries the range: ``amin``
     and ``amax`` per group (the smallest low end and largest high end over the
-    arrays).  NaN and Inf are ignored.
+    arrays).  NaN and Inf are ignored.  Calibration is deterministic, so it takes no ``rng``:
+    its ``mse``/``kl`` searches score candidate clips with round-to-nearest-even whatever the
+    spec's rounding (the calibrated spec keeps its rounding for later calls).
 
     Raises
     ------

@@ -8,6 +8,7 @@ from ..codec import quantize
 from ..formats import FloatFormat
 from . import blocks as _blocks
 from ._groups import F32_MAX, F32_TINY, as_float
+from ..rounding import child_seed, seed_of
 from .spec import check_choice, resolve_spec
 
 __all__ = ["DelayedScaling"]
@@ -29,6 +30,10 @@ class DelayedScaling:
     margin : int
         The scale leaves ``2**margin`` headroom: ``scale = amax * 2**margin / max``
         (an int in [-127, 127]; the scale is kept within float32's range).
+    rng : int seed, numpy.random.Generator or None
+        For a stochastic-rounding spec: an int seed gives step t the stream
+        ``child_seed(seed, t)`` (:func:`fpsim.rounding.child_seed`), so a replay gives the
+        same codes; a Generator is drawn from; None takes fresh entropy at every step.
 
     Raises
     ------
@@ -48,8 +53,13 @@ class DelayedScaling:
     """
 
     def __init__(self, spec="float8_e4m3fn", *, history_len: int = 1024, algo: str = "max",
-                 margin: int = 0):
+                 margin: int = 0, rng=None):
         self.spec = resolve_spec(spec)
+        if rng is None or isinstance(rng, np.random.Generator):
+            self._rng, self._seed = rng, None
+        else:
+            self._rng, self._seed = None, seed_of(rng)
+        self._step = 0
         if self.spec.granularity != "tensor":
             raise ValueError("DelayedScaling needs a per-tensor spec")
         history_len = _blocks.check_int(history_len, "history_len", minimum=1)
@@ -72,7 +82,11 @@ class DelayedScaling:
         with np.errstate(over="ignore", invalid="ignore"):
             y = (_blocks.to_float32(x) / self.scale).astype(np.float32)
             self.overflows += int(np.count_nonzero(np.abs(y) > fmt.max))
-            q = quantize(y, fmt, rounding=self.spec.rounding, saturate=self.spec.saturate)
+            rng = self._rng if self._seed is None else child_seed(self._seed, self._step)
+            q = quantize(y, fmt, rounding=self.spec.rounding, saturate=self.spec.saturate,
+                         rng=rng)
+        self._step += 1
+        with np.errstate(over="ignore", invalid="ignore"):
             out = (q * self.scale).astype(x.dtype, copy=False)
         if not (isinstance(fmt, FloatFormat) and fmt.has_nan):
             out[np.isnan(x)] = np.nan  # NaN stays NaN

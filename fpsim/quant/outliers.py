@@ -35,6 +35,7 @@ import numpy as np
 
 from ..codec import quantize
 from ..formats import FloatFormat, get_format
+from ..rounding import child_seed, seed_of
 from .recipes import fake_quantize, quantize_tensor
 from .spec import QuantSpec, resolve_spec
 
@@ -523,7 +524,9 @@ def smoothquant_matmul(x, w, *, alpha=0.5, x_spec="int8_token", w_spec="int8_cha
         offline); default: those of x itself.
     w_layout : {"in_out", "out_in"}
     rng : seed or numpy.random.Generator
-        For stochastic rounding in the specs.
+        For stochastic rounding in the specs.  An int seed gives the two operands the child
+        seeds ``child_seed(seed, "x")`` and ``child_seed(seed, "w")`` (fpsim's seeding
+        scheme, :func:`fpsim.rounding.child_seed`); a Generator is drawn from for each.
 
     Returns
     -------
@@ -551,7 +554,11 @@ def smoothquant_matmul(x, w, *, alpha=0.5, x_spec="int8_token", w_spec="int8_cha
     x_s, w_s = smooth(x, w, alpha=alpha, x_absmax=x_absmax, w_layout=w_layout)
     if w_layout == "out_in":
         w_s = w_s.T  # [in, out]
-    qx = fake_quantize(x_s, _spec_along(x_spec, -1), rng=rng)
-    qw = fake_quantize(w_s, _spec_along(w_spec, 0), rng=rng)
+    # the two operands draw from different streams (one int seed would give both the same bits)
+    rx, rw = (rng, rng) if rng is None else (
+        (rng, rng) if isinstance(rng, np.random.Generator)  # a Generator advances between them
+        else (child_seed(seed_of(rng), "x"), child_seed(seed_of(rng), "w")))
+    qx = fake_quantize(x_s, _spec_along(x_spec, -1), rng=rx)
+    qw = fake_quantize(w_s, _spec_along(w_spec, 0), rng=rw)
     with np.errstate(over="ignore", invalid="ignore"):
         return (qx.astype(np.float64) @ qw.astype(np.float64)).astype(np.float32)

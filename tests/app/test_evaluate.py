@@ -86,8 +86,11 @@ def test_report_quick(tmp_path, model_files):
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
     assert {"number_line.png", "relative_error.png", "error_histogram.png",
             "sqnr_vs_scale.png", "mx_scales.png", "layer_sqnr.png"} <= set(pngs)
-    data = json.loads((tmp_path / "rep" / "results.json").read_text())
+    data = json.loads((tmp_path / "rep" / "results.json").read_text(),
+                      parse_constant=_no_constants)
     assert data["minilm"][0]["preset"] == "int8"
+    assert data["minilm"][0]["seed"] == 0 and data["minilm"][0]["batch_size"] == 64
+    assert data["run"]["versions"]["fpsim"] == fpsim.__version__
 
 
 def test_bootstrap_ci_names_a_bad_rng():
@@ -95,3 +98,49 @@ def test_bootstrap_ci_names_a_bad_rng():
         ev.bootstrap_ci(lambda i: 0.0, 10, n_boot=5, rng=-1)
     with pytest.raises(TypeError, match="rng must be an int seed"):
         ev.bootstrap_ci(lambda i: 0.0, 10, n_boot=5, rng="seed")
+
+
+def test_weight_storage_counts_negative_excluded_layers_as_fp32():
+    from fpsim.app.evaluate import weight_storage
+    from fpsim.models import QuantConfig
+
+    w = np.ones((64, 32), np.float32)
+    weights = {("q", i): w for i in range(6)}
+    cfg = QuantConfig(sites={"q": "int8_channel"}, exclude_layers=(-1,))
+    got = weight_storage(weights, cfg)
+    one_int8 = weight_storage({("q", 0): w}, QuantConfig(sites={"q": "int8_channel"}))["bytes"]
+    assert got["bytes"] == 5 * one_int8 + 4 * w.size
+
+
+def test_weight_storage_is_what_the_model_quantized():
+    """From the context's record of the weights it quantized (and the spec it used)."""
+    from fpsim.app.evaluate import weight_storage
+    from fpsim.models import QuantConfig, QuantContext
+
+    x = np.ones((3, 64), np.float32)
+    w = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    ctx = QuantContext(QuantConfig(sites={"q": "int8_channel"}, exclude_layers=(-1,)),
+                       n_layers=2)
+    for layer in (0, 1):
+        ctx.linear("q", layer, x, w)
+    assert set(ctx.weight_specs) == {("q", 0)}
+    got = weight_storage({("q", 0): w, ("q", 1): w}, None, quantized=ctx.weight_specs)
+    # int8 codes + one float32 scale per output column for layer 0, float32 for layer 1
+    assert got["bytes"] == 64 * 32 + 4 * 32 + 4 * 64 * 32
+
+
+def _no_constants(name):
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def test_results_json_is_standard_json_and_records_the_run():
+    r = ev.EvalResult(model="minilm", preset="fp32", description="", metrics={"sqnr": math.inf},
+                      storage={"bits_per_weight": math.nan}, layer_sqnr_db=[math.inf, 3.0],
+                      trace=[], seconds=0.1, seed=7, batch_size=16)
+    data = json.loads(ev.results_json([r]), parse_constant=_no_constants)
+    run = data["run"]
+    assert {"fpsim", "numpy", "numba", "python", "platform", "cpu_count"} <= set(run["versions"]
+                                                                               | run["machine"])
+    res = data["results"][0]
+    assert res["metrics"]["sqnr"] is None and res["layer_sqnr_db"] == [None, 3.0]
+    assert res["seed"] == 7 and res["batch_size"] == 16

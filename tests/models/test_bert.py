@@ -359,3 +359,28 @@ def test_empty_inputs_and_bad_arguments(model, golden, fp32_embeddings):
         model.forward(np.array([[101, 7, 102]]), np.array([[1, 0, 1]]))
     with pytest.raises(ValueError, match="shape"):
         model.forward(np.array([[101, 102]]), np.array([[1, 1, 1]]))
+
+
+def test_embed_batching_claims_hold(model, model_files):
+    """The docstring's claims: FP32 is batch-independent, a per-tensor preset is not."""
+    import fpsim
+
+    texts = fpsim.data.sentences()[:6]
+    np.testing.assert_allclose(model.embed(texts, batch_size=1), model.embed(texts, batch_size=6),
+                               atol=1e-5)
+    a = fpsim.models.load("minilm", quant="int8_tensor").embed(texts, batch_size=1)
+    b = fpsim.models.load("minilm", quant="int8_tensor").embed(texts, batch_size=6)
+    assert np.abs(a - b).max() > 1e-3  # one activation scale per batch: batching matters
+
+
+def test_load_rng_seeds_stochastic_rounding(model_files):
+    import fpsim
+    from fpsim.models import QuantConfig
+    from fpsim.quant import recipe
+
+    cfg = QuantConfig(sites={"q.input": recipe("int8", rounding="stochastic")})
+    texts = ["A cat sits on the mat.", "Stocks fell sharply."]
+    e = [fpsim.models.load("minilm", quant=cfg, rng=r).embed(texts) for r in (5, 5, 6, None)]
+    np.testing.assert_array_equal(e[0], e[1])
+    assert not np.array_equal(e[0], e[2])
+    np.testing.assert_array_equal(e[3], fpsim.models.load("minilm", quant=cfg, rng=0).embed(texts))

@@ -302,3 +302,27 @@ W32 = np.ones((3, 2), np.float32)
 def test_invalid_arguments(fn, args, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         fn(*args, **kwargs)
+
+
+def test_smoothquant_gives_its_two_operands_different_random_streams():
+    """With one int rng, x and w must not share stochastic-rounding bits (issue 10)."""
+    from fpsim.quant import outliers
+
+    seen = []
+    real = outliers.fake_quantize
+
+    def spy(x, spec, rng=None, **kw):
+        seen.append(rng)
+        return real(x, spec, rng=rng, **kw)
+
+    import pytest as _pt
+
+    mp = _pt.MonkeyPatch()
+    mp.setattr(outliers, "fake_quantize", spy)
+    try:
+        x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+        w = np.random.default_rng(1).standard_normal((8, 3)).astype(np.float32)
+        outliers.smoothquant_matmul(x, w, x_spec="int8", w_spec="int8", rng=5)
+    finally:
+        mp.undo()
+    assert len(seen) == 2 and seen[0] != seen[1]

@@ -381,3 +381,12 @@ def test_peak_memory_at_most_3x_input(name):
         finally:
             tracemalloc.stop()
         assert peak / x.nbytes <= 3.0, (name, peak / x.nbytes)
+
+
+def test_calibrate_is_deterministic_for_stochastic_specs():
+    """calibrate takes no rng (issue 10): its searches round to nearest even."""
+    x = np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32)
+    for cal in ("max", "mse", "percentile"):
+        spec = fpsim.quant.recipe("int8", rounding="stochastic", calibration=cal)
+        a, b = fpsim.calibrate(x, spec), fpsim.calibrate(x, spec)
+        assert a == b and a.rounding == "stochastic"
