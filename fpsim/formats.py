@@ -649,8 +649,22 @@ def _all_names() -> list[str]:
     return list(_REGISTRY) + list(_ALIASES)
 
 
+#: Short aliases that name a less-known format than the one most readers mean by them:
+#: alias -> what the user probably wanted.  Using one warns once per process.
+AMBIGUOUS_ALIASES = {
+    "e4m3": "'e4m3' is float8_e4m3, the IEEE-like E4M3 (max 240, with infinities); OCP FP8 "
+            "E4M3 (max 448, what PTX, Transformer Engine and H100 call e4m3) is "
+            "'float8_e4m3fn' / 'e4m3fn'",
+}
+_warned_aliases: set = set()
+
+
 def get_format(fmt) -> Format:
     """Look a format up by name, alias, ml_dtypes/numpy dtype, or pass one through.
+
+    Names are ml_dtypes' (``float8_e4m3fn``), aliases their short forms (``e4m3fn``).
+    ``"e4m3"`` is ml_dtypes' ``float8_e4m3`` (IEEE-like, max 240), not OCP's E4M3FN (max
+    448): the first use of such an ambiguous alias warns (:data:`AMBIGUOUS_ALIASES`).
 
     Examples
     --------
@@ -664,6 +678,11 @@ def get_format(fmt) -> Format:
         if key in _REGISTRY:
             return _REGISTRY[key]
         if key in _ALIASES:
+            if key in AMBIGUOUS_ALIASES and key not in _warned_aliases:
+                _warned_aliases.add(key)
+                import warnings
+
+                warnings.warn(AMBIGUOUS_ALIASES[key], UserWarning, stacklevel=2)
             return _REGISTRY[_ALIASES[key]]
         if key.startswith("p3109_k"):
             parsed = _parse_p3109(key)
@@ -671,6 +690,8 @@ def get_format(fmt) -> Format:
                 return parsed
         close = difflib.get_close_matches(key, _all_names(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        if "e4m3" in key and "float8_e4m3fn" not in close:
+            hint += " (OCP FP8 E4M3, max 448, is 'float8_e4m3fn'; 'e4m3' is the IEEE-like max-240 one)"
         raise ValueError(
             f"unknown format {fmt!r}{hint} Known formats: {', '.join(list_formats())} "
             "(or p3109_k{K}p{P}{s|u}{e|f})"

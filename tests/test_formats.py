@@ -311,3 +311,20 @@ def test_e5m3fnu_is_unsigned_e5m3_with_one_nan():
     assert not fmt.signed and fmt.bits == 8 and (fmt.exponent_bits, fmt.mantissa_bits) == (5, 3)
     assert np.isnan(v[0xFF]) and np.isnan(v).sum() == 1 and v[0xFE] == 114688 and v[0] == 0
     assert (v[:0xFF] >= 0).all() and not fmt.has_inf and not fmt.has_negative_zero
+
+
+def test_ambiguous_short_alias_warns_once(monkeypatch):
+    """'e4m3' silently meant the IEEE-like max-240 format (issue 10): it now says so, once."""
+    from fpsim import formats
+
+    monkeypatch.setattr(formats, "_warned_aliases", set())
+    with pytest.warns(UserWarning, match="float8_e4m3fn"):
+        assert fpsim.get_format("e4m3").name == "float8_e4m3"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fpsim.get_format("e4m3")  # second use: silent
+        fpsim.get_format("e4m3fn")  # unambiguous aliases never warn
+    with pytest.raises(ValueError, match="OCP FP8 E4M3, max 448, is 'float8_e4m3fn'"):
+        fpsim.get_format("e4m3_ocp")

@@ -79,7 +79,7 @@ class QuantContext:
     --------
     >>> ctx = QuantContext("int8")
     >>> ctx.is_fp32, QuantContext().is_fp32, ctx.spec("q", 0).name
-    (False, True, 'int8_channel')
+    (False, True, 'int8_weight_channel')
     """
 
     def __init__(self, config=None, *, n_layers: int | None = None, trace: bool = False,

@@ -53,11 +53,11 @@ PRESETS: dict[str, dict] = {
                                            "amax/127.5), activations per call per tensor affine "
                                            "uint8 with reduce_range (0..127), int32 "
                                            "accumulation, float output"),
-    "int8": dict(**_w8a8("int8_channel", "int8_token", _LINEARS),
+    "int8": dict(**_w8a8("int8_weight_channel", "int8_token", _LINEARS),
                  description="INT8 W8A8: per-channel weights, per-token activations"),
     "int8_tensor": dict(**_w8a8("int8", "int8", _LINEARS),
                         description="INT8 W8A8, per-tensor weights and activations"),
-    "int8_weight_only": dict(sites={s: "int8_channel" for s in _LINEARS},
+    "int8_weight_only": dict(sites={s: "int8_weight_channel" for s in _LINEARS},
                              description="INT8 per-channel weights, FP32 activations"),
     "mxfp8": dict(**_w8a8("mxfp8_e4m3", "mxfp8_e4m3", _LINEARS),
                   description="OCP MXFP8 (E4M3, k=32, floor scale rule) weights and activations"),

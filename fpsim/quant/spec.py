@@ -266,8 +266,16 @@ RECIPES: dict[str, dict] = {
                   scale_format="float8_e4m3fn", tensor_scale=True),
     # integers
     "int8": dict(format="int8"),
-    "int8_channel": dict(format="int8", granularity="channel"),
+    # named by what they scale (docs/recipes.md, "Integer recipes"):
+    # a weight stored (out, in), as checkpoints and torch.nn.Linear store it: one scale per
+    # output channel = per row, vectors along the input axis (fpsim's models keep W (in, out)
+    # and turn this into axis=0 themselves)
+    "int8_weight_channel": dict(format="int8", granularity="channel"),
+    "int8_channel": dict(format="int8", granularity="channel"),  # = int8_weight_channel
+    # an activation (tokens, features): one scale per token (row) ...
     "int8_token": dict(format="int8", granularity="token"),
+    # ... or one per feature (column: vectors along the token axis, -2)
+    "int8_feature": dict(format="int8", granularity="channel", axis=-2),
     "int8_asym": dict(format="int8", symmetric=False),
     "uint8_asym": dict(format="uint8", symmetric=False),
     "int4_block32": dict(format="int4", granularity="block", block_size=32),

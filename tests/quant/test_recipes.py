@@ -390,3 +390,19 @@ def test_calibrate_is_deterministic_for_stochastic_specs():
         spec = fpsim.quant.recipe("int8", rounding="stochastic", calibration=cal)
         a, b = fpsim.calibrate(x, spec), fpsim.calibrate(x, spec)
         assert a == b and a.rounding == "stochastic"
+
+
+def test_integer_recipes_are_named_by_what_they_scale():
+    x = np.random.default_rng(2).standard_normal((6, 10)).astype(np.float32)
+    x[:, 3] *= 40  # an outlier feature
+    row_max = np.abs(x).max(axis=1)
+    col_max = np.abs(x).max(axis=0)
+    np.testing.assert_allclose(fpsim.quantize_tensor(x, "int8_token").scales.ravel() * 127,
+                               row_max, rtol=1e-6)
+    np.testing.assert_allclose(fpsim.quantize_tensor(x, "int8_feature").scales.ravel() * 127,
+                               col_max, rtol=1e-6)
+    w = x  # a weight (out, in): one scale per output channel = per row
+    np.testing.assert_allclose(
+        fpsim.quantize_tensor(w, "int8_weight_channel").scales.ravel() * 127, row_max, rtol=1e-6)
+    np.testing.assert_array_equal(fpsim.fake_quantize(w, "int8_weight_channel"),
+                                  fpsim.fake_quantize(w, "int8_channel"))
