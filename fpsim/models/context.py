@@ -140,7 +140,7 @@ class QuantContext:
             xq, scale_codes = mx_fake_quantize(
                 x, spec.format, axis=spec.axis, block_size=spec.block_size,
                 scale_rule=spec.scale_rule, rounding=spec.rounding,
-                rng=self.draw(site, layer, operand))
+                rng=self.draw(site, layer, operand), return_details=True)
             xq = xq.astype(x.dtype, copy=False)
             k = spec.block_size
             n = x.shape[spec.axis]

@@ -89,7 +89,7 @@ is what an int32 register holds, the exact sum wrapped modulo 2**32 (equal
 to the exact sum when nothing overflowed), times ``scale_a * scale_b``
 (computed in float64, rounded once to float32).  Overflow issues an
 :class:`AccumulatorOverflowWarning`, or is returned in the
-:class:`AccumulationReport` with ``return_report=True``.
+:class:`AccumulationReport` with ``return_details=True``.
 """
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ from .._kernels import scalar as cast
 from .. import dispatch
 from ..formats import FloatFormat, IntFormat, get_format
 from .recipes import fake_quantize, quantize_tensor
+from ._args import renamed
 from .spec import QuantSpec, resolve_spec
 from ..rounding import as_generator
 
@@ -210,7 +211,7 @@ class AccumulationReport:
     --------
     >>> import numpy as np, fpsim.quant.accumulate as fa
     >>> a = np.full((1, 8), 1e4, np.float32)
-    >>> y, rep = fa.qmatmul(a, a.T, accumulator="fp16", return_report=True)
+    >>> y, rep = fa.qmatmul(a, a.T, accumulator="fp16", return_details=True)
     >>> rep.accumulator, rep.n_overflow, rep.overflow.tolist()
     ('fp16', 1, [[True]])
     """
@@ -473,8 +474,9 @@ def _run_int(a, b):
 
 
 # ---- public API ------------------------------------------------------------------
+@renamed(return_report="return_details")
 def qmatmul(a, b, *, a_spec=None, b_spec=None, accumulator="fp32", accumulator_bits=None,
-            promote_every=None, rng=None, return_report=False):
+            promote_every=None, rng=None, return_details=False):
     """Matrix product of (optionally quantized) operands with an emulated accumulator.
 
     Parameters
@@ -498,7 +500,7 @@ def qmatmul(a, b, *, a_spec=None, b_spec=None, accumulator="fp32", accumulator_b
         products (a multiple of 32 for ``"tensorcore"``; DeepSeek-V3 uses 128).
     rng : int or numpy.random.Generator, optional
         Seeds the stochastic rounding of the specs (one seed per operand).
-    return_report : bool
+    return_details : bool
         Also return an :class:`AccumulationReport`.
 
     Returns
@@ -508,7 +510,7 @@ def qmatmul(a, b, *, a_spec=None, b_spec=None, accumulator="fp32", accumulator_b
         operands give a 0-d array).  float64 for ``"exact"`` and for
         accumulators whose values float32 cannot hold, else float32.
     report : AccumulationReport
-        Only with ``return_report=True``.
+        Only with ``return_details=True``.
 
     Raises
     ------
@@ -521,7 +523,7 @@ def qmatmul(a, b, *, a_spec=None, b_spec=None, accumulator="fp32", accumulator_b
     Warns
     -----
     AccumulatorOverflowWarning
-        An int32 accumulator overflowed (without ``return_report``).
+        An int32 accumulator overflowed (without ``return_details``).
 
     Examples
     --------
@@ -538,8 +540,8 @@ def qmatmul(a, b, *, a_spec=None, b_spec=None, accumulator="fp32", accumulator_b
     """
     acc = _resolve_accumulator(accumulator)
     bits, promote = _check_options(acc, accumulator_bits, promote_every)
-    if not isinstance(return_report, (bool, np.bool_)):
-        raise TypeError(f"return_report must be True or False, got {return_report!r}")
+    if not isinstance(return_details, (bool, np.bool_)):
+        raise TypeError(f"return_details must be True or False, got {return_details!r}")
     a = _operand(a, "a")
     b = _operand(b, "b")
     a_1d, b_1d = a.ndim == 1, b.ndim == 1
@@ -566,10 +568,10 @@ def qmatmul(a, b, *, a_spec=None, b_spec=None, accumulator="fp32", accumulator_b
         total, overflow = _batched(ia, ib, (np.int64, np.bool_), _run_int)
         wrapped = (total + (_INT32 >> 1)) % _INT32 - (_INT32 >> 1)
         out = (wrapped.astype(np.float64) * scale_a * scale_b).astype(np.float32)
-        if overflow.any() and not return_report:
+        if overflow.any() and not return_details:
             warnings.warn(
                 f"int32 accumulator overflow in {int(overflow.sum())} of {overflow.size} "
-                "outputs: their results wrapped around (pass return_report=True to get "
+                "outputs: their results wrapped around (pass return_details=True to get "
                 "the mask)", AccumulatorOverflowWarning, stacklevel=2)
     else:
         aq = a2 if sa is None else fake_quantize(a2, sa, rng=ra)
@@ -584,12 +586,14 @@ def qmatmul(a, b, *, a_spec=None, b_spec=None, accumulator="fp32", accumulator_b
     # drop the unit dimensions of 1-D operands, as numpy.matmul does
     index = (Ellipsis,) + ((0,) if a_1d else (slice(None),)) + ((0,) if b_1d else (slice(None),))
     out, overflow = out[index], overflow[index]
-    if return_report:
+    if return_details:
         return out, AccumulationReport(accumulator=_label(acc, bits, promote), overflow=overflow)
     return out
 
 
-def qdot(a, b, **options):
+@renamed(return_report="return_details")
+def qdot(a, b, *, a_spec=None, b_spec=None, accumulator="fp32", accumulator_bits=None,
+         promote_every=None, rng=None, return_details=False):
     """Dot product of two 1-D arrays with an emulated accumulator.
 
     ``qmatmul`` for vectors: same keyword options, returns a numpy scalar
@@ -611,8 +615,10 @@ def qdot(a, b, **options):
     if a_arr.ndim != 1 or b_arr.ndim != 1:
         raise ValueError(f"qdot needs two 1-D arrays, got shapes {a_arr.shape} and "
                          f"{b_arr.shape}; use qmatmul")
-    res = qmatmul(a, b, **options)
-    if options.get("return_report"):
+    res = qmatmul(a, b, a_spec=a_spec, b_spec=b_spec, accumulator=accumulator,
+                  accumulator_bits=accumulator_bits, promote_every=promote_every, rng=rng,
+                  return_details=return_details)
+    if return_details:
         out, report = res
         return out[()], report
     return res[()]

@@ -7,7 +7,7 @@ default) and **saturated** to the element format.  ``scale_rule`` picks
 ``floor``.  Elements are encoded exactly as ``x / X`` rounded once.  The
 ``mxint8`` element is ``ocp_int8``: two's complement ``n * 2**-6`` clipped to
 ``[-2, 127/64]`` as OCP MX v1.0 (section 5.3.4) and gfloat define it; pass
-``element="ocp_int8_symmetric"`` for microxcaling's symmetric clamp to
+``fmt="ocp_int8_symmetric"`` for microxcaling's symmetric clamp to
 ``+-127/64``.
 
 NVFP4: blocks of 16 E2M1 elements with an E4M3 scale each, under one FP32
@@ -31,6 +31,7 @@ from .. import dispatch
 from ..codec import decode, encode, quantize
 from ..formats import FloatFormat, IntFormat, get_format
 from ..rounding import resolve_seed
+from ._args import details_flag, renamed
 
 __all__ = ["SCALE_RULES", "MX_ELEMENTS", "mx_encode", "mx_fake_quantize", "nvfp4_encode",
            "scale_exponent"]
@@ -62,7 +63,8 @@ def _element_constants(fmt) -> tuple[int, int]:
     return (bits >> 23) - 127, bits & 0x7FFFFF
 
 
-def scale_exponent(amax, element, *, scale_rule="floor") -> np.ndarray:
+@renamed(element="fmt")
+def scale_exponent(amax, fmt, *, scale_rule="floor") -> np.ndarray:
     """The block-scale exponent ``es`` (scale ``2**es``) for given amax values.
 
     Examples
@@ -72,7 +74,7 @@ def scale_exponent(amax, element, *, scale_rule="floor") -> np.ndarray:
     >>> scale_exponent([449.0], "e4m3fn", scale_rule="rceil").tolist()
     [1]
     """
-    fmt = get_format(element)
+    fmt = get_format(fmt)
     rule = _rule_number(scale_rule)
     a = np.ascontiguousarray(np.abs(np.asarray(amax, dtype=np.float32))).reshape(-1)
     emax_elem, mant = _element_constants(fmt)
@@ -167,8 +169,8 @@ def _unblock(arr2d, moved_shape, axis):
     return np.moveaxis(out, -1, axis)
 
 
-def _run_mx(x, element, *, axis, block_size, scale_rule, rounding, rng, want_values):
-    fmt = get_format(element)
+def _run_mx(x, fmt, *, axis, block_size, scale_rule, rounding, rng, want_values):
+    fmt = get_format(fmt)
     rule = _rule_number(scale_rule)
     mode = dispatch.mode_for(fmt, rounding)
     seed = resolve_seed(rng) if rng is not None or rounding == "stochastic" else np.uint64(0)
@@ -206,15 +208,17 @@ def _run_mx(x, element, *, axis, block_size, scale_rule, rounding, rng, want_val
     return _unblock(codes, moved_shape, axis), scale_codes
 
 
-def mx_encode(x, element, *, axis=-1, block_size=32, scale_rule="floor",
+@renamed(element="fmt")
+def mx_encode(x, fmt, *, axis=-1, block_size=32, scale_rule="floor",
               rounding="nearest_even", rng=None):
     """Element codes and E8M0 scale codes of x in an MX block format.
 
     Parameters
     ----------
     x : array_like of float
-    element : str or format
-        Element format (``"float8_e4m3fn"``, ..., ``"ocp_int8"``).
+    fmt : str or format
+        Element format (``"float8_e4m3fn"``, ..., ``"ocp_int8"``); ``element=`` is the
+        deprecated spelling.
     axis : int
         Axis along which blocks of ``block_size`` are formed.
     block_size : int
@@ -238,22 +242,34 @@ def mx_encode(x, element, *, axis=-1, block_size=32, scale_rule="floor",
     >>> scales.tolist(), codes.tolist()
     ([127], [56, 64, 121, 48])
     """
-    return _run_mx(x, element, axis=axis, block_size=block_size, scale_rule=scale_rule,
+    return _run_mx(x, fmt, axis=axis, block_size=block_size, scale_rule=scale_rule,
                    rounding=rounding, rng=rng, want_values=False)
 
 
-def mx_fake_quantize(x, element, *, axis=-1, block_size=32, scale_rule="floor",
-                     rounding="nearest_even", rng=None):
-    """x after MX block quantization and dequantization (float32), and the scale codes.
+@renamed(element="fmt")
+def mx_fake_quantize(x, fmt, *, axis=-1, block_size=32, scale_rule="floor",
+                     rounding="nearest_even", rng=None, return_details=None):
+    """x after MX block quantization and dequantization (float32).
+
+    With ``return_details=True``: ``(values, scale_codes)``, the E8M0 scale codes as
+    :func:`mx_encode` gives them.  Not giving ``return_details`` returns that tuple too, with
+    a FutureWarning: the default becomes False (the array alone, as ``fake_quantize``).
 
     Examples
     --------
-    >>> v, s = mx_fake_quantize([1.0, 2.0, 300.0, 1000.0], "e4m3fn", block_size=4)
-    >>> v.tolist(), s.tolist()  # floor rule: 2**(9 - 8) = 2, and 1000/2 = 500 saturates to 448
-    ([1.0, 2.0, 288.0, 896.0], [128])
+    >>> mx_fake_quantize([1.0, 2.0, 300.0, 1000.0], "e4m3fn", block_size=4,
+    ...                  return_details=False).tolist()  # floor rule: scale 2; 1000/2 saturates
+    [1.0, 2.0, 288.0, 896.0]
+    >>> v, s = mx_fake_quantize([1.0, 2.0, 300.0, 1000.0], "e4m3fn", block_size=4,
+    ...                         return_details=True)
+    >>> s.tolist()
+    [128]
     """
-    return _run_mx(x, element, axis=axis, block_size=block_size, scale_rule=scale_rule,
-                   rounding=rounding, rng=rng, want_values=True)
+    details = details_flag(return_details, "mx_fake_quantize", "(values, scale_codes)")
+    values, scale_codes = _run_mx(x, fmt, axis=axis, block_size=block_size,
+                                  scale_rule=scale_rule, rounding=rounding, rng=rng,
+                                  want_values=True)
+    return (values, scale_codes) if details else values
 
 
 def nvfp4_encode(x, *, axis=-1, block_size=16, rounding="nearest_even", rng=None,

@@ -37,6 +37,7 @@ from ..codec import quantize
 from ..formats import FloatFormat, get_format
 from ..rounding import child_seed, seed_of
 from .recipes import fake_quantize, quantize_tensor
+from ._args import details_flag, renamed
 from .spec import QuantSpec, resolve_spec
 
 __all__ = [
@@ -103,27 +104,27 @@ def _check_alpha(alpha) -> float:
     return a
 
 
-def _outlier_rounder(outlier_dtype):
+def _outlier_rounder(outlier_fmt):
     """A function rounding the outlier operands, and the dtype they accumulate in."""
-    if isinstance(outlier_dtype, FloatFormat):
-        fmt = outlier_dtype
+    if isinstance(outlier_fmt, FloatFormat):
+        fmt = outlier_fmt
     else:
         try:
-            dt = np.dtype(outlier_dtype)
+            dt = np.dtype(outlier_fmt)
         except (TypeError, ValueError):
             dt = None
         if dt is not None and dt.kind == "f" and dt.itemsize in (2, 4, 8):
             acc = np.float64 if dt == np.float64 else np.float32
             return (lambda a: a.astype(dt).astype(acc)), acc
         try:
-            fmt = get_format(outlier_dtype)
+            fmt = get_format(outlier_fmt)
         except (ValueError, TypeError):
             fmt = None
         fmt = fmt if isinstance(fmt, FloatFormat) else None  # int formats too
         if fmt is None:
-            raise ValueError(f"outlier_dtype must be a float dtype (np.float16, np.float32, "
+            raise ValueError(f"outlier_fmt must be a float dtype (np.float16, np.float32, "
                              f"np.float64) or an fpsim float format name such as 'bfloat16', "
-                             f"got {outlier_dtype!r}")
+                             f"got {outlier_fmt!r}")
     return (lambda a: quantize(a.astype(np.float32), fmt)), np.float32
 
 
@@ -200,7 +201,8 @@ class LLMInt8Details:
     outlier_part: np.ndarray
 
 
-def llm_int8_matmul(x, w, *, threshold=6.0, outlier_dtype=np.float16, w_layout="in_out",
+@renamed(outlier_dtype="outlier_fmt")
+def llm_int8_matmul(x, w, *, threshold=6.0, outlier_fmt=np.float16, w_layout="in_out",
                     return_details=False):
     """``x @ w`` with LLM.int8(): vector-wise int8 plus a float outlier part.
 
@@ -226,7 +228,7 @@ def llm_int8_matmul(x, w, *, threshold=6.0, outlier_dtype=np.float16, w_layout="
         Outlier magnitude (6.0 in the paper); ``np.inf`` gives plain
         vector-wise int8.  NaN and +-Inf entries also mark their column as an
         outlier column, so they propagate through the float part.
-    outlier_dtype : dtype or str
+    outlier_fmt : dtype or str
         Float type of the outlier operands: ``np.float16`` (default, the
         paper's fp16), ``np.float32``, ``np.float64`` or an fpsim float
         format name (``"bfloat16"``, ``"float8_e4m3fn"``, rounded with
@@ -251,7 +253,7 @@ def llm_int8_matmul(x, w, *, threshold=6.0, outlier_dtype=np.float16, w_layout="
     ------
     ValueError
         Mismatched shapes, ``threshold <= 0``, unknown ``w_layout`` or
-        ``outlier_dtype``.
+        ``outlier_fmt``.
     TypeError
         Non-float arrays.
 
@@ -274,7 +276,7 @@ def llm_int8_matmul(x, w, *, threshold=6.0, outlier_dtype=np.float16, w_layout="
     """
     x, w = _operands(x, w, w_layout)
     threshold = _check_threshold(threshold)
-    rounder, acc = _outlier_rounder(outlier_dtype)
+    rounder, acc = _outlier_rounder(outlier_fmt)
     lead = x.shape[:-1]
     k, n = w.shape
     x2 = x.reshape(int(np.prod(lead)), k)  # [t, k]
@@ -308,11 +310,12 @@ def llm_int8_matmul(x, w, *, threshold=6.0, outlier_dtype=np.float16, w_layout="
     return y, details
 
 
-def llm_int8_fake_quantize(x, *, threshold=6.0, outlier_dtype=np.float16):
+@renamed(outlier_dtype="outlier_fmt")
+def llm_int8_fake_quantize(x, *, threshold=6.0, outlier_fmt=np.float16, return_details=None):
     """Activations as LLM.int8() sees them: outlier columns in float, the rest int8.
 
     The activation-site half of :func:`llm_int8_matmul`: the feature columns
-    (last axis) with any ``|x| >= threshold`` are rounded to ``outlier_dtype``;
+    (last axis) with any ``|x| >= threshold`` are rounded to ``outlier_fmt``;
     every token's other features are fake-quantized to int8 with one absmax
     scale per token (taken over the non-outlier features).
 
@@ -321,14 +324,17 @@ def llm_int8_fake_quantize(x, *, threshold=6.0, outlier_dtype=np.float16):
     x : array_like of float, shape (..., features)
     threshold : float
         Outlier magnitude; ``np.inf`` gives plain per-token int8.
-    outlier_dtype : dtype or str
+    outlier_fmt : dtype or str
         As in :func:`llm_int8_matmul`; ``np.float64`` keeps the outliers exact.
+    return_details : bool
+        True: also return the outlier mask.  Not given: the pair, with a FutureWarning (the
+        default becomes False, the array alone, as :func:`fpsim.fake_quantize`).
 
     Returns
     -------
     x_hat : ndarray, shape and dtype of x
     outlier_mask : ndarray of bool, shape (features,)
-        True for the outlier feature columns.
+        Only with ``return_details=True``: True for the outlier feature columns.
 
     Raises
     ------
@@ -339,7 +345,7 @@ def llm_int8_fake_quantize(x, *, threshold=6.0, outlier_dtype=np.float16):
     --------
     >>> import numpy as np
     >>> x = np.array([[0.5, 10.0, -1.0], [0.25, 0.1, 1.0]], np.float32)
-    >>> x_hat, mask = llm_int8_fake_quantize(x)
+    >>> x_hat, mask = llm_int8_fake_quantize(x, return_details=True)
     >>> mask.tolist()
     [False, True, False]
     >>> x_hat[:, 1].tolist() == np.float16([10.0, 0.1]).astype(np.float32).tolist()
@@ -350,7 +356,8 @@ def llm_int8_fake_quantize(x, *, threshold=6.0, outlier_dtype=np.float16):
         raise ValueError(f"x must have at least one dimension (..., features), got shape "
                          f"{x.shape}")
     threshold = _check_threshold(threshold)
-    rounder, _ = _outlier_rounder(outlier_dtype)
+    details = details_flag(return_details, "llm_int8_fake_quantize", "(x_hat, outlier_mask)")
+    rounder, _ = _outlier_rounder(outlier_fmt)
     x2 = x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1])  # [t, k]
     mask = _outlier_columns(x2, threshold)  # [k]
     out = np.empty(x2.shape, dtype=x.dtype)
@@ -359,7 +366,7 @@ def llm_int8_fake_quantize(x, *, threshold=6.0, outlier_dtype=np.float16):
     if mask.any():
         with np.errstate(over="ignore"):
             out[:, mask] = rounder(x2[:, mask])
-    return out.reshape(x.shape), mask
+    return (out.reshape(x.shape), mask) if details else out.reshape(x.shape)
 
 
 # ---- SmoothQuant ------------------------------------------------------------------

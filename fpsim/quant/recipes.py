@@ -296,10 +296,10 @@ def fake_quantize(x, spec, *, rng=None, **overrides) -> np.ndarray:
     spec, x = _prepare(x, spec, overrides)
     dtype = x.dtype
     if spec.is_mx and spec.amax is None:
-        v, _ = _blocks.mx_fake_quantize(x, spec.format, axis=spec.axis,
-                                        block_size=spec.block_size,
-                                        scale_rule=spec.scale_rule, rounding=spec.rounding,
-                                        rng=rng)
+        v = _blocks.mx_fake_quantize(x, spec.format, axis=spec.axis,
+                                     block_size=spec.block_size,
+                                     scale_rule=spec.scale_rule, rounding=spec.rounding,
+                                     rng=rng, return_details=False)
         return v.astype(dtype, copy=False)
     if spec.tensor_scale:
         _check_two_level(spec)

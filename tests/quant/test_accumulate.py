@@ -186,7 +186,7 @@ def test_zero_signs():
 def test_overflow_and_special_values():
     big = np.full(3, 40000.0, np.float32)
     one = np.ones(3, np.float32)
-    out, report = qdot(big, one, accumulator="fp16", return_report=True)
+    out, report = qdot(big, one, accumulator="fp16", return_details=True)
     assert out == np.inf and report.n_overflow == 1
     assert np.isnan(qdot(np.full(3, 300.0, np.float32), one, accumulator="e4m3fn"))
     assert qdot(np.full(3, 5.0, np.float32), one, accumulator="e2m1fn") == 6.0  # saturates
@@ -282,7 +282,7 @@ def int_codes(x, spec, axis):
 def test_int32_is_exact_integer_matmul(spec):
     a, b = operands(3, 50, 4, seed=7, spread=1.0)
     out, report = qmatmul(a, b, a_spec=spec, b_spec=spec, accumulator="int32",
-                          return_report=True)
+                          return_details=True)
     ia, sa = int_codes(a, spec, -1)
     ib, sb = int_codes(b, spec, -2)
     np.testing.assert_array_equal(out, ((ia @ ib) * sa * sb).astype(np.float32))
@@ -317,7 +317,7 @@ def test_int32_overflow_is_detected():
     assert out[0, 0] == np.float32(wrapped * scale) and wrapped != exact
     assert out[0, 1] == 0.0  # came back into range: the wrapped sum is exact
     out, report = qmatmul(a, b, a_spec="int8", b_spec="int8", accumulator="int32",
-                          return_report=True)
+                          return_details=True)
     assert report.overflow.tolist() == [[True, True]] and report.n_overflow == 2
 
 
@@ -345,7 +345,7 @@ def test_result_dtypes_and_names():
     for name in ("fp32", "fp16", "bf16", "e8m13", "tensorcore", "e5m2"):
         assert qmatmul(a, b, accumulator=name).dtype == np.float32
     assert qmatmul(a, b, accumulator="e11m40", promote_every=4).dtype == np.float32
-    _, report = qmatmul(a, b, accumulator="tensorcore", promote_every=128, return_report=True)
+    _, report = qmatmul(a, b, accumulator="tensorcore", promote_every=128, return_details=True)
     assert isinstance(report, AccumulationReport)
     assert report.accumulator == "tensorcore(14 bits, promote 128)"
     assert set(ACCUMULATORS) >= {"exact", "fp32", "fp16", "bf16", "tensorcore"}
@@ -386,7 +386,7 @@ A, B = np.ones((2, 64), np.float32), np.ones((64, 3), np.float32)
     (dict(a_spec=8), TypeError, "a_spec"),
     (dict(rng="seed"), TypeError, "rng"),
     (dict(rng=-1), ValueError, r"rng: an int seed must satisfy 0 <= seed < 2\*\*64, got -1"),
-    (dict(return_report=1), TypeError, "return_report"),
+    (dict(return_details=1), TypeError, "return_details"),
 ])
 def test_invalid_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -43,7 +43,7 @@ def _test_blocks(n_blocks, k=32, seed=0):
 def test_floor_rule_matches_gfloat(name):
     """The OCP rule (floor) against gfloat's quantize_block with compute_scale_amax."""
     x = _test_blocks(8 if JIT_DISABLED else 60)
-    got, _ = blocks.mx_fake_quantize(x, blocks.MX_ELEMENTS[name])
+    got, _ = blocks.mx_fake_quantize(x, blocks.MX_ELEMENTS[name], return_details=True)
     fi = GFLOAT_MX[name]
     for row, g in zip(x, got):
         want = gfloat.quantize_block(fi, row.astype(np.float64), gfloat.compute_scale_amax)
@@ -54,14 +54,14 @@ def test_mxint8_element_reaches_minus_two():
     """mxint8's element is ocp_int8 (OCP MX v1.0: min -2, as gfloat); microxcaling's
     symmetric clamp is the element ocp_int8_symmetric."""
     row = np.array([-1.999, 1.0, 0.5, -0.25], np.float32)  # X = 1; -1.999 rounds to -2
-    v, _ = blocks.mx_fake_quantize(row, blocks.MX_ELEMENTS["mxint8"], block_size=4)
+    v, _ = blocks.mx_fake_quantize(row, blocks.MX_ELEMENTS["mxint8"], block_size=4, return_details=True)
     want = gfloat.quantize_block(format_info_mxint8, row.astype(np.float64),
                                  gfloat.compute_scale_amax)
     np.testing.assert_array_equal(v.astype(np.float64), want)
     assert v[0] == -2.0
     codes, _ = blocks.mx_encode(row, "ocp_int8", block_size=4)
     assert codes[0] == 0x80
-    v, _ = blocks.mx_fake_quantize(row, "ocp_int8_symmetric", block_size=4)
+    v, _ = blocks.mx_fake_quantize(row, "ocp_int8_symmetric", block_size=4, return_details=True)
     assert v[0] == -127 / 64
 
 
@@ -115,7 +115,7 @@ def test_elements_saturate_and_errors_bounded(name, rule):
     vals = fpsim.decode(codes, elem, dtype=np.float64)
     assert (np.abs(vals) <= elem.max).all()
     scale = np.ldexp(1.0, sc.astype(np.int64) - 127)
-    fq, _ = blocks.mx_fake_quantize(x, elem, scale_rule=rule)
+    fq, _ = blocks.mx_fake_quantize(x, elem, scale_rule=rule, return_details=True)
     np.testing.assert_array_equal(fq, (vals * scale).astype(np.float32))
     # within range, the error is at most half a step of the element grid at x / X
     y = x / scale
@@ -131,13 +131,13 @@ def test_elements_saturate_and_errors_bounded(name, rule):
 
 def test_axis_and_ragged_lengths():
     x = np.random.default_rng(3).standard_normal((37, 5)).astype(np.float32)
-    a, sa = blocks.mx_fake_quantize(x, "e4m3fn", axis=0, block_size=8)
-    b, sb = blocks.mx_fake_quantize(x.T, "e4m3fn", axis=-1, block_size=8)
+    a, sa = blocks.mx_fake_quantize(x, "e4m3fn", axis=0, block_size=8, return_details=True)
+    b, sb = blocks.mx_fake_quantize(x.T, "e4m3fn", axis=-1, block_size=8, return_details=True)
     np.testing.assert_array_equal(a, b.T)
     np.testing.assert_array_equal(sa, sb.T)
     assert sa.shape == (5, 5)  # ceil(37 / 8) blocks along axis 0
     # padding never changes a block: the last (short) block equals a direct call
-    c, _ = blocks.mx_fake_quantize(x[32:, 0], "e4m3fn", block_size=8)
+    c, _ = blocks.mx_fake_quantize(x[32:, 0], "e4m3fn", block_size=8, return_details=True)
     np.testing.assert_array_equal(a[32:, 0], c)
 
 
@@ -149,7 +149,7 @@ def test_special_blocks():
     codes, sc = blocks.mx_encode(x, "e4m3fn")
     # NaN and Inf never set a scale: amax 1 -> 2**(0 - 8) (floor rule), no NaN scale
     assert sc.ravel().tolist() == [127 - 8, 127 - 8, 127]
-    v, _ = blocks.mx_fake_quantize(x, "e4m3fn")
+    v, _ = blocks.mx_fake_quantize(x, "e4m3fn", return_details=True)
     assert np.isnan(v[0, 3]) and np.isnan(v).sum() == 1  # NaN stays NaN, element-wise
     assert v[1, 7] == 448 * 2.0**-8  # Inf saturates to max_elem * X
     assert (np.delete(v[:2].ravel(), [3, 32 + 7]) == 1).all() and (v[2] == 0).all()
@@ -158,9 +158,9 @@ def test_special_blocks():
 
 def test_stochastic_blocks_reproducible():
     x = np.random.default_rng(4).standard_normal((4, 64)).astype(np.float32)
-    a, _ = blocks.mx_fake_quantize(x, "e2m1fn", rounding="stochastic", rng=3)
-    b, _ = blocks.mx_fake_quantize(x, "e2m1fn", rounding="stochastic", rng=3)
-    c, _ = blocks.mx_fake_quantize(x, "e2m1fn", rounding="stochastic", rng=4)
+    a, _ = blocks.mx_fake_quantize(x, "e2m1fn", rounding="stochastic", rng=3, return_details=True)
+    b, _ = blocks.mx_fake_quantize(x, "e2m1fn", rounding="stochastic", rng=3, return_details=True)
+    c, _ = blocks.mx_fake_quantize(x, "e2m1fn", rounding="stochastic", rng=4, return_details=True)
     np.testing.assert_array_equal(a, b)
     assert (a != c).any()
 
@@ -213,7 +213,7 @@ def test_int_elements_with_power_of_two_scales(name):
     fmt = fpsim.get_format(name)
     codes, sc = blocks.mx_encode(x, fmt, scale_rule="rceil")
     assert codes.dtype == fmt.code_dtype
-    v, _ = blocks.mx_fake_quantize(x, fmt, scale_rule="rceil")
+    v, _ = blocks.mx_fake_quantize(x, fmt, scale_rule="rceil", return_details=True)
     scale = np.repeat(np.ldexp(1.0, sc.astype(np.int64) - 127), 32, axis=-1)
     np.testing.assert_array_equal(v, (fpsim.decode(codes, fmt, dtype=np.float64) * scale)
                                   .astype(np.float32))

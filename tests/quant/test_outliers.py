@@ -67,9 +67,9 @@ def test_outlier_part_is_rounded_to_outlier_dtype():
     w = np.array([[1.0], [0.1]], np.float32)
     _, d16 = llm_int8_matmul(x, w, return_details=True)
     assert d16.outlier_part[0, 0] == np.float32(np.float16(7.001)) * np.float32(np.float16(0.1))
-    _, d64 = llm_int8_matmul(x, w, outlier_dtype=np.float64, return_details=True)
+    _, d64 = llm_int8_matmul(x, w, outlier_fmt=np.float64, return_details=True)
     assert d64.outlier_part[0, 0] == np.float64(np.float32(7.001)) * np.float64(np.float32(0.1))
-    _, dbf = llm_int8_matmul(x, w, outlier_dtype="bfloat16", return_details=True)
+    _, dbf = llm_int8_matmul(x, w, outlier_fmt="bfloat16", return_details=True)
     xb = fpsim.quantize(np.float32([7.001, 0.1]), "bfloat16")
     assert dbf.outlier_part[0, 0] == np.float32(xb[0] * xb[1])
 
@@ -78,7 +78,7 @@ def test_threshold_is_inclusive_and_two_sided():
     x = np.array([[6.0, -6.0, 5.999, 0.0, -7.5]], np.float32)
     _, d = llm_int8_matmul(x, np.ones((5, 1), np.float32), return_details=True)
     assert d.outlier_columns.tolist() == [0, 1, 4]
-    _, mask = llm_int8_fake_quantize(x)
+    _, mask = llm_int8_fake_quantize(x, return_details=True)
     assert mask.tolist() == [True, True, False, False, True]
 
 
@@ -149,7 +149,7 @@ def test_empty_shapes(t, k, n):
     y, d = llm_int8_matmul(np.ones((t, k), np.float32), np.ones((k, n), np.float32),
                            return_details=True)
     assert y.shape == (t, n) and not y.any() and d.outlier_fraction == 0.0
-    assert llm_int8_fake_quantize(np.ones((t, k), np.float32))[0].shape == (t, k)
+    assert llm_int8_fake_quantize(np.ones((t, k), np.float32), return_details=False).shape == (t, k)
     assert smoothquant_matmul(np.ones((t, k), np.float32), np.ones((k, n), np.float32)).shape \
         == (t, n)
 
@@ -157,21 +157,21 @@ def test_empty_shapes(t, k, n):
 def test_float16_outliers_overflow_like_hardware():
     x = np.array([[1e5, 1.0]], np.float32)
     assert llm_int8_matmul(x, np.ones((2, 1), np.float32)).tolist() == [[np.inf]]
-    assert llm_int8_matmul(x, np.ones((2, 1), np.float32), outlier_dtype=np.float32)[0, 0] \
+    assert llm_int8_matmul(x, np.ones((2, 1), np.float32), outlier_fmt=np.float32)[0, 0] \
         == pytest.approx(1e5 + 1, rel=1e-6)
 
 
 def test_llm_int8_fake_quantize():
     x, _ = planted()
-    x_hat, mask = llm_int8_fake_quantize(x)
+    x_hat, mask = llm_int8_fake_quantize(x, return_details=True)
     assert np.flatnonzero(mask).tolist() == [3, 11]
     assert x_hat.dtype == x.dtype and x_hat.shape == x.shape
     np.testing.assert_array_equal(x_hat[:, mask], x[:, mask].astype(np.float16).astype(np.float32))
     np.testing.assert_array_equal(x_hat[:, ~mask], fpsim.fake_quantize(x[:, ~mask], "int8_token"))
     # at the activation site it is the matmul's x side: with float64 weights they agree
-    x_hat64, _ = llm_int8_fake_quantize(x, outlier_dtype=np.float64)
+    x_hat64, _ = llm_int8_fake_quantize(x, outlier_fmt=np.float64, return_details=True)
     np.testing.assert_array_equal(x_hat64[:, mask], x[:, mask])
-    plain, m0 = llm_int8_fake_quantize(x.astype(np.float64), threshold=np.inf)
+    plain, m0 = llm_int8_fake_quantize(x.astype(np.float64), threshold=np.inf, return_details=True)
     assert not m0.any() and plain.dtype == np.float64
     np.testing.assert_array_equal(plain, fpsim.fake_quantize(x.astype(np.float64), "int8_token"))
 
@@ -277,8 +277,8 @@ W32 = np.ones((3, 2), np.float32)
     (llm_int8_matmul, (X2, W32), {"threshold": "6"}, TypeError, "threshold"),
     (llm_int8_matmul, (X2, W32), {"threshold": None}, TypeError, "threshold"),
     (llm_int8_matmul, (X2, W32), {"w_layout": "oi"}, ValueError, "w_layout"),
-    (llm_int8_matmul, (X2, W32), {"outlier_dtype": np.int16}, ValueError, "outlier_dtype"),
-    (llm_int8_matmul, (X2, W32), {"outlier_dtype": "int8"}, ValueError, "outlier_dtype"),
+    (llm_int8_matmul, (X2, W32), {"outlier_fmt": np.int16}, ValueError, "outlier_fmt"),
+    (llm_int8_matmul, (X2, W32), {"outlier_fmt": "int8"}, ValueError, "outlier_fmt"),
     (llm_int8_matmul, (X2.astype(np.int32), W32), {}, TypeError, "x must be a float"),
     (llm_int8_matmul, (X2, W32.astype(np.int8)), {}, TypeError, "w must be a float"),
     (llm_int8_fake_quantize, (X2,), {"threshold": 0}, ValueError, "threshold"),
