@@ -816,6 +816,9 @@ class Counts:
     nan: int
     inf: int
     saturate: bool | None = None
+    #: scaled recipes: the number of scale groups, and those with a saturated element
+    groups: int | None = None
+    groups_saturated: int | None = None
 
     def rate(self, event: str) -> float:
         """Fraction of the ``n`` elements counted under ``event`` (e.g. ``"overflow"``)."""
@@ -829,6 +832,9 @@ class Counts:
         d.update({e: int(getattr(self, e)) for e in EVENTS})
         d.update({f"{e}_rate": float(self.rate(e)) for e in EVENTS})
         d["saturate"] = self.saturate
+        if self.groups is not None:
+            d["groups"] = int(self.groups)
+            d["groups_saturated"] = int(self.groups_saturated)
         return d
 
 

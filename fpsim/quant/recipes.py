@@ -159,6 +159,54 @@ class QuantizedTensor:
             out[self.nan_mask] = np.nan
         return out
 
+    # ---- per-element views (for measuring: fpsim.measure.error_report's counts) ----
+    def _per_element(self, per_group: np.ndarray) -> np.ndarray:
+        groups = Groups(self.shape, self.spec)
+        width = groups.split(np.zeros(self.shape, dtype=np.int8)).shape[1]
+        col = np.asarray(per_group).reshape(-1, 1)
+        return np.ascontiguousarray(groups.join(np.broadcast_to(col, (col.shape[0], width))))
+
+    @property
+    def n_groups(self) -> int:
+        """Number of scale groups (1 per tensor, channels, blocks or tiles)."""
+        return Groups(self.shape, self.spec).n_groups
+
+    def group_index(self) -> np.ndarray:
+        """The scale group of every element (int64, shape of the tensor).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> qt = quantize_tensor(np.ones((2, 3), np.float32), "int8_token")
+        >>> qt.group_index().tolist()
+        [[0, 0, 0], [1, 1, 1]]
+        """
+        return self._per_element(np.arange(self.n_groups, dtype=np.int64))
+
+    def element_scale(self) -> np.ndarray:
+        """The scale of every element (float64, shape of the tensor): its group's scale,
+        times the tensor scale for two-level recipes, as :meth:`dequantize` multiplies."""
+        groups = Groups(self.shape, self.spec)
+        s = groups.scales_in(self.scales).astype(np.float32)
+        if self.tensor_scale != 1.0:
+            s = s * np.float32(self.tensor_scale)
+        return self._per_element(s.astype(np.float64))
+
+    def element_zero_point(self) -> np.ndarray | None:
+        """The zero point of every element (affine recipes; None for symmetric ones)."""
+        if self.zero_points is None:
+            return None
+        groups = Groups(self.shape, self.spec)
+        return self._per_element(groups.scales_in(self.zero_points).astype(np.float64))
+
+    def element_values(self) -> np.ndarray:
+        """The codes as values of the element format (float64, before any scaling; NaN where
+        the input was NaN)."""
+        e = decode(np.asarray(self.codes), self.spec.format, dtype=np.float64).reshape(self.shape)
+        if self.nan_mask is not None:
+            e[self.nan_mask] = np.nan
+        return e
+
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
