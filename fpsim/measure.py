@@ -20,12 +20,13 @@ from .metrics import (
     mse,
     relative_error,
     sqnr_db,
-    ulp,
     ulp_error_stats,
 )
 from .metrics import EVENTS as _EVENTS
 
-__all__ = ["ErrorReport", "error_report", "recipe_counts"]
+__all__ = ["ErrorReport", "MxScaleStats", "RecipeErrors", "ScaleSweep", "cast_relative_error",
+           "error_report", "is_recipe_arg", "mx_recipe_names", "mx_scale_rules",
+           "mx_scale_stats", "recipe_counts", "recipe_errors", "resolve_recipe", "scale_sweep"]
 
 _QUANTIZABLE = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -174,8 +175,8 @@ def recipe_counts(x, qt) -> Counts:
 
     Each element is divided by its scale (plus its zero point, for affine recipes) and
     compared with its code's value: ``overflow`` and ``saturated`` are elements beyond the
-    element format's range *after scaling* by more than half a step at the range end (so
-    clipped to their group's largest value, not merely rounded to it),
+    element format's range *after scaling* (clipped to their group's largest value; beyond
+    it by more than the float32 rounding of the scale, 2**-20 relative),
     ``underflow`` non-zero elements flushed to zero, ``nan``/``inf`` as for a cast; ``groups``
     is the number of scale groups and ``groups_saturated`` those with a saturated element.
 
@@ -204,12 +205,11 @@ def recipe_counts(x, qt) -> Counts:
             y = y + z
     fmt = qt.spec.format
     lo, hi = _element_range(fmt)
-    # x / scale carries float rounding (amax / max is not exact): an element beyond the range
-    # end by less than half a step there would round to the end anyway, so it is not clipped
-    half_hi = 0.5 * float(ulp(np.float64(hi), fmt)) if isinstance(fmt, FloatFormat) else 0.5
-    half_lo = 0.5 * float(ulp(np.float64(lo), fmt)) if isinstance(fmt, FloatFormat) else 0.5
-    snap_hi = (y > hi) & (y <= hi + half_hi)
-    snap_lo = (y < lo) & (y >= lo - half_lo)
+    # x / scale carries the float32 rounding of the scale (amax / max is not exact): the
+    # element that set an amax scale lands a few ulps of float32 beyond the range end
+    tol = 2.0 ** -20
+    snap_hi = (y > hi) & (y <= hi + abs(hi) * tol)
+    snap_lo = (y < lo) & (y >= lo - abs(lo) * tol)
     y = np.where(snap_hi, hi, np.where(snap_lo, lo, y))
     c = counts(y, e, fmt, saturate=bool(qt.spec.saturate))
     beyond = ~np.isnan(y) & ((y > hi) | (y < lo))
@@ -347,3 +347,195 @@ def error_report(x, x_hat_or_spec, *, fmt=None, rounding=None, saturate=None,
         counts=c,
         **meta,
     )
+
+
+# ---- the sweeps the plots draw (fpsim.plotting only draws what these return) ---------------
+def is_recipe_arg(spec) -> bool:
+    """True for what :func:`fpsim.fake_quantize` takes as a spec: a name or a QuantSpec."""
+    return _is_recipe(spec)
+
+
+def resolve_recipe(spec):
+    """``fpsim.quant.resolve_spec(spec)``: the QuantSpec of a recipe name or a QuantSpec."""
+    from .quant import resolve_spec
+
+    return resolve_spec(spec)
+
+
+def cast_relative_error(x, fmt, *, rounding="nearest_even", saturate=False, rng=None):
+    """``(q, rel)``: a plain cast of ``x`` to ``fmt`` (float64) and ``|q - x| / |x|``,
+    NaN where ``q`` is not finite.
+
+    Examples
+    --------
+    >>> q, rel = cast_relative_error(np.array([0.3, 1.0]), "e4m3fn")
+    >>> q.tolist(), float(rel[1])
+    ([0.3125, 1.0], 0.0)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        q = np.asarray(quantize(x, get_format(fmt), rounding=rounding, saturate=saturate,
+                                rng=rng), dtype=np.float64)
+        rel = np.abs(q - x) / np.abs(x)
+    rel[~np.isfinite(q)] = np.nan
+    return q, rel
+
+
+@dataclass(frozen=True)
+class RecipeErrors:
+    """Per-element errors of one recipe on ``x`` (see :func:`recipe_errors`)."""
+
+    label: str
+    errors: np.ndarray
+    sqnr_db: float
+    non_finite: int
+
+
+def recipe_errors(x, spec, *, error="absolute", rng=None) -> RecipeErrors:
+    """The errors ``fake_quantize(x, spec)`` makes on the finite elements of ``x``.
+
+    ``errors`` holds ``|x_hat - x|`` (``error="relative"``: divided by ``|x|``, over the
+    non-zero ``x``) where both are finite; ``sqnr_db`` is over the finite ``x``;
+    ``non_finite`` counts finite ``x`` whose ``x_hat`` is not.
+
+    Examples
+    --------
+    >>> r = recipe_errors(np.array([1.0, 2.0, 3.0], np.float32), "int8")
+    >>> r.label, r.errors.size, r.non_finite
+    ('int8', 3, 0)
+    """
+    from .quant import fake_quantize, resolve_spec
+
+    if error not in ("absolute", "relative"):
+        raise ValueError(f"error must be 'absolute' or 'relative', got {error!r}")
+    resolved = resolve_spec(spec)
+    x = np.asarray(x)
+    fin = np.isfinite(x)
+    x64 = x.astype(np.float64)
+    xq = np.asarray(fake_quantize(x, resolved, rng=rng), dtype=np.float64)
+    ok = fin & np.isfinite(xq)
+    e = np.abs(xq[ok] - x64[ok])
+    if error == "relative":
+        nz = x64[ok] != 0
+        e = e[nz] / np.abs(x64[ok][nz])
+    with np.errstate(all="ignore"):
+        db = float(sqnr_db(x64[fin], xq[fin]))
+    label = spec if isinstance(spec, str) else (resolved.name or resolved.describe())
+    return RecipeErrors(label, e, db, int(np.count_nonzero(fin & ~np.isfinite(xq))))
+
+
+@dataclass(frozen=True)
+class ScaleSweep:
+    """SQNR and range events of ``quantize(x * s) / s`` over scales (see :func:`scale_sweep`)."""
+
+    scales: np.ndarray
+    sqnr_db: np.ndarray
+    overflow_pct: np.ndarray
+    underflow_pct: np.ndarray
+    amax_scale: float
+    amax_sqnr_db: float
+
+
+def scale_sweep(x, fmt, scales, *, rounding="nearest_even", saturate=False) -> ScaleSweep:
+    """SQNR of a cast after multiplying by each scale, and the % of overflowing and
+    flushed elements; also the point of the amax scale ``max / max|x|``.
+
+    ``x`` is flattened and its non-finite values dropped.
+
+    Examples
+    --------
+    >>> sw = scale_sweep(np.array([1.0, -2.0, 0.5]), "e4m3fn", [1.0, 1000.0])
+    >>> sw.overflow_pct.tolist(), sw.amax_scale
+    ([0.0, 100.0], 224.0)
+    """
+    fmt = get_format(fmt)
+    x64 = np.asarray(x, dtype=np.float64).ravel()
+    x64 = x64[np.isfinite(x64)]
+    scales = np.asarray(scales, dtype=np.float64)
+    nz = x64 != 0
+    db = np.empty(scales.size)
+    over = np.empty(scales.size)
+    under = np.empty(scales.size)
+
+    def one(s):
+        with np.errstate(all="ignore"):
+            y = x64 * s
+            q = np.asarray(quantize(y, fmt, rounding=rounding, saturate=saturate),
+                           dtype=np.float64) / s
+            return y, q, sqnr_db(x64, q)
+
+    for j, s in enumerate(scales):
+        y, q, db[j] = one(s)
+        over[j] = 100.0 * np.count_nonzero(np.abs(y) > fmt.max) / x64.size
+        under[j] = 100.0 * np.count_nonzero(nz & (q == 0)) / x64.size
+    db[~np.isfinite(db)] = np.nan
+    amax = float(np.abs(x64).max())
+    s_amax = fmt.max / amax
+    v = float(one(s_amax)[2])
+    return ScaleSweep(scales, db, over, under, s_amax, v if np.isfinite(v) else float("nan"))
+
+
+@dataclass(frozen=True)
+class MxScaleStats:
+    """Block-scale exponents and clipping of an MX recipe under one scale rule."""
+
+    rule: str
+    exponents: np.ndarray
+    clipped_fraction: np.ndarray
+    clipped: int
+    elements: int
+
+
+def mx_recipe_names() -> list[str]:
+    """The MX recipes (power-of-two E8M0 block scales)."""
+    from .quant import RECIPES
+    from .quant import blocks as _blocks
+
+    return [r for r in RECIPES if r in _blocks.MX_ELEMENTS]
+
+
+def mx_scale_rules() -> tuple:
+    """The block-scale rules of MX recipes (``floor``, ``ceil``, ``even``, ``rceil``)."""
+    from .quant import blocks as _blocks
+
+    return tuple(_blocks.SCALE_RULES)
+
+
+def mx_scale_stats(x, spec, rule) -> MxScaleStats:
+    """Per block of an MX recipe (``spec`` with E8M0 scales) under scale rule ``rule``: the
+    scale exponents and the fraction of its elements beyond the element max after scaling
+    (all-NaN blocks, whose scale is the NaN code, are left out).
+
+    Examples
+    --------
+    >>> st = mx_scale_stats(np.r_[np.ones(31), 7.5].astype(np.float32), "mxfp4_e2m1", "floor")
+    >>> st.exponents.tolist(), st.clipped
+    ([0], 1)
+    """
+    from .quant import blocks as _blocks
+    from .quant import resolve_spec
+
+    spec = resolve_spec(spec)
+    x = np.asarray(x)
+    if x.ndim == 0:
+        x = x.reshape(1)
+    fmt, k = spec.format, spec.block_size
+    if not -x.ndim <= spec.axis < x.ndim:
+        raise ValueError(f"the recipe's axis {spec.axis} is out of range for x with "
+                         f"{x.ndim} dimension(s)")
+    moved = np.moveaxis(x.astype(np.float32), spec.axis, -1)
+    length = moved.shape[-1]
+    nb = -(-length // k)
+    buf = np.zeros((int(np.prod(moved.shape[:-1], dtype=np.int64)), nb * k), np.float32)
+    buf[:, :length] = moved.reshape(buf.shape[0], length)
+    valid = (np.arange(nb * k) < length).reshape(nb, k).sum(axis=1)  # elements per block
+    _, sc = _blocks.mx_encode(buf, fmt, axis=-1, block_size=k, scale_rule=rule,
+                              rounding=spec.rounding)
+    ok = sc != 255
+    es = sc.astype(np.int64) - 127
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = np.abs(buf.reshape(buf.shape[0], nb, k)) / np.ldexp(1.0, es)[..., None]
+        clipped = np.sum(scaled > fmt.max, axis=-1)
+    frac = clipped / valid[None, :]
+    return MxScaleStats(rule, es[ok], frac[ok], int(clipped[ok].sum()),
+                        int(np.sum(valid[None, :] * ok)))

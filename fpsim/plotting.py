@@ -388,7 +388,7 @@ def relative_error(formats, *, lo=None, hi=None, n=20_000, rounding="nearest_eve
     >>> len(fig.axes), fig.axes[0].get_yscale()
     (2, 'log')
     """
-    from .codec import quantize
+    from .measure import cast_relative_error
 
     fmts = _formats_arg(formats)
     lo, hi = _positive_arg(lo, "lo"), _positive_arg(hi, "hi")
@@ -407,11 +407,7 @@ def relative_error(formats, *, lo=None, hi=None, n=20_000, rounding="nearest_eve
             if a >= b:
                 raise ValueError(f"lo must be below hi, got lo={a}, hi={b} for {fmt.name}")
             x = np.geomspace(a, b, n)
-            with np.errstate(over="ignore", invalid="ignore"):
-                q = np.asarray(quantize(x, fmt, rounding=rounding, saturate=saturate,
-                                        rng=rng), dtype=np.float64)
-                rel = np.abs(q - x) / x
-            rel[~np.isfinite(q)] = np.nan
+            q, rel = cast_relative_error(x, fmt, rounding=rounding, saturate=saturate, rng=rng)
             pos = rel[rel > 0]
             # regions
             found = set()
@@ -524,11 +520,10 @@ def error_histogram(x, specs, *, bins=80, error="absolute", rng=None):
     >>> len(fig.axes[0].get_legend().get_texts())
     2
     """
-    from .metrics import sqnr_db
-    from .quant import QuantSpec, fake_quantize, resolve_spec
+    from .measure import is_recipe_arg, recipe_errors, resolve_recipe
 
     x = _array_arg(x)
-    if isinstance(specs, (str, QuantSpec)):
+    if is_recipe_arg(specs):
         specs = [specs]
     try:
         specs = list(specs)
@@ -538,7 +533,7 @@ def error_histogram(x, specs, *, bins=80, error="absolute", rng=None):
     if not specs:
         raise ValueError("specs must hold at least one format, recipe or QuantSpec")
     for i, s in enumerate(specs):
-        if not isinstance(s, (str, QuantSpec)):
+        if not is_recipe_arg(s):
             raise TypeError(f"specs[{i}] must be a format/recipe name or a QuantSpec, "
                             f"got {type(s).__name__}")
     if error not in ("absolute", "relative"):
@@ -559,20 +554,11 @@ def error_histogram(x, specs, *, bins=80, error="absolute", rng=None):
             raise ValueError(f"bins must hold at most {_MAX_BINS + 1} edges ({_MAX_BINS} bins), "
                              f"got {edges.size}")
 
-    resolved = [resolve_spec(s) for s in specs]  # unknown names raise here, before work
-    fin = np.isfinite(x)
-    x64 = x.astype(np.float64)
+    resolved = [resolve_recipe(s) for s in specs]  # unknown names raise here, before work
     results = []
     for s, r in zip(specs, resolved):
-        xq = np.asarray(fake_quantize(x, r, rng=rng), dtype=np.float64)
-        ok = fin & np.isfinite(xq)
-        e = np.abs(xq[ok] - x64[ok])
-        if error == "relative":
-            nz = x64[ok] != 0
-            e = e[nz] / np.abs(x64[ok][nz])
-        with np.errstate(all="ignore"):
-            db = float(sqnr_db(x64[fin], xq[fin]))
-        results.append((_spec_label(s, r), e, db, int(np.count_nonzero(fin & ~np.isfinite(xq)))))
+        res = recipe_errors(x, r, error=error, rng=rng)
+        results.append((_spec_label(s, r), res.errors, res.sqnr_db, res.non_finite))
     positive = [e[e > 0] for _, e, _, _ in results]
     if edges is None:
         allpos = np.concatenate(positive)
@@ -603,7 +589,8 @@ def error_histogram(x, specs, *, bins=80, error="absolute", rng=None):
         else:
             ax.set_xlabel("relative error |x̂ − x| / |x| (log scale)")
         ax.set_ylabel("elements per bin (%)")
-        finite = x64[fin]
+        x64 = x.astype(np.float64)
+        finite = x64[np.isfinite(x64)]
         ax.set_title(f"Quantization error of {finite.size:,} values "
                      f"(rms {np.sqrt(np.mean(finite ** 2)):.3g}, amax "
                      f"{np.max(np.abs(finite)):.3g})")
@@ -655,15 +642,12 @@ def sqnr_vs_scale(x, formats, *, scales=None, saturate=True, rounding="nearest_e
     >>> fig.axes[0].get_ylabel()
     'SQNR (dB)'
     """
-    from .codec import quantize
-    from .metrics import sqnr_db
+    from .measure import scale_sweep
 
     x = _array_arg(x)
     fmts = _formats_arg(formats)
     x64 = x.astype(np.float64).ravel()
     x64 = x64[np.isfinite(x64)]
-    ax_abs = np.abs(x64)
-    amax = float(ax_abs.max())
     rms = float(np.sqrt(np.mean(x64 ** 2)))
     if scales is None:
         small = min(_positive_values(f)[0][0] for f in fmts)
@@ -678,28 +662,14 @@ def sqnr_vs_scale(x, formats, *, scales=None, saturate=True, rounding="nearest_e
             raise ValueError("scales must be a 1-D array of at least two finite positive "
                              "numbers")
         scales = np.sort(scales)
-    nz = x64 != 0
-
-    curves = []
-    for fmt in fmts:
-        db = np.empty(scales.size)
-        over = np.empty(scales.size)
-        under = np.empty(scales.size)
-        for j, s in enumerate(scales):
-            with np.errstate(all="ignore"):
-                y = x64 * s
-                q = np.asarray(quantize(y, fmt, rounding=rounding, saturate=saturate),
-                               dtype=np.float64) / s
-                db[j] = sqnr_db(x64, q)
-            over[j] = 100.0 * np.count_nonzero(np.abs(y) > fmt.max) / x64.size
-            under[j] = 100.0 * np.count_nonzero(nz & (q == 0)) / x64.size
-        db[~np.isfinite(db)] = np.nan
-        curves.append((fmt, db, over, under))
+    sweeps = [(fmt, scale_sweep(x64, fmt, scales, rounding=rounding, saturate=saturate))
+              for fmt in fmts]
 
     with _style():
         fig = _new_figure(8.0, 6.4)
         ax, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=(2.2, 1))
-        for i, (fmt, db, over, under) in enumerate(curves):
+        for i, (fmt, sw) in enumerate(sweeps):
+            db, over, under = sw.sqnr_db, sw.overflow_pct, sw.underflow_pct
             c = _color(i)
             ax.plot(scales, db, color=c, lw=1.6, label=fmt.name)
             ceil = _ceiling_db(fmt)
@@ -708,12 +678,8 @@ def sqnr_vs_scale(x, formats, *, scales=None, saturate=True, rounding="nearest_e
                 ax.annotate(f"{ceil:.1f} dB", (1.0, ceil), xycoords=("axes fraction", "data"),
                             xytext=(3, 0), textcoords="offset points", va="center",
                             fontsize=8, color=c)
-            s_amax = fmt.max / amax
+            s_amax, v = sw.amax_scale, sw.amax_sqnr_db
             if scales[0] <= s_amax <= scales[-1]:
-                with np.errstate(all="ignore"):
-                    q = np.asarray(quantize(x64 * s_amax, fmt, rounding=rounding,
-                                            saturate=saturate), dtype=np.float64) / s_amax
-                    v = float(sqnr_db(x64, q))
                 if np.isfinite(v):
                     ax.plot([s_amax], [v], marker="v", color=c, markersize=8,
                             markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
@@ -730,11 +696,12 @@ def sqnr_vs_scale(x, formats, *, scales=None, saturate=True, rounding="nearest_e
             Line2D([], [], color="gray", lw=1.4, ls=":", label="underflow to 0 (lower panel)"),
         ]
         ax.legend(handles=handles, loc="upper left", fontsize=8.5, ncols=2)
-        top = np.nanmax([np.nanmax(np.r_[c[1], _ceiling_db(c[0]) or 0, 0]) for c in curves])
+        top = np.nanmax([np.nanmax(np.r_[sw.sqnr_db, _ceiling_db(f) or 0, 0])
+                         for f, sw in sweeps])
         ax.set_ylim(min(0.0, ax.get_ylim()[0]), top * 1.5 + 6)
         ax.set_ylabel("SQNR (dB)")
         ax.set_title(f"SQNR of q(x·s)/s for {x64.size:,} values (rms {rms:.3g}, "
-                     f"amax {amax:.3g})")
+                     f"amax {float(np.abs(x64).max()):.3g})")
         ax2.set_ylabel("share of elements (%)")
         ax2.set_ylim(-5, 105)
         ax2.set_xscale("log", base=2)
@@ -967,19 +934,19 @@ def mx_scale_histogram(x, recipe="mxfp8_e4m3", *, scale_rules=("floor", "rceil")
     >>> fig.axes[0].get_xlabel()
     'block scale exponent (log2)'
     """
-    from .quant import blocks as _blocks
-    from .quant import RECIPES, QuantSpec, resolve_spec
+    from .measure import (is_recipe_arg, mx_recipe_names, mx_scale_rules, mx_scale_stats,
+                          resolve_recipe)
 
     x = _array_arg(x)
-    if not isinstance(recipe, (str, QuantSpec)):
+    if not is_recipe_arg(recipe):
         raise TypeError(f"recipe must be an MX recipe name or a QuantSpec, got "
                         f"{type(recipe).__name__}")
-    spec = resolve_spec(recipe)
+    spec = resolve_recipe(recipe)
     if not spec.is_mx:
-        mx = [r for r in RECIPES if r in _blocks.MX_ELEMENTS]
+        mx = mx_recipe_names()
         raise ValueError(f"recipe must have power-of-two (E8M0) block scales, e.g. "
                          f"{', '.join(mx)}; got {recipe if isinstance(recipe, str) else spec.describe()!r}")
-    rules = _names_arg(scale_rules, "scale_rules", _blocks.SCALE_RULES)
+    rules = _names_arg(scale_rules, "scale_rules", mx_scale_rules())
     if x.ndim == 0:
         x = x.reshape(1)
     fmt = spec.format
@@ -987,25 +954,10 @@ def mx_scale_histogram(x, recipe="mxfp8_e4m3", *, scale_rules=("floor", "rceil")
     if not -x.ndim <= spec.axis < x.ndim:
         raise ValueError(f"the recipe's axis {spec.axis} is out of range for x with "
                          f"{x.ndim} dimension(s)")
-    moved = np.moveaxis(x.astype(np.float32), spec.axis, -1)
-    length = moved.shape[-1]
-    nb = -(-length // k)
-    buf = np.zeros((int(np.prod(moved.shape[:-1], dtype=np.int64)), nb * k), np.float32)
-    buf[:, :length] = moved.reshape(buf.shape[0], length)
-    valid = (np.arange(nb * k) < length).reshape(nb, k).sum(axis=1)  # elements per block
-
     results = []
     for rule in rules:
-        _, sc = _blocks.mx_encode(buf, fmt, axis=-1, block_size=k, scale_rule=rule,
-                                  rounding=spec.rounding)
-        ok = sc != 255
-        es = sc.astype(np.int64) - 127
-        with np.errstate(over="ignore", invalid="ignore"):
-            scaled = np.abs(buf.reshape(buf.shape[0], nb, k)) / np.ldexp(1.0, es)[..., None]
-            clipped = np.sum(scaled > fmt.max, axis=-1)
-        frac = clipped / valid[None, :]
-        results.append((rule, es[ok], frac[ok], int(clipped[ok].sum()),
-                        int(np.sum(valid[None, :] * ok))))
+        st = mx_scale_stats(x, spec, rule)
+        results.append((rule, st.exponents, st.clipped_fraction, st.clipped, st.elements))
 
     with _style():
         fig = _new_figure(10.0, 4.4)

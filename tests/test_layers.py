@@ -164,6 +164,13 @@ def test_matplotlib_is_imported_only_in_plotting():
                 assert not any(n.split(".")[0] == "matplotlib" for n in names), path
 
 
+def test_plotting_only_draws():
+    """plotting imports formats, metrics and measure only: every quantization it shows is
+    computed by fpsim.measure (issue 10)."""
+    used = {_layer(target) for _, target, _ in _imports(ROOT / "plotting.py")}
+    assert used <= {"formats", "metrics", "measure"}, used
+
+
 @pytest.mark.parametrize("source, expected", [
     ("from ..models import load", "upward"),
     ("from ..codec import _as_float_array", "private"),

@@ -177,3 +177,43 @@ def test_invalid_arguments(args, kwargs, exc, match):
 
 def test_nan_rate_is_finite_json():
     assert math.isfinite(error_report(_data(), "int8").to_dict()["counts"]["nan_rate"])
+
+
+# ---- the sweeps plotting draws ---------------------------------------------------------------
+def test_cast_relative_error_is_the_cast():
+    x = np.geomspace(1e-4, 1e4, 301)
+    q, rel = fpsim.measure.cast_relative_error(x, "e5m2")
+    np.testing.assert_array_equal(q, fpsim.quantize(x, "e5m2").astype(np.float64))
+    fin = np.isfinite(q)
+    np.testing.assert_array_equal(rel[fin], np.abs(q[fin] - x[fin]) / x[fin])
+    assert np.isnan(rel[~fin]).all()
+
+
+def test_recipe_errors_match_fake_quantize():
+    x = _data()
+    r = fpsim.measure.recipe_errors(x, "mxfp4_e2m1", error="relative")
+    xq = fpsim.fake_quantize(x, "mxfp4_e2m1").astype(np.float64)
+    nz = x != 0
+    np.testing.assert_array_equal(np.sort(r.errors), np.sort(np.abs(xq - x)[nz] / np.abs(x[nz])))
+    assert r.sqnr_db == pytest.approx(sqnr_db(x, xq)) and r.non_finite == 0
+
+
+def test_scale_sweep_properties():
+    x = _data()
+    scales = np.geomspace(2.0**-10, 2.0**10, 41)
+    sw = fpsim.measure.scale_sweep(x, "e4m3fn", scales)
+    assert np.all(np.diff(sw.overflow_pct) >= 0)  # more scale, more overflow
+    assert np.all(np.diff(sw.underflow_pct) <= 0)  # ... and less underflow
+    j = 20  # scale 1: the plain cast
+    assert sw.sqnr_db[j] == pytest.approx(sqnr_db(x, fpsim.quantize(x, "e4m3fn")))
+    assert sw.amax_scale == 448.0 / np.abs(x).max()
+
+
+def test_mx_scale_stats_match_the_encoder():
+    x = np.random.default_rng(5).standard_normal((8, 64)).astype(np.float32)
+    st = fpsim.measure.mx_scale_stats(x, "mxfp4_e2m1", "floor")
+    _, sc = fpsim.quant.blocks.mx_encode(x, "e2m1fn")
+    np.testing.assert_array_equal(np.sort(st.exponents), np.sort(sc.astype(np.int64).ravel() - 127))
+    assert st.elements == x.size
+    c = error_report(x, "mxfp4_e2m1").counts
+    assert st.clipped == c.saturated  # the same events, counted two ways
