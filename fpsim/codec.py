@@ -264,7 +264,7 @@ def decode(codes, fmt, *, dtype=np.float32, out=None):
     codes, mask = _unmask(codes)
     arr = np.asarray(codes)
     if arr.dtype.kind not in "iu":
-        raise ValueError(
+        raise TypeError(
             f"codes must be an integer array (uint8/uint16 codes from fpsim.encode), "
             f"got dtype {arr.dtype}"
         )

@@ -9,6 +9,8 @@
 ``delayed``        :class:`DelayedScaling` (Transformer Engine)
 ``outliers``       LLM.int8() and SmoothQuant
 ``accumulate``     low-precision accumulation: :func:`qmatmul`, :func:`qdot`
+``mma``            GPU matrix units bit for bit (``from fpsim import mma``)
+``_args``          (internal) renamed keywords, the ``return_details`` flag
 =================  ==========================================================
 
 Everything here sits on :mod:`fpsim.codec` and :mod:`fpsim._kernels`; nothing here
@@ -37,6 +39,8 @@ from .recipes import QuantizedTensor, fake_quantize, quantize_tensor
 from .spec import (
     CALIBRATIONS,
     GRANULARITIES,
+    KEEP,
+    OVERRIDABLE,
     RECIPES,
     SCALE_RULES,
     QuantSpec,
@@ -49,5 +53,6 @@ __all__ = [
     "qdot", "qmatmul", "calibrate", "clip_value", "DelayedScaling", "LLMInt8Details",
     "llm_int8_fake_quantize", "llm_int8_matmul", "smooth", "smoothing_factors",
     "smoothquant_matmul", "QuantizedTensor", "fake_quantize", "quantize_tensor", "CALIBRATIONS",
-    "GRANULARITIES", "RECIPES", "SCALE_RULES", "QuantSpec", "recipe", "resolve_spec",
+    "GRANULARITIES", "KEEP", "OVERRIDABLE", "RECIPES", "SCALE_RULES", "QuantSpec", "recipe",
+    "resolve_spec",
 ]

@@ -11,7 +11,7 @@ from ..codec import quantize
 from . import blocks as _blocks
 from ._groups import (F32_MAX, F32_TINY, Groups, as_float, band_absmax, band_minmax, finite_abs,
                       finite_rows)
-from .spec import QuantSpec, resolve_spec
+from .spec import KEEP, QuantSpec, given, resolve_spec
 
 __all__ = ["calibrate", "clip_value"]
 
@@ -176,7 +176,10 @@ def static_clip(spec: QuantSpec, n_groups: int, name: str = "amax"):
     return a if name == "amax" else -a
 
 
-def calibrate(data, spec, **overrides) -> QuantSpec:
+def calibrate(data, spec, *, format=KEEP, rounding=KEEP, saturate=KEEP,
+              granularity=KEEP, axis=KEEP, block_size=KEEP, scale_format=KEEP,
+              scale_rule=KEEP, calibration=KEEP, percentile=KEEP, symmetric=KEEP,
+              tensor_scale=KEEP, amax=KEEP, amin=KEEP, name=KEEP) -> QuantSpec:
     """A static spec: the clip values of ``spec``'s calibration, measured on ``data``.
 
     ``data`` is one array or a list of arrays with the same scale groups (the
@@ -205,7 +208,12 @@ def calibrate(data, spec, **overrides) -> QuantSpec:
     >>> s.amin, s.amax
     ((-3.0,), (2.0,))
     """
-    spec = resolve_spec(spec, **overrides)
+    spec = resolve_spec(spec, **given(format=format, rounding=rounding, saturate=saturate,
+                                      granularity=granularity, axis=axis, block_size=block_size,
+                                      scale_format=scale_format, scale_rule=scale_rule,
+                                      calibration=calibration, percentile=percentile,
+                                      symmetric=symmetric, tensor_scale=tensor_scale, amax=amax,
+                                      amin=amin, name=name))
     if spec.is_mx or spec.tensor_scale:
         raise ValueError("block-scaled recipes compute their scales per block; nothing to calibrate")
     spec = dataclasses.replace(spec, amax=None, amin=None)

@@ -15,7 +15,7 @@ from ..formats import FloatFormat
 from . import blocks as _blocks
 from ._groups import F32_TINY, Groups, as_float
 from .calibration import asym_range, group_clip, scale_from_clip, static_clip
-from .spec import QuantSpec, resolve_spec
+from .spec import KEEP, QuantSpec, given, resolve_spec
 
 __all__ = ["QuantizedTensor", "quantize_tensor", "fake_quantize"]
 
@@ -241,7 +241,7 @@ def _quantize_groups(x: np.ndarray, spec: QuantSpec, rng):
     return codes, scale, zp, groups
 
 
-def _prepare(x, spec, overrides):
+def _prepare(x, spec, overrides: dict):
     spec = resolve_spec(spec, **overrides)
     x = as_float(x)
     if not (spec.is_mx or spec.tensor_scale):
@@ -249,7 +249,10 @@ def _prepare(x, spec, overrides):
     return spec, x
 
 
-def quantize_tensor(x, spec, *, rng=None, **overrides) -> QuantizedTensor:
+def quantize_tensor(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEEP,
+                  granularity=KEEP, axis=KEEP, block_size=KEEP, scale_format=KEEP,
+                  scale_rule=KEEP, calibration=KEEP, percentile=KEEP, symmetric=KEEP,
+                  tensor_scale=KEEP, amax=KEEP, amin=KEEP, name=KEEP) -> QuantizedTensor:
     """Quantize x with scales: the codes, scales and zero points.
 
     Parameters
@@ -262,9 +265,11 @@ def quantize_tensor(x, spec, *, rng=None, **overrides) -> QuantizedTensor:
         ``"e4m3fn"``...).
     rng : seed or numpy.random.Generator
         For stochastic rounding.
-    **overrides
+    format, rounding, saturate, granularity, axis, block_size, scale_format, scale_rule, \
+calibration, percentile, symmetric, tensor_scale, amax, amin, name : optional
         QuantSpec fields to change, e.g. ``axis=0``, ``block_size=16``,
-        ``scale_rule="rceil"``, ``granularity="channel"``, ``calibration="mse"``.
+        ``scale_rule="rceil"``, ``granularity="channel"``, ``calibration="mse"``;
+        ``KEEP`` (the default) keeps the spec's value.
 
     Returns
     -------
@@ -282,7 +287,12 @@ def quantize_tensor(x, spec, *, rng=None, **overrides) -> QuantizedTensor:
     >>> qt.codes.tolist(), float(qt.scales)
     ([16, -32, 64, 127], 0.031496062874794006)
     """
-    spec, x = _prepare(x, spec, overrides)
+    spec, x = _prepare(x, spec, given(format=format, rounding=rounding, saturate=saturate,
+                        granularity=granularity, axis=axis, block_size=block_size,
+                        scale_format=scale_format, scale_rule=scale_rule,
+                        calibration=calibration, percentile=percentile,
+                        symmetric=symmetric, tensor_scale=tensor_scale, amax=amax,
+                        amin=amin, name=name))
     mask = _nan_mask(x, spec.format)
     if spec.is_mx:
         if spec.amax is not None:
@@ -326,7 +336,10 @@ def _unsupported_two_level(spec):
                      f"{getattr(spec.scale_format, 'name', None)}")
 
 
-def fake_quantize(x, spec, *, rng=None, **overrides) -> np.ndarray:
+def fake_quantize(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEEP,
+                  granularity=KEEP, axis=KEEP, block_size=KEEP, scale_format=KEEP,
+                  scale_rule=KEEP, calibration=KEEP, percentile=KEEP, symmetric=KEEP,
+                  tensor_scale=KEEP, amax=KEEP, amin=KEEP, name=KEEP) -> np.ndarray:
     """x quantized with scales and dequantized again, in x's float dtype.
 
     Same arguments as :func:`quantize_tensor`; MX specs run one fused kernel.
@@ -341,7 +354,12 @@ def fake_quantize(x, spec, *, rng=None, **overrides) -> np.ndarray:
     ...                     block_size=4).tolist()
     [1.0, 2.0, 288.0, 896.0]
     """
-    spec, x = _prepare(x, spec, overrides)
+    spec, x = _prepare(x, spec, given(format=format, rounding=rounding, saturate=saturate,
+                        granularity=granularity, axis=axis, block_size=block_size,
+                        scale_format=scale_format, scale_rule=scale_rule,
+                        calibration=calibration, percentile=percentile,
+                        symmetric=symmetric, tensor_scale=tensor_scale, amax=amax,
+                        amin=amin, name=name))
     dtype = x.dtype
     if spec.is_mx and spec.amax is None:
         v = _blocks.mx_fake_quantize(x, spec.format, axis=spec.axis,

@@ -246,10 +246,35 @@ def _range_values(v, name, sign):
 
 
 def check_choice(name, value, allowed):
+    """value must be one of the allowed names: TypeError for a non-string, ValueError else."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {', '.join(allowed)}; got {value!r} "
+                        f"of type {type(value).__name__}")
     if value not in allowed:
         close = difflib.get_close_matches(str(value), allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}{hint}")
+
+
+# ---- keyword overrides -----------------------------------------------------
+class _Keep:
+    """The default of an override: keep the spec's own value (None is a real value)."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+    def __reduce__(self):
+        return "KEEP"
+
+
+KEEP = _Keep()
+#: The QuantSpec fields every spec-taking function accepts as keyword overrides.
+OVERRIDABLE = ('format', 'rounding', 'saturate', 'granularity', 'axis', 'block_size', 'scale_format', 'scale_rule', 'calibration', 'percentile', 'symmetric', 'tensor_scale', 'amax', 'amin', 'name')
+
+
+def given(**fields) -> dict:
+    """The overrides actually passed (those not ``KEEP``)."""
+    return {k: v for k, v in fields.items() if v is not KEEP}
 
 
 # ---- recipes --------------------------------------------------------------
@@ -287,8 +312,13 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def recipe(name: str, **overrides) -> QuantSpec:
-    """The QuantSpec of a named recipe, with keyword overrides.
+def recipe(name: str, *,
+           format=KEEP, rounding=KEEP, saturate=KEEP, granularity=KEEP, axis=KEEP,
+           block_size=KEEP, scale_format=KEEP, scale_rule=KEEP, calibration=KEEP,
+           percentile=KEEP, symmetric=KEEP, tensor_scale=KEEP, amax=KEEP,
+           amin=KEEP) -> QuantSpec:
+    """The QuantSpec of a named recipe, with keyword overrides of its fields (the keyword
+    arguments of :class:`QuantSpec`; ``KEEP``, the default, keeps the recipe's value).
 
     Any float format name (``"e4m3fn"``, ``"float8_e5m2"``...) is per-tensor
     amax scaling into that format; :data:`RECIPES` lists the others.
@@ -298,6 +328,11 @@ def recipe(name: str, **overrides) -> QuantSpec:
     >>> recipe("mxfp4_e2m1").describe()
     'float4_e2m1fn, block 32 along axis -1, scale float8_e8m0fnu/floor, calibration max, nearest_even'
     """
+    overrides = given(format=format, rounding=rounding, saturate=saturate,
+                      granularity=granularity, axis=axis, block_size=block_size,
+                      scale_format=scale_format, scale_rule=scale_rule,
+                      calibration=calibration, percentile=percentile, symmetric=symmetric,
+                      tensor_scale=tensor_scale, amax=amax, amin=amin)
     if not isinstance(name, str):
         raise TypeError(f"spec must be a QuantSpec or a recipe name, got {type(name).__name__}")
     key = name.strip().lower()
@@ -318,8 +353,13 @@ def recipe(name: str, **overrides) -> QuantSpec:
     return QuantSpec(**kw)
 
 
-def resolve_spec(spec, **overrides) -> QuantSpec:
-    """A QuantSpec from a QuantSpec or recipe name, with keyword overrides.
+def resolve_spec(spec, *,
+                 format=KEEP, rounding=KEEP, saturate=KEEP, granularity=KEEP, axis=KEEP,
+                 block_size=KEEP, scale_format=KEEP, scale_rule=KEEP, calibration=KEEP,
+                 percentile=KEEP, symmetric=KEEP, tensor_scale=KEEP, amax=KEEP, amin=KEEP,
+                 name=KEEP) -> QuantSpec:
+    """A QuantSpec from a QuantSpec or recipe name, with keyword overrides of its fields
+    (``KEEP``, the default, keeps the spec's value).
 
     Examples
     --------
@@ -329,16 +369,15 @@ def resolve_spec(spec, **overrides) -> QuantSpec:
     >>> resolve_spec(s) is s, resolve_spec(s, calibration="percentile").calibration
     (True, 'percentile')
     """
+    overrides = given(format=format, rounding=rounding, saturate=saturate,
+                      granularity=granularity, axis=axis, block_size=block_size,
+                      scale_format=scale_format, scale_rule=scale_rule,
+                      calibration=calibration, percentile=percentile, symmetric=symmetric,
+                      tensor_scale=tensor_scale, amax=amax, amin=amin, name=name)
     if isinstance(spec, QuantSpec):
         if not overrides:
             return spec
-        fields = {f.name for f in dataclasses.fields(QuantSpec)}
-        bad = set(overrides) - fields
-        if bad:
-            raise TypeError(f"unknown QuantSpec option(s) {sorted(bad)}; allowed: {sorted(fields)}")
         return dataclasses.replace(spec, **overrides)
-    fields = {f.name for f in dataclasses.fields(QuantSpec)}
-    bad = set(overrides) - fields
-    if bad:
-        raise TypeError(f"unknown QuantSpec option(s) {sorted(bad)}; allowed: {sorted(fields)}")
-    return recipe(spec, **overrides)
+    label = overrides.pop("name", None)
+    out = recipe(spec, **overrides)
+    return out if label is None else dataclasses.replace(out, name=label)

@@ -61,3 +61,40 @@ def test_return_details_convention(fn, tuple_len):
         fn(return_details="yes")
     # the same convention as fake_quantize: an array by default
     assert isinstance(fpsim.fake_quantize(X, "mxfp8_e4m3"), np.ndarray)
+
+
+# ---- wrong types raise TypeError, wrong values ValueError ----------------------------------
+Y = np.ones((4, 64), np.float32)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: fpsim.decode(np.array([True, False]), "e4m3fn"), TypeError, "codes must be an integer"),
+    (lambda: fpsim.decode(np.zeros(3, np.float32), "e4m3fn"), TypeError, "codes must be an integer"),
+    (lambda: fpsim.fake_quantize(Y, "int8", granularity=1), TypeError, "granularity must be a str"),
+    (lambda: fpsim.fake_quantize(Y, "mxfp8_e4m3", scale_rule=1), TypeError, "scale_rule must be a str"),
+    (lambda: fpsim.fake_quantize(Y, "int8", calibration=None), TypeError, "calibration must be a str"),
+    (lambda: fpsim.quant.DelayedScaling("e4m3fn", algo=1), TypeError, "algo must be a str"),
+    (lambda: fpsim.fake_quantize(Y, "int8", granularity="tensr"), ValueError, "did you mean"),
+    (lambda: fpsim.fake_quantize(Y, "int8_token", axis=1.0), TypeError, "axis must be an int"),
+    (lambda: fpsim.fake_quantize(Y, "mxfp8_e4m3", block_size=32.0), TypeError, "block_size"),
+    (lambda: fpsim.fake_quantize(Y, "int8", rounding="stochastic", rng="1"), TypeError, "rng"),
+    (lambda: fpsim.fake_quantize(Y, 5), TypeError, "spec must be"),
+    (lambda: fpsim.fake_quantize(Y, "int8", bogus=1), TypeError, "bogus"),
+])
+def test_wrong_types_raise_type_error(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_spec_taking_functions_have_explicit_keywords():
+    """No hidden **options: every override is a named keyword-only parameter."""
+    import inspect
+
+    from fpsim.quant import calibrate, fake_quantize, quantize_tensor, recipe, resolve_spec
+
+    for fn in (fake_quantize, quantize_tensor, calibrate, recipe, resolve_spec,
+               accumulate.qdot, accumulate.qmatmul):
+        params = inspect.signature(fn).parameters.values()
+        assert not any(p.kind is p.VAR_KEYWORD for p in params), fn.__name__
+    assert {"axis", "block_size", "scale_rule", "calibration"} <= set(
+        inspect.signature(fake_quantize).parameters)
