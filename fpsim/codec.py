@@ -260,7 +260,7 @@ def decode(codes, fmt, *, dtype=np.float32, out=None):
     if dtype not in dispatch.FLOAT_LAYOUT:
         raise TypeError(f"dtype must be float16, float32 or float64, got {dtype}")
     if isinstance(codes, (bool, np.bool_)):
-        raise ValueError("codes must be integers, got a bool")
+        raise TypeError("codes must be integers, got a bool")
     codes, mask = _unmask(codes)
     arr = np.asarray(codes)
     if arr.dtype.kind not in "iu":
@@ -290,14 +290,5 @@ def decode(codes, fmt, *, dtype=np.float32, out=None):
                 f"codes: {count} value(s) outside [{lo}, {hi}] for format {fmt.name}; "
                 f"the first is {flat[first]} at flat index {first}"
             )
-    if isinstance(fmt, IntFormat) and not fmt.bit_patterns:
-        if dtype == np.float16:
-            flat_out[...] = flat * np.float16(2.0**fmt.scale_exp)
-        else:
-            generic.decode_int_serial(flat, flat_out, dtype.type(2.0**fmt.scale_exp))
-        return _result(res, arr.ndim == 0)
-    lut = dispatch.lut(fmt, dtype)
-    parallel = use_parallel(flat.size)
-    k = generic.decode_lut_parallel if parallel else generic.decode_lut_serial
-    k(flat, dispatch.as_numba(flat_out), dispatch.as_numba(lut))
+    flat_out[...] = dispatch.decode_codes(flat, fmt, dtype)
     return _result(res, arr.ndim == 0)

@@ -330,3 +330,44 @@ def run(arr, fmt, mode, saturate, seed, flat_out, *, values: bool) -> None:
                 k(xb, flat_out, mbits, ebits, p, mode, seed)
 
 
+
+
+# ---- resolved entry points: what the layers above call (no validation here) ------------------
+def encode_codes(arr: np.ndarray, fmt, mode: int, saturate: bool, seed) -> np.ndarray:
+    """The codes of a float16/32/64 array: ``fmt`` a resolved format, ``mode`` an int
+    rounding mode, ``saturate`` a bool, ``seed`` a uint64.  The caller has validated them
+    (:func:`fpsim.codec.encode` does, for users)."""
+    res = np.empty(arr.shape, fmt.code_dtype)
+    if arr.size:
+        run(arr, fmt, mode, saturate, seed, res.reshape(-1), values=False)
+    return res
+
+
+def quantize_values(arr: np.ndarray, fmt, mode: int, saturate: bool, seed) -> np.ndarray:
+    """``arr`` rounded onto ``fmt``'s grid, in ``arr``'s dtype (resolved arguments)."""
+    res = np.empty(arr.shape, arr.dtype)
+    if arr.size:
+        run(arr, fmt, mode, saturate, seed, res.reshape(-1), values=True)
+    return res
+
+
+def decode_codes(codes: np.ndarray, fmt, dtype) -> np.ndarray:
+    """Values of in-range integer codes of ``fmt`` in float ``dtype`` (resolved arguments;
+    :func:`fpsim.codec.decode` checks the range for users)."""
+    dtype = np.dtype(dtype)
+    arr = np.asarray(codes)
+    res = np.empty(arr.shape, dtype)
+    if arr.size == 0:
+        return res
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    flat_out = res.reshape(-1)
+    if isinstance(fmt, IntFormat) and not fmt.bit_patterns:
+        if dtype == np.float16:
+            flat_out[...] = flat * np.float16(2.0**fmt.scale_exp)
+        else:
+            generic.decode_int_serial(flat, flat_out, dtype.type(2.0**fmt.scale_exp))
+        return res
+    table = lut(fmt, dtype)
+    k = generic.decode_lut_parallel if use_parallel(flat.size) else generic.decode_lut_serial
+    k(flat, as_numba(flat_out), as_numba(table))
+    return res

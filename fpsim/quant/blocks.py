@@ -28,7 +28,7 @@ import numpy as np
 from .._kernels import use_parallel
 from .._kernels import blocks as kb
 from .. import dispatch
-from ..codec import decode, encode, quantize
+from ._cast import E2M1, E4M3, E8M0, decode, encode, quantize
 from ..formats import FloatFormat, IntFormat, get_format
 from ..rounding import resolve_seed
 from ._args import details_flag, renamed
@@ -185,7 +185,7 @@ def _run_mx(x, fmt, *, axis, block_size, scale_rule, rounding, rng, want_values)
         fp, ip, is_int = dispatch.float_params(fmt), (0, 0, 0, 8, 0), False
         lut = dispatch.lut(fmt, np.dtype(np.float64))
     else:
-        fp, is_int = dispatch.float_params(get_format("e4m3fn")), True
+        fp, is_int = dispatch.float_params(E4M3), True
         ip = dispatch.int_params(fmt)[:4] + (0,)
         lut = np.zeros(1)
     if buf.size:
@@ -359,21 +359,21 @@ def nvfp4_encode(x, *, axis=-1, block_size=16, rounding="nearest_even", rng=None
         del a
         with np.errstate(over="ignore"):
             s_b_exact = ((amax_b / np.float32(6.0)) / s_t).astype(np.float32)
-        s_b = quantize(s_b_exact, "float8_e4m3fn", saturate=True)
+        s_b = quantize(s_b_exact, E4M3, saturate=True)
         s_b = np.where(s_b == 0, np.float32(1.0), s_b).astype(np.float32)  # a valid scale
         scale = (s_b * s_t).astype(np.float32)
         scale = np.where(scale > 0, scale, np.float32(np.finfo(np.float32).smallest_subnormal))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             y = (blocks / scale[:, None]).astype(np.float32)
-        c = np.asarray(encode(y, "float4_e2m1fn", rounding=rounding, saturate=True, rng=rng))
-        v = (np.asarray(decode(c, "float4_e2m1fn")) * scale[:, None]).astype(np.float32)
+        c = np.asarray(encode(y, E2M1, rounding=rounding, saturate=True, rng=rng))
+        v = (np.asarray(decode(c, E2M1)) * scale[:, None]).astype(np.float32)
         v[np.isnan(blocks)] = np.nan  # NaN stays NaN
         n_r = rs.stop - rs.start
         vals[rs] = v.reshape(n_r, -1)[:, :length]
         if want_codes:
             codes[rs] = c.reshape(n_r, -1)[:, :length]
         s_all[rs] = s_b.reshape(n_r, nb)
-    block_codes = np.asarray(encode(s_all, "float8_e4m3fn", saturate=True))
+    block_codes = np.asarray(encode(s_all, E4M3, saturate=True))
     block_codes = np.moveaxis(block_codes.reshape(moved_shape[:-1] + (nb,)), -1, axis)
     out_codes = None if codes is None else np.moveaxis(codes.reshape(moved_shape), -1, axis)
     return (np.moveaxis(vals.reshape(moved_shape), -1, axis), out_codes, block_codes, s_t)

@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from ..codec import quantize
+from ._cast import quantize
 from . import blocks as _blocks
 from ._groups import (F32_MAX, F32_TINY, Groups, as_float, band_absmax, band_minmax, finite_abs,
                       finite_rows)

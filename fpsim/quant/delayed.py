@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..codec import quantize
+from ._cast import quantize
 from ..formats import FloatFormat
 from . import blocks as _blocks
 from ._groups import F32_MAX, F32_TINY, as_float

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codec import quantize
+from ._cast import quantize
 from ..formats import FloatFormat, get_format
 from ..rounding import child_seed, seed_of
 from .recipes import fake_quantize, quantize_tensor

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codec import decode, encode, quantize
+from ._cast import E2M1, E4M3, E8M0, decode, encode, quantize
 from ..formats import FloatFormat
 from . import blocks as _blocks
 from ._groups import F32_TINY, Groups, as_float
@@ -301,7 +301,7 @@ calibration, percentile, symmetric, tensor_scale, amax, amin, name : optional
             x, spec.format, axis=spec.axis, block_size=spec.block_size,
             scale_rule=spec.scale_rule, rounding=spec.rounding, rng=rng)
         with np.errstate(invalid="ignore"):
-            scales = decode(scale_codes, "float8_e8m0fnu")
+            scales = decode(scale_codes, E8M0)
         return QuantizedTensor(codes=codes, scales=scales, zero_points=None, spec=spec,
                                shape=x.shape, scale_codes=scale_codes, nan_mask=mask)
     if spec.tensor_scale:

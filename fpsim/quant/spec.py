@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -336,21 +337,26 @@ def recipe(name: str, *,
     if not isinstance(name, str):
         raise TypeError(f"spec must be a QuantSpec or a recipe name, got {type(name).__name__}")
     key = name.strip().lower()
+    try:
+        base = _named(key)
+    except ValueError:
+        if key in RECIPES:
+            raise
+        allowed = sorted(RECIPES) + ["<any format name>"]
+        close = difflib.get_close_matches(key, list(RECIPES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown recipe {name!r}{hint} Recipes: {', '.join(allowed)}") from None
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
+@functools.lru_cache(maxsize=None)
+def _named(key: str) -> QuantSpec:
+    """The QuantSpec a recipe or format name stands for, built (and its formats looked up)
+    once per process: specs are frozen, so every caller can share it."""
     if key in RECIPES:
-        kw = dict(RECIPES[key])
-    else:
-        try:
-            fmt = get_format(key)
-        except ValueError:
-            allowed = sorted(RECIPES) + ["<any format name>"]
-            close = difflib.get_close_matches(key, list(RECIPES), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"unknown recipe {name!r}{hint} Recipes: {', '.join(allowed)}") from None
-        kw = dict(format=fmt)
-    kw.update(overrides)
-    kw.setdefault("name", key)
-    return QuantSpec(**kw)
+        return QuantSpec(**RECIPES[key], name=key)
+    return QuantSpec(format=get_format(key), name=key)
 
 
 def resolve_spec(spec, *,

@@ -410,3 +410,38 @@ def test_integer_recipes_are_named_by_what_they_scale():
         fpsim.quantize_tensor(w, "int8_weight_channel").scales.ravel() * 127, row_max, rtol=1e-6)
     np.testing.assert_array_equal(fpsim.fake_quantize(w, "int8_weight_channel"),
                                   fpsim.fake_quantize(w, "int8_channel"))
+
+
+@pytest.mark.parametrize("name", ["int8", "int8_channel", "e4m3fn", "mxfp4_e2m1", "nvfp4",
+                                  "int8_asym", "fp8_deepseek_weight"])
+def test_a_recipe_goes_down_the_layers_once(name, monkeypatch):
+    """Issue 10: one fake_quantize looked its format up by name ~8 times and called back
+    into codec's public (validating) functions ~14 times.  Now the spec is resolved once
+    at the edge and the path calls fpsim.dispatch with resolved arguments."""
+    import sys
+
+    from fpsim import codec, formats
+
+    x = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+    fpsim.fake_quantize(x, name)  # warm: the recipe's spec is built once per process
+    calls = {"by_name": 0, "codec": 0}
+    real_gf = formats.get_format
+
+    def gf(fmt):
+        calls["by_name"] += isinstance(fmt, str)
+        return real_gf(fmt)
+
+    wrapped = {real_gf: gf}
+    for fn in (codec.encode, codec.decode, codec.quantize):
+        def w(*a, _fn=fn, **k):
+            calls["codec"] += 1
+            return _fn(*a, **k)
+        wrapped[fn] = w
+    for mod in [m for n, m in list(sys.modules.items()) if n.startswith("fpsim") and m]:
+        for attr, val in list(vars(mod).items()):
+            if callable(val) and val in wrapped and attr in (
+                    "get_format", "encode", "decode", "quantize"):
+                monkeypatch.setattr(mod, attr, wrapped[val])
+    fpsim.fake_quantize(x, name)
+    fpsim.quantize_tensor(x, name)
+    assert calls == {"by_name": 0, "codec": 0}
