@@ -690,11 +690,11 @@ def get_format(fmt) -> Format:
                 return parsed
         close = difflib.get_close_matches(key, _all_names(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        if "e4m3" in key and "float8_e4m3fn" not in close:
-            hint += " (OCP FP8 E4M3, max 448, is 'float8_e4m3fn'; 'e4m3' is the IEEE-like max-240 one)"
+        note = ("; note: OCP FP8 E4M3, max 448, is 'float8_e4m3fn' ('e4m3fn'), while 'e4m3' is "
+                "the IEEE-like max-240 float8_e4m3") if "e4m3" in key else ""
         raise ValueError(
             f"unknown format {fmt!r}{hint} Known formats: {', '.join(list_formats())} "
-            "(or p3109_k{K}p{P}{s|u}{e|f})"
+            "(or p3109_k{K}p{P}{s|u}{e|f})" + note
         )
     try:
         dt = np.dtype(fmt)
