@@ -8,8 +8,8 @@ name (see :func:`recipe`), and keyword overrides adjust it::
     fpsim.fake_quantize(x, "mxfp8_e4m3", axis=0, scale_rule="rceil")
     fpsim.fake_quantize(x, "int8", calibration="mse")
 
-Conventions
------------
+Scaling conventions
+-------------------
 * ``scales`` are dequantization multipliers: ``x_hat = element * scale``
   (``scale_inv`` in Transformer Engine's terms, ``2**X`` in OCP MX).
 * Elements are ``x / scale`` computed in float32 and then rounded once into
