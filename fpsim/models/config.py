@@ -96,6 +96,23 @@ def _is_real(v) -> bool:
         v, (bool, np.bool_))
 
 
+def instruction_of(acc):
+    """The :class:`fpsim.mma.Instruction` an accumulator spelled ``"arch:op:qualifier"`` names
+    (``"Hopper:wgmma:m64n256k32.f32.e4m3.e4m3"``), or None for the other accumulator names."""
+    if not isinstance(acc, str) or ":" not in acc:
+        return None
+    parts = acc.split(":")
+    if len(parts) != 3:
+        raise ValueError(f"accumulator {acc!r}: a matrix instruction is spelled "
+                         "'arch:op:qualifier', e.g. 'Hopper:wgmma:m64n256k32.f32.e4m3.e4m3'")
+    from .. import mma
+
+    try:
+        return mma.instruction(*parts)
+    except ValueError as e:
+        raise ValueError(f"accumulator {acc!r}: {e}") from None
+
+
 def _check_options(cfg) -> None:
     opts = cfg.options
     if not isinstance(opts, dict):
@@ -127,6 +144,13 @@ def _check_options(cfg) -> None:
             if key == "accumulator_bits" and accs != {"tensorcore"}:
                 raise ValueError("option 'accumulator_bits' applies only to the 'tensorcore' "
                                  f"accumulator, not {sorted(accs)}")
+            if key == "promote_every":
+                for acc in accs:
+                    inst = instruction_of(acc)
+                    if inst is not None and (v <= 0 or v % inst.k):
+                        raise ValueError(f"option 'promote_every' must be a positive multiple "
+                                         f"of the instruction's k={inst.k} for {acc!r}, "
+                                         f"got {v!r}")
 
 
 def _check_layer_index(i, what: str) -> int:
@@ -242,6 +266,8 @@ class QuantConfig:
                 _check_site(s)
         for s in self.accumulators:
             _check_site(s, "accumulator site")
+        for acc in [self.accumulator, *self.accumulators.values()]:
+            instruction_of(acc)  # a malformed instruction spelling fails here
         _check_options(self)
         resolved = {s: (None if v is None else resolve_spec(v)) for s, v in self.sites.items()}
         object.__setattr__(self, "sites", resolved)

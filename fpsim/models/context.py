@@ -13,7 +13,7 @@ import numpy as np
 
 from ..quant import fake_quantize
 from ..rounding import child_seed, seed_of
-from .config import ACT_SITES, SITES
+from .config import ACT_SITES, SITES, instruction_of
 from .numerics import torch_dynamic_int8_linear
 from .presets import preset
 
@@ -231,6 +231,10 @@ class QuantContext:
         for per-channel / block specs), the activation along its last axis.
         """
         mode = "fake_quant" if self.config is None else self.config.linear_mode
+        if mode == "fake_quant" and self.config is not None and self.spec(site, layer) is not None:
+            inst = instruction_of(self.config.accumulator_for(site))
+            if inst is not None:
+                return self._mma_linear(inst, site, layer, x, w, b)
         if mode == "torch_dynamic_int8" and self.spec(site, layer) is not None:
             return self._special_linear(mode, site, layer, x, w, b)  # b inside torch's FMA
         if mode != "fake_quant" and self.spec(site, layer) is not None:
@@ -261,6 +265,66 @@ class QuantContext:
                   else fake_quantize(w, spec, rng=self.draw(site, layer, "weight")))
             self._weights[key] = np.ascontiguousarray(wq)  # BLAS is fastest on C order
         return self._weights[key]
+
+    def _mma_linear(self, inst, site, layer, x, w, b=None):
+        """``x @ w + b`` on a GPU matrix instruction, as an FP8 GEMM kernel runs it.
+
+        The operands are quantized to their codes and scales (``quantize_tensor``); the
+        instruction multiplies the element values, chained along K (MMA-Sim's arithmetic,
+        :mod:`fpsim.mma`); the scales multiply its float32 results.  With ``promote_every=N``
+        each span of N products is accumulated from zero on the instruction and then, in
+        float32 (CUDA cores), multiplied by the span's scales and added to the total, as
+        DeepSeek-V3 does; scales that change along K (block scales) need that span to match
+        their blocks.
+        """
+        from .. import mma
+        from ..quant import quantize_tensor
+
+        xspec = self.spec(f"{site}.input", layer)
+        wspec = self.weight_spec(self.spec(site, layer))
+        if xspec is None:
+            raise ValueError(f"site {site!r}: a matrix-instruction accumulator needs the input "
+                             f"quantized too ({site}.input), as the instruction takes "
+                             f"{inst.a_type} operands")
+        for spec, t, what in ((xspec, inst.a_type, "input"), (wspec, inst.b_type, "weight")):
+            want = mma.TYPES[t][1]
+            if want is not None and spec.format.name != want:
+                raise ValueError(f"site {site!r}: the {what} format {spec.format.name} is not "
+                                 f"the instruction's {t} ({want})")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
+        qx = quantize_tensor(x2, xspec, rng=self.draw(f"{site}.input", layer))
+        key = (site, layer, id(w), "mma")
+        self.weight_specs[(site, layer)] = wspec
+        if key not in self._weights:
+            qw = quantize_tensor(w, wspec, rng=self.draw(site, layer, "weight"))
+            self._weights[key] = (qw.element_values(), qw.element_scale())
+        vb, sb = self._weights[key]
+        va, sa = qx.element_values(), qx.element_scale()
+        K = x2.shape[1]
+        span = self.config.options.get("promote_every") or K
+        total = np.zeros((x2.shape[0], w.shape[1]), np.float32)
+        for lo in range(0, K, span):
+            hi = min(lo + span, K)
+            a_s, b_s = sa[:, lo:hi], sb[lo:hi, :]
+            if not (np.all(a_s == a_s[:, :1]) and np.all(b_s == b_s[:1, :])):
+                raise ValueError(f"site {site!r}: the operands' scales change within a span of "
+                                 f"{hi - lo} products along K; set options promote_every to "
+                                 "their block size (scales apply when partial sums are promoted)")
+            part = mma.matmul(va[:, lo:hi], vb[lo:hi, :], instruction=inst).astype(np.float32)
+            scale = (a_s[:, :1].astype(np.float32) * b_s[:1, :].astype(np.float32))
+            total = (total + part * scale).astype(np.float32)
+        y = total if b is None else (total + b).astype(np.float32)
+        if self.tracing:
+            ref = x2.astype(np.float64) @ w.astype(np.float64)
+            if b is not None:
+                ref = ref + b
+            st = self.trace.setdefault((f"{site}.output", layer), SiteStats())
+            st.calls += 1
+            st.elements += y.size
+            st.signal += float(np.sum(ref**2))
+            st.noise += float(np.sum((y - ref) ** 2))
+        return y.reshape(*lead, w.shape[1])
 
     def _special_linear(self, mode, site, layer, x, w, b=None):
         from ..quant import outliers

@@ -15,6 +15,9 @@ def _w8a8(weight, act, linears, **kw):
     return dict(sites=sites, **kw)
 
 
+#: Hopper's FP8 warpgroup MMA, as QuantConfig spells an instruction accumulator
+HOPPER_FP8 = "Hopper:wgmma:m64n256k32.f32.e4m3.e4m3"
+
 _LINEARS = ("q", "k", "v", "o", "gate", "up", "down", "ffn_in", "ffn_out", "lm_head")
 
 PRESETS: dict[str, dict] = {
@@ -28,10 +31,20 @@ PRESETS: dict[str, dict] = {
     "fp8_e5m2": dict(**_w8a8("float8_e5m2", "float8_e5m2", _LINEARS),
                      description="FP8 E5M2 W8A8, per-tensor dynamic amax scaling"),
     "fp8_deepseek": dict(**_w8a8("fp8_deepseek_weight", "fp8_deepseek_activation", _LINEARS),
-                         accumulator="tensorcore", options=dict(promote_every=128),
+                         accumulator=HOPPER_FP8, options=dict(promote_every=128),
                          description="DeepSeek-V3 FP8: 128x128 weight blocks, 1x128 activation "
-                                     "tiles, 14-bit tensor-core accumulation with promotion "
-                                     "every 128"),
+                                     "tiles, Hopper wgmma FP8 accumulation (bit-exact, "
+                                     "fpsim.mma) promoted to FP32 with the block scales every "
+                                     "128"),
+    "fp8_hopper": dict(**_w8a8("float8_e4m3fn", "float8_e4m3fn", _LINEARS),
+                       accumulator=HOPPER_FP8,
+                       description="FP8 E4M3 W8A8 per-tensor scales on Hopper's wgmma (13 kept "
+                                   "bits, E8M13 accumulator: bit-exact, fpsim.mma), no "
+                                   "promotion"),
+    "fp8_hopper_promoted": dict(**_w8a8("float8_e4m3fn", "float8_e4m3fn", _LINEARS),
+                                accumulator=HOPPER_FP8, options=dict(promote_every=128),
+                                description="fp8_hopper with FP32 promotion every 128 products "
+                                            "(DeepSeek-V3, FlashAttention-3)"),
     "fp8_e4m3_delayed": dict(**_w8a8("float8_e4m3fn", "float8_e4m3fn", _LINEARS),
                              delayed=dict(history_len=16, algo="max", margin=0),
                              description="FP8 E4M3 W8A8, Transformer Engine delayed scaling of "

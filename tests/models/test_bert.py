@@ -384,3 +384,15 @@ def test_load_rng_seeds_stochastic_rounding(model_files):
     np.testing.assert_array_equal(e[0], e[1])
     assert not np.array_equal(e[0], e[2])
     np.testing.assert_array_equal(e[3], fpsim.models.load("minilm", quant=cfg, rng=0).embed(texts))
+
+
+def test_hopper_fp8_presets_run_on_minilm(model, model_files):
+    """The instruction-accumulator presets (issue 11) run a real forward pass."""
+    import fpsim
+
+    texts = ["A man is playing a guitar.", "FP8 accumulation loses bits."]
+    ref = model.embed(texts)
+    for name in ("fp8_hopper", "fp8_hopper_promoted", "fp8_deepseek"):
+        e = fpsim.models.load("minilm", quant=name).embed(texts)
+        cos = np.sum(e * ref, axis=1)
+        assert e.shape == ref.shape and (cos > 0.99).all(), (name, cos)

@@ -297,3 +297,70 @@ def test_every_preset_runs_including_the_accumulator_one():
     for name in PRESETS:
         y = QuantContext(name).linear("up", 0, X, W)
         assert y.shape == (X.shape[0], W.shape[1]) and np.isfinite(y).all(), name
+
+
+# ---- GPU matrix instructions as accumulators (issue 11) -------------------------------------
+def _fp8_operands(k=1024):
+    rng = np.random.default_rng(7)
+    return (np.abs(rng.standard_normal((3, k))).astype(np.float32),
+            np.abs(rng.standard_normal((k, 5))).astype(np.float32))
+
+
+def test_hopper_preset_is_the_instruction_on_codes_times_scales():
+    from fpsim import mma
+    from fpsim.quant import quantize_tensor
+
+    x, w = _fp8_operands()
+    y = QuantContext("fp8_hopper").linear("up", 0, x, w)
+    qx, qw = quantize_tensor(x, "e4m3fn"), quantize_tensor(w, "e4m3fn")
+    inst = mma.instruction("Hopper", "wgmma", "m64n256k32.f32.e4m3.e4m3")
+    d = mma.matmul(qx.element_values(), qw.element_values(), instruction=inst)
+    want = (d.astype(np.float32) * (np.float32(qx.element_scale()[0, 0])
+                                    * np.float32(qw.element_scale()[0, 0])))
+    np.testing.assert_array_equal(y, want.astype(np.float32))
+
+
+def test_promotion_cures_the_hopper_accumulation_error():
+    x, w = _fp8_operands(4096)
+    ref = x.astype(np.float64) @ w.astype(np.float64)
+    err = {}
+    for name in ("fp8_hopper", "fp8_hopper_promoted"):
+        y = QuantContext(name).linear("up", 0, x, w)
+        err[name] = float(np.max(np.abs(y - ref) / ref))
+    # 13 kept bits over K = 4096 positive products: percents; promoted: E4M3 rounding only
+    assert err["fp8_hopper"] > 0.02 > 0.01 > err["fp8_hopper_promoted"]
+
+
+def test_deepseek_preset_applies_block_scales_at_promotion():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 384)).astype(np.float32)
+    x[:, 200] *= 50  # an outlier in the second 128-block: only that block's scale grows
+    w = rng.standard_normal((384, 256)).astype(np.float32) / 8
+    y = QuantContext("fp8_deepseek").linear("up", 0, x, w)
+    ref = x.astype(np.float64) @ w.astype(np.float64)
+    assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 0.05
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: QuantConfig(accumulator="Hopper:wgmma"), ValueError, "arch:op:qualifier"),
+    (lambda: QuantConfig(accumulator="Hopper:wgmma:m64n8k32.f32.e4m3.e4m4"), ValueError,
+     "did you mean"),
+    (lambda: QuantConfig(sites={"up": "e4m3fn", "up.input": "e4m3fn"},
+                         accumulator="Hopper:wgmma:m64n8k32.f32.e4m3.e4m3",
+                         options={"promote_every": 100}), ValueError, "multiple of"),
+])
+def test_instruction_accumulator_errors(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_block_scales_need_promotion_and_formats_must_match():
+    inst = "Hopper:wgmma:m64n8k32.f32.e4m3.e4m3"
+    x, w = _fp8_operands(256)
+    cfg = QuantConfig(sites={"up": "fp8_deepseek_weight", "up.input": "fp8_deepseek_activation"},
+                      accumulator=inst)
+    with pytest.raises(ValueError, match="promote_every"):
+        QuantContext(cfg).linear("up", 0, x, w)
+    cfg = QuantConfig(sites={"up": "e5m2", "up.input": "e4m3fn"}, accumulator=inst)
+    with pytest.raises(ValueError, match="weight format float8_e5m2 is not the instruction's e4m3"):
+        QuantContext(cfg).linear("up", 0, x, w)
