@@ -141,7 +141,7 @@ def _check_options(cfg) -> None:
                                  "(accumulator= or accumulators=), and this config has none")
             if not _is_int(v):
                 raise TypeError(f"option {key!r} must be an int, got {v!r}")
-            if key == "accumulator_bits" and accs != {"tensorcore"}:
+            if key == "accumulator_bits" and not accs <= {"tensorcore", "aligned_truncation"}:
                 raise ValueError("option 'accumulator_bits' applies only to the 'tensorcore' "
                                  f"accumulator, not {sorted(accs)}")
             if key == "promote_every":

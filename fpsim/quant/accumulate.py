@@ -18,8 +18,11 @@ Accumulators (``accumulator=``)
     without Inf) of the exact sum at every step.  ``"fp32"`` is one fused
     multiply-add per product.  Formats wider than 16 bits, such as E8M13
     ("FP22"), are :class:`AccumulatorFormat` s or ``"e8m13"`` strings.
-``"tensorcore"``
-    A model of NVIDIA Hopper FP8 tensor cores: see below.
+``"aligned_truncation"`` (older name ``"tensorcore"``)
+    A one-knob *approximation* of a tensor core: groups of products aligned to the largest
+    exponent and truncated to ``accumulator_bits`` bits, then rounded into FP32 (see below);
+    for research on hypothetical hardware.  It is not the Hopper model: what real GPUs do,
+    bit for bit, is :mod:`fpsim.mma` (QuantConfig accumulator ``"Hopper:wgmma:..."``).
 ``"int32"``
     Integer codes of integer-quantized operands (``"int8"``...) multiplied
     and summed exactly; partial sums that leave the int32 range are
@@ -123,7 +126,7 @@ __all__ = [
 
 #: Accumulator names; any float format name, FloatFormat, AccumulatorFormat
 #: or ``"eXmY"`` string is accepted too.
-ACCUMULATORS = ("exact", "fp32", "fp16", "bf16", "tensorcore", "int32")
+ACCUMULATORS = ("exact", "fp32", "fp16", "bf16", "aligned_truncation", "tensorcore", "int32")
 
 #: Products per group in the tensor-core model (the K of one FP8 wgmma).
 TENSORCORE_GROUP = 32
@@ -311,7 +314,7 @@ def _resolve_accumulator(acc) -> _Acc:
         return _Acc(label="fp32", kind="float", kernel_kind=kern.FLOAT32)
     if key in ("fp16", "bf16"):
         return _from_float_format(get_format("float16" if key == "fp16" else "bfloat16"), key)
-    if key == "tensorcore":
+    if key in ("tensorcore", "aligned_truncation"):  # one model, two names
         return _Acc(label="tensorcore", kind="tensorcore")
     if key == "int32":
         return _Acc(label="int32", kind="int32")

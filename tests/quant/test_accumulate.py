@@ -408,3 +408,16 @@ def test_invalid_operands(a, b, error, match):
 def test_qdot_needs_vectors():
     with pytest.raises(ValueError, match="1-D"):
         qdot(A, B)
+
+
+def test_aligned_truncation_is_the_tensorcore_approximation_by_its_name():
+    """Issue 11: the one-knob model keeps working under a name that says what it is."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 256)).astype(np.float32)
+    b = rng.standard_normal((256, 2)).astype(np.float32)
+    for bits, promote in ((14, None), (10, 128)):
+        np.testing.assert_array_equal(
+            qmatmul(a, b, accumulator="aligned_truncation", accumulator_bits=bits,
+                    promote_every=promote),
+            qmatmul(a, b, accumulator="tensorcore", accumulator_bits=bits,
+                    promote_every=promote))
