@@ -315,16 +315,21 @@ class QuantContext:
             scale = (a_s[:, :1].astype(np.float32) * b_s[:1, :].astype(np.float32))
             total = (total + part * scale).astype(np.float32)
         y = total if b is None else (total + b).astype(np.float32)
-        if self.tracing:
-            ref = x2.astype(np.float64) @ w.astype(np.float64)
-            if b is not None:
-                ref = ref + b
-            st = self.trace.setdefault((f"{site}.output", layer), SiteStats())
-            st.calls += 1
-            st.elements += y.size
-            st.signal += float(np.sum(ref**2))
-            st.noise += float(np.sum((y - ref) ** 2))
+        self._trace_output(site, layer, x2, w, b, y)
         return y.reshape(*lead, w.shape[1])
+
+    def _trace_output(self, site, layer, x, w, b, y) -> None:
+        """Record a whole linear's output error against float64 (tracing only)."""
+        if not self.tracing:
+            return
+        ref = x.astype(np.float64) @ w.astype(np.float64)
+        if b is not None:
+            ref = ref + b
+        st = self.trace.setdefault((f"{site}.output", layer), SiteStats())
+        st.calls += 1
+        st.elements += y.size
+        st.signal += float(np.sum(ref**2))
+        st.noise += float(np.sum((y - ref) ** 2))
 
     def _special_linear(self, mode, site, layer, x, w, b=None):
         from ..quant import outliers
@@ -338,13 +343,5 @@ class QuantContext:
                                             rng=self.draw(site, layer, "smoothquant"))
         else:
             y = torch_dynamic_int8_linear(x, w, b)
-        if self.tracing:
-            ref = x.astype(np.float64) @ w.astype(np.float64)
-            if b is not None:
-                ref = ref + b
-            st = self.trace.setdefault((f"{site}.output", layer), SiteStats())
-            st.calls += 1
-            st.elements += y.size
-            st.signal += float(np.sum(ref**2))
-            st.noise += float(np.sum((y - ref) ** 2))
+        self._trace_output(site, layer, x, w, b, y)
         return np.asarray(y, dtype=np.float32)
