@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,8 +215,8 @@ def recipe_counts(x, qt) -> Counts:
     c = counts(y, e, fmt, saturate=bool(qt.spec.saturate))
     beyond = ~np.isnan(y) & ((y > hi) | (y < lo))
     gid = qt.group_index()
-    return Counts(**{**c.__dict__, "groups": int(qt.n_groups),
-                     "groups_saturated": int(np.unique(gid[beyond]).size)})
+    return dataclasses.replace(c, groups=int(qt.n_groups),
+                               groups_saturated=int(np.unique(gid[beyond]).size))
 
 
 def _resolve(x, spec, fmt, rounding, saturate, rng):

@@ -126,7 +126,7 @@ def as_generator(rng, *, name: str = "rng") -> np.random.Generator:
 DEFAULT_SEED = 0
 
 
-def seed_of(rng, *, name: str = "rng") -> int:
+def seed_of(rng) -> int:
     """The root seed of a run: an int seed as is, one draw from a Generator, None ->
     :data:`DEFAULT_SEED` (0).
 
@@ -135,11 +135,7 @@ def seed_of(rng, *, name: str = "rng") -> int:
     >>> seed_of(None), seed_of(42)
     (0, 42)
     """
-    if rng is None:
-        return DEFAULT_SEED
-    if isinstance(rng, np.random.Generator):
-        return int(rng.integers(0, 2**63))
-    return int(as_generator(rng, name=name).bit_generator.seed_seq.entropy)
+    return DEFAULT_SEED if rng is None else int(resolve_seed(rng))
 
 
 def _key_int(k) -> int:
