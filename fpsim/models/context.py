@@ -211,7 +211,9 @@ class QuantContext:
     def matmul(self, site: str, layer: int | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``a @ b`` in the accumulator the config names for ``site`` (BLAS for FP32)."""
         acc = None if self.config is None else self.config.accumulator_for(site)
-        if acc is None or acc == "fp32":
+        if acc is None or acc == "fp32" or instruction_of(acc) is not None:
+            # a matrix instruction takes quantized operands (linear() routes those to
+            # _mma_linear); a layer the config leaves unquantized runs in FP32
             return a @ b
         from ..quant.accumulate import qmatmul
 

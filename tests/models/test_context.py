@@ -364,3 +364,11 @@ def test_block_scales_need_promotion_and_formats_must_match():
     cfg = QuantConfig(sites={"up": "e5m2", "up.input": "e4m3fn"}, accumulator=inst)
     with pytest.raises(ValueError, match="weight format float8_e5m2 is not the instruction's e4m3"):
         QuantContext(cfg).linear("up", 0, x, w)
+
+
+def test_excluded_layers_stay_fp32_with_an_instruction_accumulator():
+    cfg = QuantConfig(sites={"up": "e4m3fn", "up.input": "e4m3fn"},
+                      accumulator="Hopper:wgmma:m64n8k32.f32.e4m3.e4m3", exclude_layers=(0,))
+    ctx = QuantContext(cfg, n_layers=2)
+    np.testing.assert_array_equal(ctx.linear("up", 0, X, W), X @ W)
+    assert not np.array_equal(ctx.linear("up", 1, X, W), X @ W)
