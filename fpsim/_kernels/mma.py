@@ -27,6 +27,8 @@ from fractions import Fraction
 import numba
 import numpy as np
 from numba import types
+from llvmlite import ir as llvmlite_ir
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._util import inline, jit, pjit, prange
@@ -159,95 +161,212 @@ def normalise(total, unit, out_kind):
 
 
 # ---- NVIDIA: fused dot-add with truncation ---------------------------------------------
+# The fast form works on a tile of ROWS rows by COLS output columns at a time, vectorised
+# over the columns: for one row and one K slice, every lane j holds the largest exponent
+# ``top[j]`` and the truncated sum ``tot[j]``, both float64.  Each product a*b is exact in
+# float64 (at most 48 significant bits), so is its scaling by 2**(n_frac - top); its
+# truncation is an integer below 2**(n_frac + 2), and the sum of a slice's integers (and of
+# c's) stays below 2**53: float64 holds the int64 sum of the scalar form exactly.  Lanes with
+# a non-finite operand, scale or running sum take the scalar step (:func:`_nv_step`).
+
+if numba.config.DISABLE_JIT:
+
+    def ftrunc(x):
+        """x rounded toward zero, as a float64 (keeps the sign of a zero)."""
+        return math.copysign(float(math.trunc(x)), x) if math.isfinite(x) else x
+
+    def frint(x):
+        """x rounded to the nearest integer, ties to even, as a float64."""
+        return float(np.rint(x))
+
+else:
+
+    def _unary_intrinsic(name):
+        @intrinsic
+        def fn(typingctx, x):
+            sig = types.float64(types.float64)
+
+            def codegen(context, builder, signature, args):
+                mod = builder.module
+                fnty = llvmlite_ir.FunctionType(llvmlite_ir.DoubleType(),
+                                                [llvmlite_ir.DoubleType()])
+                f = cgutils.get_or_insert_function(mod, fnty, name)
+                return builder.call(f, args)
+
+            return sig, codegen
+
+        return fn
+
+    ftrunc = _unary_intrinsic("llvm.trunc.f64")
+    frint = _unary_intrinsic("llvm.rint.f64")
+
+
 @inline
-def _nv_special(a, b_t, i, j, lo, hi, sa, sb, c):
+def _nv_special(a, b, i, j, lo, hi, sa, sb, c):
     """MMA-Sim's float64 sum of the slice's products plus c (finite sums are not used)."""
     t = 0.0
     for l in range(lo, hi):
-        t += a[i, l] * b_t[j, l] * sa * sb
+        t += a[i, l] * b[l, j] * sa * sb
     return t + c
 
 
 @inline
-def _nv_slice(a, b_t, i, j, lo, hi, scale):
-    """sum over the slice of trunc(a*b * scale): each product is exact in float64, so is its
-    power-of-two scaling; the truncated terms are integers below 2**40, summed in int64."""
-    total = np.int64(0)
-    for l in range(lo, hi):
-        total += np.int64(a[i, l] * b_t[j, l] * scale)  # conversion truncates toward zero
-    return total
+def _exponent_or(x, floor):
+    """max(floor(log2|x|), floor) of a finite x; ``ZERO_EXP`` for a zero."""
+    if x == 0.0:
+        return float(ZERO_EXP)
+    e = float(((f64_bits(x) >> 52) & 0x7FF) - 1023)
+    return e if e > floor else floor
 
 
 @inline
-def _nv_top(ea, eb, i, j, lo, hi):
-    """max over the slice of ea + eb (exponents held as float64: the max vectorises)."""
-    top = -1e300
-    for l in range(lo, hi):
-        top = max(top, ea[i, l] + eb[j, l])
-    return int(top)
-
-
-@inline
-def _nv_step(a, b_t, ea, eb, s, c_emin, ssa, ssb, esa, esb, special_a, special_b, i, j,
-             lo, step, block, n_frac, out_kind):
-    """One fused dot-add: products lo .. lo+step of output (i, j) onto the running sum s."""
-    hi = lo + step
-    blk = lo // block
-    sa, sb = ssa[i, blk], ssb[j, blk]
-    if (special_a[i, lo // step] or special_b[j, lo // step] or not math.isfinite(s)
-            or not (math.isfinite(sa) and math.isfinite(sb))):
-        t = _nv_special(a, b_t, i, j, lo, hi, sa, sb, s)
+def _nv_step(a, b, ea, eb, s, c_emin, sa, sb, se, i, j, lo, hi, n_frac, out_kind):
+    """One fused dot-add, scalar: products lo .. hi of output (i, j) onto the running sum s
+    (sa, sb the block scales' values, se their exponents' sum)."""
+    if not (math.isfinite(s) and math.isfinite(sa) and math.isfinite(sb)):
+        t = _nv_special(a, b, i, j, lo, hi, sa, sb, s)
         if not math.isfinite(t):
             return t
-    # c's exponent in the running sum's type (zero: -126)
-    if s == 0.0:
-        ec = ZERO_EXP
     else:
-        ec = max(_exponent(s), c_emin)
-    se = esa[i, blk] + esb[j, blk]
-    top = max(ec, _nv_top(ea, eb, i, j, lo, hi) + se)
+        for l in range(lo, hi):
+            if not (math.isfinite(a[i, l]) and math.isfinite(b[l, j])):
+                t = _nv_special(a, b, i, j, lo, hi, sa, sb, s)
+                if not math.isfinite(t):
+                    return t
+                break
+    top = _exponent_or(s, float(c_emin)) - se
+    for l in range(lo, hi):
+        e = ea[i, l] + eb[l, j]
+        top = e if e > top else top
+    top += se
     # every term (c too) is trunc(value * 2**(n_frac - top)): an integer count of units
-    total = np.int64(s * _pow2(n_frac - top)) + _nv_slice(a, b_t, i, j, lo, hi,
-                                                           _pow2(n_frac - top + se))
-    return normalise(total, top - n_frac, out_kind)
+    total = np.int64(s * _pow2(int(n_frac - top)))
+    scale = _pow2(int(n_frac - top + se))
+    for l in range(lo, hi):
+        total += np.int64(a[i, l] * b[l, j] * scale)  # conversion truncates toward zero
+    return normalise(total, int(top) - n_frac, out_kind)
 
 
-#: rows per block of the NVIDIA kernel: the running sums of a block stay in cache while the
-#: K slices stream by
-ROWS = 16
+@inline
+def _pow2f(e):
+    """2.0**e for an integral float64 e in the normal range (through int32: vectorises)."""
+    return bits_f64(np.int64(np.int32(e) + 1023) << 52)
+
+
+@inline
+def _expf(x):
+    """floor(log2|x|) of a non-zero normal float64, as a float64 (through int32)."""
+    return float(np.int32((f64_bits(x) >> 52) & 0x7FF) - np.int32(1023))
+
+
+@inline
+def _round_out(v, p, emin, limit, nearest):
+    """A finite float64 v rounded to p fraction bits (exponent at least emin): toward zero,
+    or to nearest-even; +-inf at 2**limit and beyond; a zero is +0."""
+    e = _expf(v)
+    e = e if e > emin else emin
+    x = v * _pow2f(p - e)
+    r = frint(x) if nearest else ftrunc(x)
+    w = r * _pow2f(e - p) + 0.0
+    if abs(w) >= _pow2f(limit):
+        w = math.copysign(math.inf, w)
+    return w
+
+
+#: rows and columns of a tile of the NVIDIA kernel: the tile's running sums stay in cache
+#: while the K slices stream by
+ROWS, COLS = 32, 512
 
 
 @jit
-def _nv_rows(a, b_t, ea, eb, c, c_emin, ssa, ssb, esa, esb, special_a, special_b, r0, r1,
+def _nv_tile(a, b, ea, eb, c, c_emin, ssa, ssb, esa, esb, bad_a, bad_b, r0, r1, j0, j1,
              step, block, n_frac, out_kind, out):
+    # every lane loop runs jj = 0 .. nj over views that start at column j0: indices Numba
+    # and LLVM see as non-negative, so the loops vectorise with plain vector loads
+    nj = j1 - j0
+    top = np.empty(nj)
+    tot = np.empty(nj)
+    scl = np.empty(nj)
+    prev = np.empty(nj)
+    if out_kind == OUT_F16:
+        p, emin, limit = 10.0, -14.0, 16.0
+    elif out_kind == OUT_E8M13:
+        p, emin, limit = 13.0, -126.0, 128.0
+    else:
+        p, emin, limit = 23.0, -126.0, 128.0
+    nearest = out_kind == OUT_F16
+    cfl = float(c_emin)
     for i in range(r0, r1):
-        for j in range(b_t.shape[0]):
-            out[i, j] = c[i, j]
+        o, ci = out[i, j0:j1], c[i, j0:j1]
+        for jj in range(nj):
+            o[jj] = ci[jj]
     for lo in range(0, a.shape[1], step):
+        hi = lo + step
+        blk = lo // block
+        sl = lo // step
+        seb = esb[blk, j0:j1]
         for i in range(r0, r1):
-            for j in range(b_t.shape[0]):
-                out[i, j] = _nv_step(a, b_t, ea, eb, out[i, j], c_emin, ssa, ssb, esa, esb,
-                                     special_a, special_b, i, j, lo, step, block, n_frac,
-                                     out_kind)
+            o = out[i, j0:j1]
+            se_a = esa[i, blk]
+            # the largest exponent: c's (in the output type), then every product's
+            for jj in range(nj):
+                s = o[jj]
+                prev[jj] = s
+                es = _expf(s)
+                es = es if es > cfl else cfl
+                es = es if s != 0.0 else float(ZERO_EXP)
+                top[jj] = es - (se_a + seb[jj])
+            for l in range(lo, hi):
+                e_a = ea[i, l]
+                ebl = eb[l, j0:j1]
+                for jj in range(nj):
+                    # "+ 0.0": a plain select here compiles to a slow masked store
+                    top[jj] = max(e_a + ebl[jj], top[jj]) + 0.0
+            # c's units, then the products' (the scale's exponent se moves top back)
+            for jj in range(nj):
+                t = top[jj]
+                tot[jj] = ftrunc(prev[jj] * _pow2f(n_frac - t - se_a - seb[jj]))
+                scl[jj] = _pow2f(n_frac - t)
+            for l in range(lo, hi):
+                x = a[i, l]
+                bl = b[l, j0:j1]
+                for jj in range(nj):
+                    tot[jj] += ftrunc(x * bl[jj] * scl[jj])
+            for jj in range(nj):
+                v = tot[jj] * _pow2f(top[jj] + se_a + seb[jj] - n_frac)
+                o[jj] = _round_out(v, p, emin, limit, nearest)
+            bb = bad_b[sl, j0:j1]
+            row_bad = bad_a[i, sl]
+            for jj in range(nj):
+                if row_bad or bb[jj] or not math.isfinite(prev[jj]):
+                    j = j0 + jj
+                    o[jj] = _nv_step(a, b, ea, eb, prev[jj], c_emin, ssa[i, blk], ssb[blk, j],
+                                     se_a + seb[jj], i, j, lo, hi, n_frac, out_kind)
 
 
 @jit
-def nv_fused_serial(a, b_t, ea, eb, c, c_emin, ssa, ssb, esa, esb, special_a, special_b,
-                    step, block, n_frac, out_kind, out):
-    m = a.shape[0]
+def nv_fused_serial(a, b, ea, eb, c, c_emin, ssa, ssb, esa, esb, bad_a, bad_b, step, block,
+                    n_frac, out_kind, out):
+    m, n = out.shape
     for r0 in range(0, m, ROWS):
-        _nv_rows(a, b_t, ea, eb, c, c_emin, ssa, ssb, esa, esb, special_a, special_b, r0,
-                 min(r0 + ROWS, m), step, block, n_frac, out_kind, out)
+        for j0 in range(0, n, COLS):
+            _nv_tile(a, b, ea, eb, c, c_emin, ssa, ssb, esa, esb, bad_a, bad_b, r0,
+                     min(r0 + ROWS, m), j0, min(j0 + COLS, n), step, block, n_frac,
+                     out_kind, out)
 
 
 @pjit
-def nv_fused_parallel(a, b_t, ea, eb, c, c_emin, ssa, ssb, esa, esb, special_a, special_b,
-                      step, block, n_frac, out_kind, out):
-    m = a.shape[0]
-    for blk in prange((m + ROWS - 1) // ROWS):
-        r0 = blk * ROWS
-        _nv_rows(a, b_t, ea, eb, c, c_emin, ssa, ssb, esa, esb, special_a, special_b, r0,
-                 min(r0 + ROWS, m), step, block, n_frac, out_kind, out)
+def nv_fused_parallel(a, b, ea, eb, c, c_emin, ssa, ssb, esa, esb, bad_a, bad_b, step,
+                      block, n_frac, out_kind, out):
+    m, n = out.shape
+    nr = (m + ROWS - 1) // ROWS
+    nc = (n + COLS - 1) // COLS
+    for t in prange(nr * nc):
+        r0 = (t // nc) * ROWS
+        j0 = (t % nc) * COLS
+        _nv_tile(a, b, ea, eb, c, c_emin, ssa, ssb, esa, esb, bad_a, bad_b, r0,
+                 min(r0 + ROWS, m), j0, min(j0 + COLS, n), step, block, n_frac, out_kind,
+                 out)
 
 
 # ---- NVIDIA Blackwell mxf4nvf4: FP4 groups of 16 under block scales ----------------------

@@ -466,26 +466,26 @@ def _compute(inst: Instruction, A, B, C, scale_a, scale_b, round_inputs, *, step
         if inst.block is not None:
             nb = K // inst.block
             ssa = _scales(inst, scale_a, "scale_a", (M, nb), round_inputs)
-            ssb = np.ascontiguousarray(
-                _scales(inst, scale_b, "scale_b", (nb, N), round_inputs).T)
-            _, esa = _split(np.nan_to_num(ssa, nan=1.0), inst.scale_type)
-            _, esb = _split(np.nan_to_num(ssb, nan=1.0), inst.scale_type)
+            ssb = np.ascontiguousarray(_scales(inst, scale_b, "scale_b", (nb, N), round_inputs))
+            esa = _split(np.nan_to_num(ssa, nan=1.0), inst.scale_type)[1].astype(np.float64)
+            esb = _split(np.nan_to_num(ssb, nan=1.0), inst.scale_type)[1].astype(np.float64)
             block = inst.block
         else:
-            ssa, ssb = np.ones((M, 1)), np.ones((N, 1))
-            esa, esb = np.zeros((M, 1), np.int64), np.zeros((N, 1), np.int64)
+            ssa, ssb = np.ones((M, 1)), np.ones((1, N))
+            esa, esb = np.zeros((M, 1)), np.zeros((1, N))
             block = K
-        _, ea = _split(A, inst.a_type)
-        _, eb = _split(b_t, inst.b_type)
-        ea, eb = ea.astype(np.float64), eb.astype(np.float64)
+        ea = _split(A, inst.a_type)[1].astype(np.float64)
+        eb = _split(B, inst.b_type)[1].astype(np.float64)
         ns = K // step
-        spa = ~np.isfinite(A).reshape(M, ns, step).all(axis=2)
-        spb = ~np.isfinite(b_t).reshape(N, ns, step).all(axis=2)
+        blk = np.arange(ns) * step // block  # the scale block of each K slice
+        bad_a = ~np.isfinite(A).reshape(M, ns, step).all(axis=2) | ~np.isfinite(ssa[:, blk])
+        bad_b = ~np.isfinite(B).reshape(ns, step, N).all(axis=1) | ~np.isfinite(ssb[blk, :])
         _, _, c_frac, c_emin = TYPES[inst.d_type]
         out_kind = {"f32": _k.OUT_F32, "f32_e8m13": _k.OUT_E8M13, "f16": _k.OUT_F16}[inst.output]
-        kern = (_k.nv_fused_parallel if use_parallel(M * N * K) and M > _k.ROWS
+        tiles = -(-M // _k.ROWS) * -(-N // _k.COLS)
+        kern = (_k.nv_fused_parallel if use_parallel(M * N * K) and tiles > 1
                 else _k.nv_fused_serial)
-        kern(A, b_t, ea, eb, C, c_emin, ssa, ssb, esa, esb, spa, spb,
+        kern(A, np.ascontiguousarray(B), ea, eb, C, c_emin, ssa, ssb, esa, esb, bad_a, bad_b,
              step, block, inst.n_frac, out_kind, out)
     with np.errstate(over="ignore", invalid="ignore"):
         d = out.astype(inst.d_dtype)
