@@ -32,7 +32,8 @@ import numpy as np
 from ..quant import QuantSpec, resolve_spec
 
 
-__all__ = ["LINEAR_MODES", "LINEAR_SITES", "ACT_SITES", "SITES", "OPTIONS", "QuantConfig"]
+__all__ = ["LINEAR_MODES", "LINEAR_SITES", "ACT_SITES", "SITES", "MATMUL_SITES", "OPTIONS",
+           "QuantConfig"]
 
 
 #: How a linear layer computes: fake-quantized operands (any QuantSpec), LLM.int8(),
@@ -44,13 +45,17 @@ LINEAR_SITES = ("q", "k", "v", "o", "gate", "up", "down", "ffn_in", "ffn_out", "
 ACT_SITES = tuple(f"{s}.input" for s in LINEAR_SITES if s != "embed") + (
     "attn.q", "attn.k", "attn.v", "attn.probs", "kv_cache")
 SITES = LINEAR_SITES + ACT_SITES
+#: matmuls that are not linears, named for ``accumulators=`` only: attention's scores
+#: ``q @ k^T`` (operands ``attn.q``, ``attn.k``) and output ``probs @ v`` (``attn.probs``,
+#: ``attn.v``)
+MATMUL_SITES = ("attn.qk", "attn.pv")
 
 
-def _check_site(site: str, where: str = "site"):
-    if site not in SITES:
-        close = difflib.get_close_matches(site, SITES, n=1)
+def _check_site(site: str, where: str = "site", allowed=SITES):
+    if site not in allowed:
+        close = difflib.get_close_matches(site, allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown {where} {site!r}{hint}; sites: {', '.join(SITES)}")
+        raise ValueError(f"unknown {where} {site!r}{hint}; sites: {', '.join(allowed)}")
 
 
 def _spec_to_json(spec):
@@ -173,9 +178,14 @@ class QuantConfig:
     exclude_layers : tuple of int
         Layers kept entirely in FP32 (negative indices count from the end).
     accumulator : str or None
-        Accumulator of every matmul (see :func:`fpsim.qmatmul`); None is plain FP32 BLAS.
+        Accumulator of every linear (see :func:`fpsim.qmatmul`), or a GPU matrix
+        instruction spelled ``"arch:op:qualifier"`` (:mod:`fpsim.mma`); None is plain FP32
+        BLAS.
     accumulators : dict
-        Per linear site accumulator overrides.
+        Per site accumulator overrides: a linear site, or attention's matmuls ``attn.qk``
+        (``q @ k^T``) and ``attn.pv`` (``probs @ v``), which run on an accumulator only when
+        named here (Llama models).  On an instruction, a matmul's operand sites must be
+        quantized to the instruction's input types, with scales constant along K.
     linear_mode : str
         How the linears compute: one of ``LINEAR_MODES``.
     options : dict
@@ -265,7 +275,7 @@ class QuantConfig:
             for s in over:
                 _check_site(s)
         for s in self.accumulators:
-            _check_site(s, "accumulator site")
+            _check_site(s, "accumulator site", SITES + MATMUL_SITES)
         for acc in [self.accumulator, *self.accumulators.values()]:
             instruction_of(acc)  # a malformed instruction spelling fails here
         _check_options(self)
@@ -310,7 +320,7 @@ class QuantConfig:
         if not self.portable:
             named = {s for s, v in self.sites.items() if v is not None}
             named |= {s for o in self.layers.values() for s, v in o.items() if v is not None}
-            named |= {s.split(".")[0] for s in self.accumulators}
+            named |= {s if s in MATMUL_SITES else s.split(".")[0] for s in self.accumulators}
             missing = sorted(s for s in named if s not in sites)
             if missing:
                 raise ValueError(

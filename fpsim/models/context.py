@@ -102,6 +102,7 @@ class QuantContext:
     @property
     def is_fp32(self) -> bool:
         return self.config is None or (not self.config.sites and self.config.accumulator is None
+                                       and not self.config.accumulators
                                        and not self.config.layers)
 
     def spec(self, site: str, layer: int | None):
@@ -268,44 +269,49 @@ class QuantContext:
             self._weights[key] = np.ascontiguousarray(wq)  # BLAS is fastest on C order
         return self._weights[key]
 
-    def _mma_linear(self, inst, site, layer, x, w, b=None):
-        """``x @ w + b`` on a GPU matrix instruction, as an FP8 GEMM kernel runs it.
+    def instruction(self, site: str, layer: int | None):
+        """The :class:`fpsim.mma.Instruction` that runs matmul ``site`` in ``layer``, or None
+        (no instruction named, or a layer the config leaves in FP32)."""
+        if self.config is None:
+            return None
+        inst = instruction_of(self.config.accumulator_for(site))
+        if inst is None:
+            return None
+        first = {"attn.qk": "attn.q", "attn.pv": "attn.probs"}.get(site, site)
+        return inst if self.spec(first, layer) is not None else None
 
-        The operands are quantized to their codes and scales (``quantize_tensor``); the
-        instruction multiplies the element values, chained along K (MMA-Sim's arithmetic,
-        :mod:`fpsim.mma`); the scales multiply its float32 results.  With ``promote_every=N``
-        each span of N products is accumulated from zero on the instruction and then, in
-        float32 (CUDA cores), multiplied by the span's scales and added to the total, as
-        DeepSeek-V3 does; scales that change along K (block scales) need that span to match
-        their blocks.
-        """
+    def mma_operand(self, inst, matmul: str, site: str, layer: int | None, x: np.ndarray,
+                    role: str):
+        """``x`` quantized at ``site`` for operand ``role`` ("A" or "B") of ``inst``: its
+        element values (float64) and the scale of every element (float64, same shape)."""
         from .. import mma
         from ..quant import quantize_tensor
 
-        xspec = self.spec(f"{site}.input", layer)
-        wspec = self.weight_spec(self.spec(site, layer))
-        if xspec is None:
-            raise ValueError(f"site {site!r}: a matrix-instruction accumulator needs the input "
-                             f"quantized too ({site}.input), as the instruction takes "
-                             f"{inst.a_type} operands")
-        for spec, t, what in ((xspec, inst.a_type, "input"), (wspec, inst.b_type, "weight")):
-            want = mma.TYPES[t][1]
-            if want is not None and spec.format.name != want:
-                raise ValueError(f"site {site!r}: the {what} format {spec.format.name} is not "
-                                 f"the instruction's {t} ({want})")
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
-        qx = quantize_tensor(x2, xspec, rng=self.draw(f"{site}.input", layer))
-        key = (site, layer, id(w), "mma")
-        self.weight_specs[(site, layer)] = wspec
-        if key not in self._weights:
-            qw = quantize_tensor(w, wspec, rng=self.draw(site, layer, "weight"))
-            self._weights[key] = (qw.element_values(), qw.element_scale())
-        vb, sb = self._weights[key]
-        va, sa = qx.element_values(), qx.element_scale()
-        K = x2.shape[1]
-        span = self.config.options.get("promote_every") or K
-        total = np.zeros((x2.shape[0], w.shape[1]), np.float32)
+        spec = self.spec(site, layer)
+        t = inst.a_type if role == "A" else inst.b_type
+        if spec is None:
+            raise ValueError(f"site {matmul!r}: a matrix-instruction accumulator needs its "
+                             f"operand {site!r} quantized too, as the instruction takes {t} "
+                             "operands")
+        want = mma.TYPES[t][1]
+        if want is not None and spec.format.name != want:
+            raise ValueError(f"site {matmul!r}: the operand {site!r} has format "
+                             f"{spec.format.name}, not the instruction's {t} ({want})")
+        qt = quantize_tensor(x, spec, rng=self.draw(site, layer))
+        return qt.element_values(), qt.element_scale()
+
+    def mma_product(self, inst, site: str, va, sa, vb, sb) -> np.ndarray:
+        """``(va * sa) @ (vb * sb)`` as a GPU kernel runs it: the instruction multiplies the
+        element values va (M, K) and vb (K, N), chained along K; their scales sa, sb (the
+        shapes of va, vb) multiply its float32 results.  With ``promote_every=N`` each span
+        of N products is accumulated from zero on the instruction, then scaled and added to
+        the total in float32 (CUDA cores), as DeepSeek-V3 and FlashAttention-3 do; scales
+        must be constant along K within a span."""
+        from .. import mma
+
+        K = va.shape[1]
+        span = self.config.options.get("promote_every") or max(K, 1)
+        total = np.zeros((va.shape[0], vb.shape[1]), np.float32)
         for lo in range(0, K, span):
             hi = min(lo + span, K)
             a_s, b_s = sa[:, lo:hi], sb[lo:hi, :]
@@ -316,6 +322,30 @@ class QuantContext:
             part = mma.matmul(va[:, lo:hi], vb[lo:hi, :], instruction=inst).astype(np.float32)
             scale = (a_s[:, :1].astype(np.float32) * b_s[:1, :].astype(np.float32))
             total = (total + part * scale).astype(np.float32)
+        return total
+
+    def _mma_linear(self, inst, site, layer, x, w, b=None):
+        """``x @ w + b`` on a GPU matrix instruction, as an FP8 GEMM kernel runs it: the
+        input (``site.input``) and weight quantized to codes and scales
+        (``quantize_tensor``), multiplied by :meth:`mma_product`."""
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
+        wspec = self.weight_spec(self.spec(site, layer))
+        key = (site, layer, id(w), "mma")
+        self.weight_specs[(site, layer)] = wspec
+        va, sa = self.mma_operand(inst, site, f"{site}.input", layer, x2, "A")
+        if key not in self._weights:
+            from .. import mma
+            from ..quant import quantize_tensor
+
+            want = mma.TYPES[inst.b_type][1]
+            if want is not None and wspec.format.name != want:
+                raise ValueError(f"site {site!r}: the weight format {wspec.format.name} is not "
+                                 f"the instruction's {inst.b_type} ({want})")
+            qw = quantize_tensor(w, wspec, rng=self.draw(site, layer, "weight"))
+            self._weights[key] = (qw.element_values(), qw.element_scale())
+        vb, sb = self._weights[key]
+        total = self.mma_product(inst, site, va, sa, vb, sb)
         y = total if b is None else (total + b).astype(np.float32)
         self._trace_output(site, layer, x2, w, b, y)
         return y.reshape(*lead, w.shape[1])

@@ -52,7 +52,7 @@ __all__ = [
 _LINEARS = ("q", "k", "v", "o", "gate", "up", "down", "lm_head")
 #: The QuantConfig sites a Llama model has (a config naming others is refused).
 SITES = _LINEARS + ("embed",) + tuple(f"{s}.input" for s in _LINEARS) + (
-    "attn.q", "attn.k", "attn.v", "attn.probs", "kv_cache")
+    "attn.q", "attn.k", "attn.v", "attn.probs", "kv_cache", "attn.qk", "attn.pv")
 
 FP32 = QuantContext(None)
 
@@ -248,6 +248,93 @@ def attention(q, k, v, mask=None, *, ctx=FP32, layer=None):
     return (probs @ v[:, :, None]).reshape(b, h, t, hd)  # [B, H, T, hd]
 
 
+def attention_mma(q, k, v, mask=None, *, ctx, layer, qk=None, pv=None):
+    # [B, H, T, hd], [B, Hkv, S, hd] x2, [T, S] or None -> [B, H, T, hd]
+    """:func:`attention` with ``q @ k^T`` on instruction ``qk`` and ``probs @ v`` on ``pv``
+    (:class:`fpsim.mma.Instruction`, or None for float32 BLAS), as a fused FP8 attention
+    kernel runs them.
+
+    Each instruction's operands are quantized at their sites (``attn.q`` and ``attn.k``;
+    ``attn.probs`` and ``attn.v``) to element values and scales, and multiplied by
+    :meth:`QuantContext.mma_product` head by head: the element values on the instruction,
+    chained along K (``hd`` for the scores, the keys for the output; with ``promote_every``
+    the partial sums go to float32 every N keys, as FlashAttention-3 does), the scales on
+    the float32 results.  On an instruction, PV multiplies what FlashAttention does: the
+    unnormalised ``exp(s - rowmax)`` in (0, 1] (quantized at ``attn.probs``), and the
+    float32 row sum of the unquantized exponentials divides the output; the row max is the
+    whole row's (FlashAttention's online rescaling per key block is not modelled).  Queries run in blocks of rows; keys every row of a block masks are left out,
+    which is exact (their products are zeros, which change neither the instruction's
+    largest exponent nor its sum).  ``attn.probs`` is quantized per query block.
+
+    Examples
+    --------
+    >>> from fpsim.models import QuantConfig
+    >>> from fpsim.models.context import QuantContext
+    >>> inst = "Hopper:wgmma:m64n256k32.f32.e4m3.e4m3"
+    >>> ctx = QuantContext(QuantConfig(
+    ...     sites={s: "float8_e4m3fn" for s in ("attn.q", "attn.k", "attn.v", "attn.probs")},
+    ...     accumulators={"attn.qk": inst, "attn.pv": inst}))
+    >>> rng = np.random.default_rng(0)
+    >>> q = rng.standard_normal((1, 2, 3, 32)).astype(np.float32)
+    >>> k, v = rng.standard_normal((2, 1, 1, 3, 32)).astype(np.float32)
+    >>> out = attention_mma(q, k, v, ctx=ctx, layer=0, qk=ctx.instruction("attn.qk", 0),
+    ...                     pv=ctx.instruction("attn.pv", 0))
+    >>> out.shape, bool(np.abs(out - attention(q, k, v)).max() < 0.1)
+    ((1, 2, 3, 32), True)
+    """
+    b, h, t, hd = q.shape
+    n_kv, s = k.shape[1], k.shape[2]
+    g = h // n_kv
+    if mask is None:
+        mask = causal_mask(t, s)  # [T, S]
+    if qk is not None:
+        qv, qs = ctx.mma_operand(qk, "attn.qk", "attn.q", layer, q, "A")  # [B, H, T, hd] x2
+        kv, ks = ctx.mma_operand(qk, "attn.qk", "attn.k", layer, k, "B")  # [B, Hkv, S, hd] x2
+    else:
+        q, k = ctx.act("attn.q", layer, q), ctx.act("attn.k", layer, k)
+    if pv is not None:
+        vv, vs = ctx.mma_operand(pv, "attn.pv", "attn.v", layer, v, "B")  # [B, Hkv, S, hd] x2
+    else:
+        v = ctx.act("attn.v", layer, v)
+    out = np.empty((b, h, t, hd), np.float32)
+    n = t if t * s <= _ATTN_CHUNK else max(1, _ATTN_CHUNK // s)
+    for i0 in range(0, t, n):
+        i1 = min(i0 + n, t)
+        m = mask[i0:i1]  # [n, S]
+        seen = np.flatnonzero(np.isfinite(m).any(axis=0))
+        e = int(seen[-1]) + 1 if seen.size else s  # keys this block sees: [0, e)
+        scores = np.empty((b, h, i1 - i0, e), np.float32)  # [B, H, n, e]
+        for bi in range(b):
+            for hi in range(h):
+                kh = hi // g
+                if qk is not None:
+                    scores[bi, hi] = ctx.mma_product(qk, "attn.qk", qv[bi, hi, i0:i1],
+                                                     qs[bi, hi, i0:i1], kv[bi, kh, :e].T,
+                                                     ks[bi, kh, :e].T)
+                else:
+                    scores[bi, hi] = q[bi, hi, i0:i1] @ k[bi, kh, :e].T
+        scores *= 1.0 / math.sqrt(hd)
+        scores += m[:, :e]
+        if pv is not None:  # FlashAttention: exp(s - rowmax) in (0, 1], divided at the end
+            scores -= np.max(scores, axis=-1, keepdims=True)
+            p = np.exp(scores, out=scores)  # [B, H, n, e]
+            # summed in float64: the same float32 sum whichever masked keys are left out
+            row_sum = np.sum(p, axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
+            pq, ps = ctx.mma_operand(pv, "attn.pv", "attn.probs", layer, p, "A")
+        else:
+            probs = ctx.act("attn.probs", layer, _softmax_(scores))  # [B, H, n, e]
+        for bi in range(b):
+            for hi in range(h):
+                kh = hi // g
+                if pv is not None:
+                    o = ctx.mma_product(pv, "attn.pv", pq[bi, hi], ps[bi, hi], vv[bi, kh, :e],
+                                        vs[bi, kh, :e])
+                    out[bi, hi, i0:i1] = o / row_sum[bi, hi]
+                else:
+                    out[bi, hi, i0:i1] = probs[bi, hi] @ v[bi, kh, :e]
+    return out
+
+
 class KVCache:
     """Keys and values of every layer as stored: after RoPE and ``ctx.act("kv_cache")``.
 
@@ -380,9 +467,13 @@ def self_attention(x, blk, cos, sin, cache, *, hp, ctx=FP32, layer=None):
     k, v = ctx.act("kv_cache", layer, k), ctx.act("kv_cache", layer, v)  # [B, Hkv, T, hd] x2
     if cache is not None:
         k, v = cache.append(layer, k, v)  # [B, Hkv, S, hd] x2
-    q = ctx.act("attn.q", layer, q)  # [B, H, T, hd]
-    k, v = ctx.act("attn.k", layer, k), ctx.act("attn.v", layer, v)  # [B, Hkv, S, hd] x2
-    out = attention(q, k, v, ctx=ctx, layer=layer)  # [B, H, T, hd] (causal)
+    qk, pv = ctx.instruction("attn.qk", layer), ctx.instruction("attn.pv", layer)
+    if qk is None and pv is None:
+        q = ctx.act("attn.q", layer, q)  # [B, H, T, hd]
+        k, v = ctx.act("attn.k", layer, k), ctx.act("attn.v", layer, v)  # [B, Hkv, S, hd] x2
+        out = attention(q, k, v, ctx=ctx, layer=layer)  # [B, H, T, hd] (causal)
+    else:  # one or both matmuls on a GPU matrix instruction
+        out = attention_mma(q, k, v, ctx=ctx, layer=layer, qk=qk, pv=pv)  # [B, H, T, hd]
     out = out.transpose(0, 2, 1, 3).reshape(b, t, n_head * hd)  # [B, T, H*hd]
     return ctx.linear("o", layer, out, blk.wo)  # [B, T, d]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 
+from ..quant import QuantSpec
 from .config import QuantConfig
 
 __all__ = ["PRESETS", "preset"]
@@ -19,6 +20,10 @@ def _w8a8(weight, act, linears, **kw):
 HOPPER_FP8 = "Hopper:wgmma:m64n256k32.f32.e4m3.e4m3"
 
 _LINEARS = ("q", "k", "v", "o", "gate", "up", "down", "ffn_in", "ffn_out", "lm_head")
+
+#: attention probabilities (exp(s - rowmax), in (0, 1]) cast to E4M3 with scale 1, as
+#: FlashAttention-3 does
+_PROBS_E4M3 = QuantSpec(format="float8_e4m3fn", amax=448.0)
 
 PRESETS: dict[str, dict] = {
     "fp32": dict(description="no quantization (the reference)"),
@@ -45,6 +50,20 @@ PRESETS: dict[str, dict] = {
                                 accumulator=HOPPER_FP8, options=dict(promote_every=128),
                                 description="fp8_hopper with FP32 promotion every 128 products "
                                             "(DeepSeek-V3, FlashAttention-3)"),
+    "fp8_attention_hopper": dict(
+        sites={**{s: "float8_e4m3fn" for s in ("attn.q", "attn.k", "attn.v")},
+               "attn.probs": _PROBS_E4M3},
+        accumulators={"attn.qk": HOPPER_FP8, "attn.pv": HOPPER_FP8},
+        description="FP8 attention as FlashAttention-3 runs it on Hopper: Q, K, V in E4M3 "
+                    "with per-tensor scales, the softmax probabilities cast to E4M3, QK^T and "
+                    "PV on wgmma (E8M13 accumulator, bit-exact); linears in FP32"),
+    "fp8_attention_hopper_promoted": dict(
+        sites={**{s: "float8_e4m3fn" for s in ("attn.q", "attn.k", "attn.v")},
+               "attn.probs": _PROBS_E4M3},
+        accumulators={"attn.qk": HOPPER_FP8, "attn.pv": HOPPER_FP8},
+        options=dict(promote_every=128),
+        description="fp8_attention_hopper with PV's partial sums promoted to FP32 every 128 "
+                    "keys (two-level accumulation)"),
     "fp8_e4m3_delayed": dict(**_w8a8("float8_e4m3fn", "float8_e4m3fn", _LINEARS),
                              delayed=dict(history_len=16, algo="max", margin=0),
                              description="FP8 E4M3 W8A8, Transformer Engine delayed scaling of "

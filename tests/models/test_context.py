@@ -7,6 +7,7 @@ import pytest
 
 from fpsim.models import numerics
 from fpsim.models import PRESETS, SITES, QuantConfig, QuantContext, preset
+from fpsim.models.config import LINEAR_SITES, MATMUL_SITES
 
 X = np.random.default_rng(0).standard_normal((6, 32)).astype(np.float32)
 X[:, 5] *= 12  # an outlier feature
@@ -20,11 +21,19 @@ def test_every_preset_runs_and_round_trips(name, tmp_path):
     ref = X @ W
     assert y.shape == ref.shape and y.dtype == np.float32
     rel = np.linalg.norm(y - ref) / np.linalg.norm(ref)
-    if name == "fp32":
+    cfg = preset(name)
+    if not any(s.split(".")[0] in LINEAR_SITES for s in cfg.sites):  # fp32, FP8 attention
         assert rel == 0
     else:
         assert 0 < rel < 0.5
-    cfg = preset(name)
+    if "attn.qk" in cfg.accumulators:  # attention on an instruction changes attention
+        from fpsim.models.llama import attention, attention_mma
+
+        q = k = v = X[None, None, :, :32].copy()
+        a = attention_mma(q, k, v, ctx=ctx, layer=0, qk=ctx.instruction("attn.qk", 0),
+                          pv=ctx.instruction("attn.pv", 0))
+        ref = attention(q, k, v)
+        assert 0 < np.linalg.norm(a - ref) / np.linalg.norm(ref) < 0.1
     for ext in ("json", "toml"):
         cfg.save(tmp_path / f"c.{ext}")
         assert QuantConfig.load(tmp_path / f"c.{ext}") == cfg
@@ -207,7 +216,8 @@ def test_model_site_lists():
     assert {"q.input", "attn.probs", "ffn_in"} <= set(BERT_SITES)
     assert not {"gate", "kv_cache", "lm_head"} & set(BERT_SITES)
     assert {"gate.input", "kv_cache", "lm_head"} <= set(LLAMA_SITES)
-    assert set(BERT_SITES) | set(LLAMA_SITES) <= set(SITES)
+    assert set(BERT_SITES) | set(LLAMA_SITES) <= set(SITES) | set(MATMUL_SITES)
+    assert set(MATMUL_SITES) <= set(LLAMA_SITES)  # attention's matmuls, Llama only
     QuantContext(QuantConfig(sites={"gate.input": "int8"}), n_layers=30, sites=LLAMA_SITES)
 
 

@@ -19,6 +19,8 @@ import warnings
 import numpy as np
 import pytest
 
+import fpsim
+
 from fpsim.models import weights
 from fpsim.models.gguf_io import (
     bpe_tokenizer,
@@ -237,6 +239,118 @@ def test_attention_chunks_long_query_blocks_identically(monkeypatch):
     np.testing.assert_allclose(attention(q, k, v, causal_mask(40, 40)), full, atol=1e-6)
     np.testing.assert_allclose(attention(q, k, v), full, atol=1e-6)
     np.testing.assert_allclose(attention(q[:, :, 11:], k, v), full[:, :, 11:], atol=1e-6)
+
+
+HOPPER = "Hopper:wgmma:m64n256k32.f32.e4m3.e4m3"
+
+
+def _fp8_attention(**options):
+    from fpsim.models import QuantConfig
+    from fpsim.models.context import QuantContext
+    from fpsim.quant import QuantSpec
+
+    sites = {s: "float8_e4m3fn" for s in ("attn.q", "attn.k", "attn.v")}
+    sites["attn.probs"] = QuantSpec(format="float8_e4m3fn", amax=448.0)  # scale 1
+    return QuantContext(QuantConfig(sites=sites, options=options,
+                                    accumulators={"attn.qk": HOPPER, "attn.pv": HOPPER}))
+
+
+def _qkv(rng, t, s, h=2, n_kv=1, hd=32):
+    q = rng.standard_normal((1, h, t, hd)).astype(np.float32)
+    k = rng.standard_normal((1, n_kv, s, hd)).astype(np.float32)
+    v = rng.standard_normal((1, n_kv, s, hd)).astype(np.float32)
+    return q, k, v
+
+
+def test_attention_mma_without_instructions_is_attention(monkeypatch):
+    from fpsim.models import llama
+    from fpsim.models.context import QuantContext
+
+    q, k, v = _qkv(np.random.default_rng(5), 40, 40, h=4, n_kv=2)
+    want = attention(q, k, v)
+    got = llama.attention_mma(q, k, v, ctx=QuantContext(None), layer=0)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    monkeypatch.setattr(llama, "_ATTN_CHUNK", 300)  # blocks of 7 query rows, keys cut
+    np.testing.assert_allclose(llama.attention_mma(q, k, v, ctx=QuantContext(None), layer=0),
+                               want, atol=1e-6)
+
+
+def test_attention_on_instructions_is_the_instruction_on_the_codes():
+    """Scores and output are fpsim.mma on the E4M3 element values, scaled in float32; PV
+    multiplies exp(s - rowmax) cast to E4M3 and divides by the row sum (FlashAttention)."""
+    from fpsim import mma
+    from fpsim.models import llama
+    from fpsim.quant import quantize_tensor
+
+    ctx = _fp8_attention()
+    q, k, v = _qkv(np.random.default_rng(6), 5, 70)
+    got = llama.attention_mma(q, k, v, ctx=ctx, layer=0, qk=ctx.instruction("attn.qk", 0),
+                              pv=ctx.instruction("attn.pv", 0))
+    inst = mma.instruction("Hopper", "wgmma", "m64n256k32.f32.e4m3.e4m3")
+    qt, kt, vt = (quantize_tensor(x, "float8_e4m3fn") for x in (q, k, v))
+    sq, sk, sv = (np.float32(t.element_scale().flat[0]) for t in (qt, kt, vt))
+    mask = causal_mask(5, 70)
+    for h in range(2):
+        s = mma.matmul(qt.element_values()[0, h], kt.element_values()[0, 0].T,
+                       instruction=inst) * (sq * sk)
+        s = s * np.float32(1 / np.sqrt(32)) + mask
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        pq = fpsim.quantize(p, "e4m3fn").astype(np.float64)
+        o = mma.matmul(pq, vt.element_values()[0, 0], instruction=inst) * sv
+        row = p.sum(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+        np.testing.assert_array_equal(got[0, h], o / row)
+    assert not np.array_equal(got, attention(q, k, v))  # FP8 changed something
+
+
+def test_attention_on_instructions_in_blocks_is_exact(monkeypatch):
+    """Query blocks and the keys a block masks (left out) change no bit."""
+    from fpsim.models import llama
+
+    ctx = _fp8_attention()
+    q, k, v = _qkv(np.random.default_rng(7), 48, 48)
+    kw = dict(ctx=ctx, layer=0, qk=ctx.instruction("attn.qk", 0),
+              pv=ctx.instruction("attn.pv", 0))
+    whole = llama.attention_mma(q, k, v, **kw)
+    monkeypatch.setattr(llama, "_ATTN_CHUNK", 48 * 5)  # 5 query rows a block
+    np.testing.assert_array_equal(llama.attention_mma(q, k, v, **kw), whole)
+
+
+def test_promotion_cuts_the_pv_error_at_long_context():
+    """PV over 4096 keys: Hopper's E8M13 accumulator drifts; promotion every 128 keys
+    does not (errors against float64 on the same FP8 operands)."""
+    from fpsim.models import llama
+
+    rng = np.random.default_rng(8)
+    q, k, v = _qkv(rng, 2, 4096, hd=64)
+    q *= 0.1  # flat attention: many keys matter
+    v = np.abs(v) + 1  # a sum that grows with the keys: truncation accumulates
+    errs = {}
+    for name, ctx in (("hopper", _fp8_attention()), ("promoted", _fp8_attention(
+            promote_every=128))):
+        kw = dict(ctx=ctx, layer=0, qk=None, pv=ctx.instruction("attn.pv", 0))
+        got = llama.attention_mma(q, k, v, mask=np.zeros((2, 4096), np.float32), **kw)
+        # float64 on the same operands: the quantized probabilities and values
+        ref = llama.attention_mma(q, k, v, mask=np.zeros((2, 4096), np.float32), ctx=ctx,
+                                  layer=0, qk=None, pv=None)
+        errs[name] = np.abs(got - ref).max() / np.abs(ref).max()
+    assert errs["hopper"] > 4 * errs["promoted"], errs
+
+
+def test_attention_instruction_needs_its_operands_quantized():
+    from fpsim.models import QuantConfig, llama
+    from fpsim.models.context import QuantContext
+
+    ctx = QuantContext(QuantConfig(sites={"attn.q": "float8_e4m3fn"},
+                                   accumulators={"attn.qk": HOPPER}))
+    q, k, v = _qkv(np.random.default_rng(9), 3, 3)
+    with pytest.raises(ValueError, match="'attn.qk'.*operand 'attn.k' quantized"):
+        llama.attention_mma(q, k, v, ctx=ctx, layer=0, qk=ctx.instruction("attn.qk", 0))
+    ctx = QuantContext(QuantConfig(sites={"attn.q": "float8_e5m2", "attn.k": "float8_e4m3fn"},
+                                   accumulators={"attn.qk": HOPPER}))
+    with pytest.raises(ValueError, match="'attn.q' has format float8_e5m2, not .*e4m3"):
+        llama.attention_mma(q, k, v, ctx=ctx, layer=0, qk=ctx.instruction("attn.qk", 0))
+    with pytest.raises(ValueError, match="unknown accumulator site 'attn.kq'"):
+        QuantConfig(accumulators={"attn.kq": HOPPER})
 
 
 def test_kv_cache_append_and_capacity():
