@@ -324,16 +324,24 @@ def test_promotion_cuts_the_pv_error_at_long_context():
     q, k, v = _qkv(rng, 2, 4096, hd=64)
     q *= 0.1  # flat attention: many keys matter
     v = np.abs(v) + 1  # a sum that grows with the keys: truncation accumulates
+    mask = np.zeros((2, 4096), np.float32)
+    # float64 on the same operands: E4M3 exp(s - rowmax) and per-tensor E4M3 values
+    s = q[0].astype(np.float64) @ k[0, 0].T.astype(np.float64) / 8.0
+    p = np.exp(s - s.max(axis=-1, keepdims=True)).astype(np.float32)
+    pq = fpsim.quantize(p, "e4m3fn").astype(np.float64)
+    sv = np.float32(np.abs(v).max()) / np.float32(448)
+    vq = fpsim.quantize(v[0, 0] / sv, "e4m3fn").astype(np.float64) * sv
+    ref = pq @ vq / p.sum(axis=-1, dtype=np.float64)[..., None]
     errs = {}
     for name, ctx in (("hopper", _fp8_attention()), ("promoted", _fp8_attention(
             promote_every=128))):
-        kw = dict(ctx=ctx, layer=0, qk=None, pv=ctx.instruction("attn.pv", 0))
-        got = llama.attention_mma(q, k, v, mask=np.zeros((2, 4096), np.float32), **kw)
-        # float64 on the same operands: the quantized probabilities and values
-        ref = llama.attention_mma(q, k, v, mask=np.zeros((2, 4096), np.float32), ctx=ctx,
-                                  layer=0, qk=None, pv=None)
+        got = llama.attention_mma(q, k, v, mask=mask, ctx=ctx, layer=0, qk=None,
+                                  pv=ctx.instruction("attn.pv", 0))[0]
         errs[name] = np.abs(got - ref).max() / np.abs(ref).max()
-    assert errs["hopper"] > 4 * errs["promoted"], errs
+    # measured 8% against 0.07%: within a 128-key span the E8M13 truncation (2**-13 per
+    # 32-product slice) remains
+    assert errs["hopper"] > 20 * errs["promoted"], errs
+    assert errs["promoted"] < 2e-3, errs
 
 
 def test_attention_instruction_needs_its_operands_quantized():
