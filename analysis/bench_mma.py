@@ -10,8 +10,10 @@ Times, as medians after a warm-up (which also compiles the kernels):
   available: set ``MMASIM_DIR`` to a checkout and ``MMA_GOLDEN_VENV`` to a venv with torch (the
   one ``tests/golden/make_mma_golden.py`` builds); it runs there in a subprocess.
 
-Ratios are per multiply-add, from this one run.  Run: ``python analysis/bench_mma.py``
-(about 20 s); writes analysis/output/bench_mma.md.
+Ratios are per multiply-add, from this one run.  fpsim's kernel uses every core Numba has;
+BLAS uses ``OPENBLAS_NUM_THREADS`` (set it to the core count for a like-for-like ratio).
+Run: ``OPENBLAS_NUM_THREADS=2 python analysis/bench_mma.py`` (about 10 s); writes
+analysis/output/bench_mma.md.
 """
 
 from __future__ import annotations
