@@ -105,7 +105,7 @@ def pv_errors(q, k, v, promote):
     return np.concatenate(errs)
 
 
-def measure(contexts, layer):
+def measure(contexts, layer, save=None):
     base = SmolLM2.load()
     models = {label: base.with_quant(name) for label, name in PRESETS.items()}
     rows = []
@@ -122,6 +122,8 @@ def measure(contexts, layer):
             row[f"kl {label}"] = float(np.mean(kl))
         rows.append(row)
         print(f"context {n}: {time.perf_counter() - t0:.0f} s  {row}", flush=True)
+        if save is not None:
+            save(rows)  # each finished row is kept (the long points take a while)
     return rows
 
 
@@ -174,9 +176,11 @@ def main(argv=None):
     p.add_argument("--layer", type=int, default=15, help="layer of the PV error (default 15)")
     args = p.parse_args(argv)
     if args.contexts:
-        rows = measure([int(c) for c in args.contexts.split(",")], args.layer)
-        STORED.parent.mkdir(exist_ok=True)
-        STORED.write_text(json.dumps({"layer": args.layer, "rows": rows}, indent=1) + "\n")
+        def save(rows):
+            STORED.parent.mkdir(exist_ok=True)
+            STORED.write_text(json.dumps({"layer": args.layer, "rows": rows}, indent=1) + "\n")
+
+        rows = measure([int(c) for c in args.contexts.split(",")], args.layer, save)
         report(rows, f"Measured now (layer {args.layer}).")
         return
     stored = json.loads(STORED.read_text())

@@ -429,7 +429,7 @@ def _compute(inst: Instruction, A, B, C, scale_a, scale_b, round_inputs, *, step
         A, B = _tf32(A), _tf32(B)
     C = C.astype(inst.d_dtype).astype(np.float64) if inst.family != "amd_pairwise" else C
     out = np.empty((M, N), np.float64)
-    b_t = np.ascontiguousarray(B.T)
+    b_t = np.ascontiguousarray(B.T) if inst.family != "nv_fused" else None  # (N, K) layout
     fam = inst.family
     if fam == "fma":
         if inst.d_type == "f64":
