@@ -667,6 +667,10 @@ class SpyContext:
         self.calls.add(("weight", site, layer))
         return w
 
+    def instruction(self, site, layer):
+        self.calls.add(("instruction", site, layer))
+        return None  # attention's matmuls in float32
+
 
 @pytest.mark.slow
 def test_every_site_is_called(smollm2, golden):
@@ -677,6 +681,7 @@ def test_every_site_is_called(smollm2, golden):
     acts = {"attn.q", "attn.k", "attn.v", "attn.probs", "kv_cache"}
     want = {("linear", s, i) for s in linears for i in range(30)}
     want |= {("act", s, i) for s in acts for i in range(30)}
+    want |= {("instruction", s, i) for s in ("attn.qk", "attn.pv") for i in range(30)}
     want |= {("linear", "lm_head", None), ("weight", "embed", None)}
     assert spy.ctx.calls == want
 
