@@ -252,7 +252,7 @@ def _prepare(x, spec, overrides: dict):
 def quantize_tensor(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEEP,
                   granularity=KEEP, axis=KEEP, block_size=KEEP, scale_format=KEEP,
                   scale_rule=KEEP, calibration=KEEP, percentile=KEEP, symmetric=KEEP,
-                  tensor_scale=KEEP, amax=KEEP, amin=KEEP, name=KEEP) -> QuantizedTensor:
+                  tensor_scale=KEEP, amax=KEEP, amin=KEEP, stack=KEEP, name=KEEP) -> QuantizedTensor:
     """Quantize x with scales: the codes, scales and zero points.
 
     Parameters
@@ -292,8 +292,14 @@ calibration, percentile, symmetric, tensor_scale, amax, amin, name : optional
                         scale_format=scale_format, scale_rule=scale_rule,
                         calibration=calibration, percentile=percentile,
                         symmetric=symmetric, tensor_scale=tensor_scale, amax=amax,
-                        amin=amin, name=name))
+                        amin=amin, stack=stack, name=name))
     mask = _nan_mask(x, spec.format)
+    if spec.stack == "torchao":
+        codes, scale_codes, values, t = _torchao(x, spec)
+        scales = decode(scale_codes, spec.scale_format)
+        return QuantizedTensor(codes=codes, scales=scales, zero_points=None, spec=spec,
+                               shape=x.shape, tensor_scale=float(t), scale_codes=scale_codes,
+                               nan_mask=None)
     if spec.is_mx:
         if spec.amax is not None:
             raise ValueError("static amax is not supported for MX block scales (they are per block)")
@@ -324,6 +330,23 @@ calibration, percentile, symmetric, tensor_scale, amax, amin, name : optional
                            shape=x.shape, scale_codes=scale_codes, nan_mask=mask)
 
 
+def _torchao(x, spec):
+    """(codes, scale codes, values, tensor scale) of a ``stack="torchao"`` spec, codes in
+    x's layout and scale codes with the block axis shortened (as fpsim's MX encoders)."""
+    from . import torchao
+
+    axis = _blocks.check_axis(spec.axis, max(x.ndim, 1))
+    xx = x.reshape(1) if x.ndim == 0 else x
+    if spec.scale_rule == "amax":  # NVFP4
+        s, c, v, t = torchao.nvfp4_quantize(xx, tensor_scale=spec.tensor_scale, axis=axis)
+    else:
+        s, c, v = torchao.mx_quantize(xx, spec.format, block_size=spec.block_size,
+                                      scale_rule=spec.scale_rule, axis=axis)
+        t = 1.0
+    c, s = np.moveaxis(c, -1, axis), np.moveaxis(s, -1, axis)
+    return c.reshape(x.shape), s, v.reshape(x.shape), t
+
+
 def _check_two_level(spec):
     if not (spec.format.name == "float4_e2m1fn" and spec.scale_format is not None
             and spec.scale_format.name == "float8_e4m3fn"):
@@ -339,7 +362,7 @@ def _unsupported_two_level(spec):
 def fake_quantize(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEEP,
                   granularity=KEEP, axis=KEEP, block_size=KEEP, scale_format=KEEP,
                   scale_rule=KEEP, calibration=KEEP, percentile=KEEP, symmetric=KEEP,
-                  tensor_scale=KEEP, amax=KEEP, amin=KEEP, name=KEEP) -> np.ndarray:
+                  tensor_scale=KEEP, amax=KEEP, amin=KEEP, stack=KEEP, name=KEEP) -> np.ndarray:
     """x quantized with scales and dequantized again, in x's float dtype.
 
     Same arguments as :func:`quantize_tensor`; MX specs run one fused kernel.
@@ -359,8 +382,10 @@ def fake_quantize(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEE
                         scale_format=scale_format, scale_rule=scale_rule,
                         calibration=calibration, percentile=percentile,
                         symmetric=symmetric, tensor_scale=tensor_scale, amax=amax,
-                        amin=amin, name=name))
+                        amin=amin, stack=stack, name=name))
     dtype = x.dtype
+    if spec.stack == "torchao":
+        return _torchao(x, spec)[2].astype(dtype, copy=False)
     if spec.is_mx and spec.amax is None:
         v = _blocks.mx_fake_quantize(x, spec.format, axis=spec.axis,
                                      block_size=spec.block_size,

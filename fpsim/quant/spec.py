@@ -108,6 +108,11 @@ class QuantSpec:
         Static low end(s) (<= 0) of an affine range, with ``amax``; from
         :func:`calibrate`.  An affine spec with ``amax`` but no ``amin`` uses
         ``[-amax, amax]``.
+    stack : None or "torchao"
+        Whose arithmetic the block recipe reproduces: None is fpsim's own (OCP MX as
+        gfloat and microxcaling compute it; NVFP4 as ``docs/numerics.md`` states);
+        ``"torchao"`` is torchao 0.18's quantizers bit for bit (:mod:`fpsim.quant.torchao`:
+        MX with torchao's ScaleCalculationMode, NVFP4 one- or two-level).
 
     Raises
     ------
@@ -138,6 +143,7 @@ class QuantSpec:
     amax: Any = None
     name: str = field(default="", compare=False)
     amin: Any = None
+    stack: Any = None
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -196,6 +202,7 @@ class QuantSpec:
                              "symmetric=False; asymmetric recipes take 'max' or 'percentile'")
         if self.tensor_scale and self.granularity != "block":
             raise ValueError("tensor_scale=True (two-level scaling) needs granularity='block'")
+        _check_stack(self)
         set_(self, "amax", _range_values(self.amax, "amax", 1))
         set_(self, "amin", _range_values(self.amin, "amin", -1))
         if self.amin is not None:
@@ -226,6 +233,8 @@ class QuantSpec:
             parts.append("+ fp32 tensor scale")
         if not self.symmetric:
             parts.append("asymmetric")
+        if self.stack is not None:
+            parts.append(f"as {self.stack} computes it")
         return ", ".join(parts)
 
 
@@ -278,6 +287,36 @@ def given(**fields) -> dict:
     return {k: v for k, v in fields.items() if v is not KEEP}
 
 
+STACKS = (None, "torchao")
+_TORCHAO_MX = ("float8_e4m3fn", "float8_e5m2", "float6_e2m3fn", "float6_e3m2fn",
+               "float4_e2m1fn")
+
+
+def _check_stack(spec) -> None:
+    """A stack-exact spec must be one that stack runs: its block recipes, as it runs them."""
+    if spec.stack is None:
+        return
+    if spec.stack not in STACKS:
+        check_choice("stack", spec.stack, [s for s in STACKS if s is not None])
+    nvfp4 = (spec.format.name == "float4_e2m1fn" and spec.scale_format is not None
+             and spec.scale_format.name == "float8_e4m3fn" and spec.block_size == 16
+             and spec.scale_rule == "amax")
+    mx = (spec.format.name in _TORCHAO_MX and spec.scale_rule != "amax"
+          and isinstance(spec.block_size, int) and not spec.tensor_scale)
+    problems = []
+    if spec.granularity != "block" or not (nvfp4 or mx):
+        problems.append("MX blocks (elements " + ", ".join(_TORCHAO_MX) + ", a power-of-two "
+                        "scale_rule) or NVFP4 (float4_e2m1fn, float8_e4m3fn scales, "
+                        "block_size=16, scale_rule='amax')")
+    if spec.rounding != "nearest_even" or not spec.saturate:
+        problems.append("rounding='nearest_even' with saturate=True")
+    if spec.calibration != "max" or spec.amax is not None or not spec.symmetric:
+        problems.append("dynamic max scaling (calibration='max', no static amax, symmetric)")
+    if problems:
+        raise ValueError(f"stack={spec.stack!r} reproduces {spec.stack}'s own block "
+                         f"quantizers; it needs " + "; ".join(problems) + f" (got {spec.describe()})")
+
+
 # ---- recipes --------------------------------------------------------------
 def _mx(elem):
     return dict(format=elem, granularity="block", block_size=32, scale_rule="floor",
@@ -290,6 +329,11 @@ RECIPES: dict[str, dict] = {
     # NVFP4: E2M1, E4M3 scale per 16, FP32 tensor scale
     "nvfp4": dict(format="float4_e2m1fn", granularity="block", block_size=16,
                   scale_format="float8_e4m3fn", tensor_scale=True),
+    # torchao 0.18's own quantizers, bit for bit (fpsim.quant.torchao)
+    **{f"{name}_torchao": dict(_mx(elem), stack="torchao")
+       for name, elem in _blocks.MX_ELEMENTS.items() if elem in _TORCHAO_MX},
+    "nvfp4_torchao": dict(format="float4_e2m1fn", granularity="block", block_size=16,
+                          scale_format="float8_e4m3fn", tensor_scale=True, stack="torchao"),
     # integers
     "int8": dict(format="int8"),
     # named by what they scale (docs/recipes.md, "Integer recipes"):
@@ -317,7 +361,7 @@ def recipe(name: str, *,
            format=KEEP, rounding=KEEP, saturate=KEEP, granularity=KEEP, axis=KEEP,
            block_size=KEEP, scale_format=KEEP, scale_rule=KEEP, calibration=KEEP,
            percentile=KEEP, symmetric=KEEP, tensor_scale=KEEP, amax=KEEP,
-           amin=KEEP) -> QuantSpec:
+           amin=KEEP, stack=KEEP) -> QuantSpec:
     """The QuantSpec of a named recipe, with keyword overrides of its fields (the keyword
     arguments of :class:`QuantSpec`; ``KEEP``, the default, keeps the recipe's value).
 
@@ -333,7 +377,7 @@ def recipe(name: str, *,
                       granularity=granularity, axis=axis, block_size=block_size,
                       scale_format=scale_format, scale_rule=scale_rule,
                       calibration=calibration, percentile=percentile, symmetric=symmetric,
-                      tensor_scale=tensor_scale, amax=amax, amin=amin)
+                      tensor_scale=tensor_scale, amax=amax, amin=amin, stack=stack)
     if not isinstance(name, str):
         raise TypeError(f"spec must be a QuantSpec or a recipe name, got {type(name).__name__}")
     key = name.strip().lower()
@@ -362,7 +406,7 @@ def _named(key: str) -> QuantSpec:
 def resolve_spec(spec, *,
                  format=KEEP, rounding=KEEP, saturate=KEEP, granularity=KEEP, axis=KEEP,
                  block_size=KEEP, scale_format=KEEP, scale_rule=KEEP, calibration=KEEP,
-                 percentile=KEEP, symmetric=KEEP, tensor_scale=KEEP, amax=KEEP, amin=KEEP,
+                 percentile=KEEP, symmetric=KEEP, tensor_scale=KEEP, amax=KEEP, amin=KEEP, stack=KEEP,
                  name=KEEP) -> QuantSpec:
     """A QuantSpec from a QuantSpec or recipe name, with keyword overrides of its fields
     (``KEEP``, the default, keeps the spec's value).
@@ -379,7 +423,7 @@ def resolve_spec(spec, *,
                       granularity=granularity, axis=axis, block_size=block_size,
                       scale_format=scale_format, scale_rule=scale_rule,
                       calibration=calibration, percentile=percentile, symmetric=symmetric,
-                      tensor_scale=tensor_scale, amax=amax, amin=amin, name=name)
+                      tensor_scale=tensor_scale, amax=amax, amin=amin, stack=stack, name=name)
     if isinstance(spec, QuantSpec):
         if not overrides:
             return spec
