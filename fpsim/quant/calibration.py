@@ -179,7 +179,8 @@ def static_clip(spec: QuantSpec, n_groups: int, name: str = "amax"):
 def calibrate(data, spec, *, format=KEEP, rounding=KEEP, saturate=KEEP,
               granularity=KEEP, axis=KEEP, block_size=KEEP, scale_format=KEEP,
               scale_rule=KEEP, calibration=KEEP, percentile=KEEP, symmetric=KEEP,
-              tensor_scale=KEEP, amax=KEEP, amin=KEEP, stack=KEEP, name=KEEP) -> QuantSpec:
+              tensor_scale=KEEP, amax=KEEP, amin=KEEP, stack=KEEP, row_scaled=KEEP, error=KEEP, e4m3_max=KEEP,
+           hadamard=KEEP, name=KEEP) -> QuantSpec:
     """A static spec: the clip values of ``spec``'s calibration, measured on ``data``.
 
     ``data`` is one array or a list of arrays with the same scale groups (the
@@ -213,7 +214,8 @@ def calibrate(data, spec, *, format=KEEP, rounding=KEEP, saturate=KEEP,
                                       scale_format=scale_format, scale_rule=scale_rule,
                                       calibration=calibration, percentile=percentile,
                                       symmetric=symmetric, tensor_scale=tensor_scale, amax=amax,
-                                      amin=amin, stack=stack, name=name))
+                                      amin=amin, stack=stack, row_scaled=row_scaled, error=error,
+                      e4m3_max=e4m3_max, hadamard=hadamard, name=name))
     if spec.is_mx or spec.tensor_scale:
         raise ValueError("block-scaled recipes compute their scales per block; nothing to calibrate")
     spec = dataclasses.replace(spec, amax=None, amin=None)

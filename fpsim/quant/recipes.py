@@ -252,7 +252,8 @@ def _prepare(x, spec, overrides: dict):
 def quantize_tensor(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEEP,
                   granularity=KEEP, axis=KEEP, block_size=KEEP, scale_format=KEEP,
                   scale_rule=KEEP, calibration=KEEP, percentile=KEEP, symmetric=KEEP,
-                  tensor_scale=KEEP, amax=KEEP, amin=KEEP, stack=KEEP, name=KEEP) -> QuantizedTensor:
+                  tensor_scale=KEEP, amax=KEEP, amin=KEEP, stack=KEEP, row_scaled=KEEP, error=KEEP, e4m3_max=KEEP,
+           hadamard=KEEP, name=KEEP) -> QuantizedTensor:
     """Quantize x with scales: the codes, scales and zero points.
 
     Parameters
@@ -292,7 +293,8 @@ calibration, percentile, symmetric, tensor_scale, amax, amin, name : optional
                         scale_format=scale_format, scale_rule=scale_rule,
                         calibration=calibration, percentile=percentile,
                         symmetric=symmetric, tensor_scale=tensor_scale, amax=amax,
-                        amin=amin, stack=stack, name=name))
+                        amin=amin, stack=stack, row_scaled=row_scaled, error=error,
+                      e4m3_max=e4m3_max, hadamard=hadamard, name=name))
     mask = _nan_mask(x, spec.format)
     if spec.stack == "torchao":
         codes, scale_codes, values, t = _torchao(x, spec)
@@ -300,6 +302,10 @@ calibration, percentile, symmetric, tensor_scale, amax, amin, name : optional
         return QuantizedTensor(codes=codes, scales=scales, zero_points=None, spec=spec,
                                shape=x.shape, tensor_scale=float(t), scale_codes=scale_codes,
                                nan_mask=None)
+    if spec.stack == "te":
+        codes, scale_codes, scales = _te(x, spec)[:3]
+        return QuantizedTensor(codes=codes, scales=scales, zero_points=None, spec=spec,
+                               shape=x.shape, scale_codes=scale_codes, nan_mask=None)
     if spec.is_mx:
         if spec.amax is not None:
             raise ValueError("static amax is not supported for MX block scales (they are per block)")
@@ -347,6 +353,39 @@ def _torchao(x, spec):
     return c.reshape(x.shape), s, v.reshape(x.shape), t
 
 
+def _te(x, spec):
+    """(codes, E4M3 scale codes, scales, values) of a ``stack="te"`` spec.  ``scales`` are
+    the float32 factors TE's dequantization multiplies every element of a block (or tile)
+    by, ``(s * amax) * (1 / (6 * e4m3_max))``, so ``dequantize()`` gives TE's values."""
+    from . import te
+
+    tile = spec.block_size if isinstance(spec.block_size, tuple) else (1, 16)
+    if tile == (16, 16):
+        if x.ndim != 2 or _blocks.check_axis(spec.axis, 2) != 1:
+            raise ValueError("16x16 NVFP4 tiles (nvfp4_te_2d, nvfp4_4over6_2d) take a 2-D "
+                             f"array tiled along axis=-1, got shape {x.shape}, axis={spec.axis}")
+        xx = x
+    else:
+        axis = _blocks.check_axis(spec.axis, max(x.ndim, 1))
+        xx = np.moveaxis(x.reshape(1) if x.ndim == 0 else x, axis, -1)
+    s, c, v, amax = te.nvfp4_quantize(xx, tile=tile, row_scaled=spec.row_scaled,
+                                      error=spec.error, e4m3_max=spec.e4m3_max,
+                                      rht=spec.hadamard == "te")
+    bound = spec.e4m3_max if spec.error is not None else 448
+    s_val = decode(s, spec.scale_format, dtype=np.float32)
+    a = amax.reshape(-1, 1) if spec.row_scaled else amax.reshape(1, 1)
+    factors = ((s_val * a) * np.float32(1.0 / (6.0 * bound))).astype(np.float32)
+    if tile == (16, 16):
+        s, factors = s[::16], factors[::16]
+        return c, s, factors, v
+    nb = s.shape[1]
+    s = np.moveaxis(s.reshape(*xx.shape[:-1], nb), -1, axis)
+    factors = np.moveaxis(factors.reshape(*xx.shape[:-1], nb), -1, axis)
+    c = np.moveaxis(c, -1, axis).reshape(x.shape)
+    v = np.moveaxis(v, -1, axis).reshape(x.shape)
+    return c, s, factors, v
+
+
 def _check_two_level(spec):
     if not (spec.format.name == "float4_e2m1fn" and spec.scale_format is not None
             and spec.scale_format.name == "float8_e4m3fn"):
@@ -362,7 +401,8 @@ def _unsupported_two_level(spec):
 def fake_quantize(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEEP,
                   granularity=KEEP, axis=KEEP, block_size=KEEP, scale_format=KEEP,
                   scale_rule=KEEP, calibration=KEEP, percentile=KEEP, symmetric=KEEP,
-                  tensor_scale=KEEP, amax=KEEP, amin=KEEP, stack=KEEP, name=KEEP) -> np.ndarray:
+                  tensor_scale=KEEP, amax=KEEP, amin=KEEP, stack=KEEP, row_scaled=KEEP, error=KEEP, e4m3_max=KEEP,
+           hadamard=KEEP, name=KEEP) -> np.ndarray:
     """x quantized with scales and dequantized again, in x's float dtype.
 
     Same arguments as :func:`quantize_tensor`; MX specs run one fused kernel.
@@ -382,10 +422,13 @@ def fake_quantize(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEE
                         scale_format=scale_format, scale_rule=scale_rule,
                         calibration=calibration, percentile=percentile,
                         symmetric=symmetric, tensor_scale=tensor_scale, amax=amax,
-                        amin=amin, stack=stack, name=name))
+                        amin=amin, stack=stack, row_scaled=row_scaled, error=error,
+                      e4m3_max=e4m3_max, hadamard=hadamard, name=name))
     dtype = x.dtype
     if spec.stack == "torchao":
         return _torchao(x, spec)[2].astype(dtype, copy=False)
+    if spec.stack == "te":
+        return _te(x, spec)[3].astype(dtype, copy=False)
     if spec.is_mx and spec.amax is None:
         v = _blocks.mx_fake_quantize(x, spec.format, axis=spec.axis,
                                      block_size=spec.block_size,

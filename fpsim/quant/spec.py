@@ -108,11 +108,22 @@ class QuantSpec:
         Static low end(s) (<= 0) of an affine range, with ``amax``; from
         :func:`calibrate`.  An affine spec with ``amax`` but no ``amin`` uses
         ``[-amax, amax]``.
-    stack : None or "torchao"
+    stack : None, "torchao" or "te"
         Whose arithmetic the block recipe reproduces: None is fpsim's own (OCP MX as
         gfloat and microxcaling compute it; NVFP4 as ``docs/numerics.md`` states);
         ``"torchao"`` is torchao 0.18's quantizers bit for bit (:mod:`fpsim.quant.torchao`:
-        MX with torchao's ScaleCalculationMode, NVFP4 one- or two-level).
+        MX with torchao's ScaleCalculationMode, NVFP4 one- or two-level); ``"te"`` is
+        Transformer Engine's NVFP4 reference quantizer (:mod:`fpsim.quant.te`).
+    row_scaled : bool
+        ``stack="te"``: one global amax per row (TE's ``row_scaled_nvfp4``).
+    error : None, "mae" or "mse"
+        ``stack="te"``: 4-over-6, choosing per block the scale that maps its max to 4 or
+        to 6 by this error (None: plain NVFP4).
+    e4m3_max : {448, 256}
+        ``stack="te"`` with 4-over-6: the E4M3 bound of the global scale.
+    hadamard : None or "te"
+        ``"te"``: TE's 16-point random Hadamard transform (its fixed signs) before
+        quantizing; the values stay in the rotated domain.
 
     Raises
     ------
@@ -144,6 +155,10 @@ class QuantSpec:
     name: str = field(default="", compare=False)
     amin: Any = None
     stack: Any = None
+    row_scaled: bool = False
+    error: Any = None
+    e4m3_max: int = 448
+    hadamard: Any = None
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -233,6 +248,12 @@ class QuantSpec:
             parts.append("+ fp32 tensor scale")
         if not self.symmetric:
             parts.append("asymmetric")
+        if self.error is not None:
+            parts.append(f"4-over-6 by {self.error} (E4M3 bound {self.e4m3_max})")
+        if self.row_scaled:
+            parts.append("amax per row")
+        if self.hadamard is not None:
+            parts.append(f"{self.hadamard} Hadamard transform first")
         if self.stack is not None:
             parts.append(f"as {self.stack} computes it")
         return ", ".join(parts)
@@ -287,17 +308,29 @@ def given(**fields) -> dict:
     return {k: v for k, v in fields.items() if v is not KEEP}
 
 
-STACKS = (None, "torchao")
+STACKS = (None, "torchao", "te")
 _TORCHAO_MX = ("float8_e4m3fn", "float8_e5m2", "float6_e2m3fn", "float6_e3m2fn",
                "float4_e2m1fn")
 
 
 def _check_stack(spec) -> None:
     """A stack-exact spec must be one that stack runs: its block recipes, as it runs them."""
+    if not isinstance(spec.row_scaled, (bool, np.bool_)):
+        raise TypeError(f"row_scaled must be True or False, got {spec.row_scaled!r}")
+    object.__setattr__(spec, "row_scaled", bool(spec.row_scaled))
+    te_only = {"row_scaled": spec.row_scaled, "error": spec.error is not None,
+               "e4m3_max": spec.e4m3_max != 448, "hadamard": spec.hadamard is not None}
+    if spec.stack != "te" and any(te_only.values()):
+        used = ", ".join(k for k, v in te_only.items() if v)
+        raise ValueError(f"{used} apply only to Transformer Engine's NVFP4 (stack='te', "
+                         f"recipes nvfp4_te*, nvfp4_4over6*), not stack={spec.stack!r}")
     if spec.stack is None:
         return
     if spec.stack not in STACKS:
         check_choice("stack", spec.stack, [s for s in STACKS if s is not None])
+    if spec.stack == "te":
+        _check_te(spec)
+        return
     nvfp4 = (spec.format.name == "float4_e2m1fn" and spec.scale_format is not None
              and spec.scale_format.name == "float8_e4m3fn" and spec.block_size == 16
              and spec.scale_rule == "amax")
@@ -317,11 +350,41 @@ def _check_stack(spec) -> None:
                          f"quantizers; it needs " + "; ".join(problems) + f" (got {spec.describe()})")
 
 
+def _check_te(spec) -> None:
+    if spec.error is not None:
+        check_choice("error", spec.error, ["mae", "mse"])
+    if spec.e4m3_max not in (448, 256) or isinstance(spec.e4m3_max, bool):
+        raise ValueError(f"e4m3_max must be 448 or 256, got {spec.e4m3_max!r}")
+    if spec.e4m3_max == 256 and spec.error is None:
+        raise ValueError("e4m3_max=256 is 4-over-6's option: set error='mae' or 'mse'")
+    if spec.hadamard is not None:
+        check_choice("hadamard", spec.hadamard, ["te"])
+    problems = []
+    if not (spec.format.name == "float4_e2m1fn" and spec.scale_format is not None
+            and spec.scale_format.name == "float8_e4m3fn" and spec.granularity == "block"
+            and spec.block_size in (16, (16, 16)) and spec.scale_rule == "amax"
+            and spec.tensor_scale):
+        problems.append("NVFP4 (float4_e2m1fn, float8_e4m3fn scales, blocks of 16 or 16x16 "
+                        "tiles, tensor_scale=True)")
+    if spec.block_size == (16, 16) and (spec.row_scaled or spec.hadamard is not None):
+        problems.append("1x16 blocks for row_scaled and hadamard")
+    if spec.rounding != "nearest_even" or not spec.saturate:
+        problems.append("rounding='nearest_even' with saturate=True")
+    if spec.calibration != "max" or spec.amax is not None or not spec.symmetric:
+        problems.append("dynamic max scaling (calibration='max', no static amax, symmetric)")
+    if problems:
+        raise ValueError("stack='te' reproduces Transformer Engine's NVFP4 quantizer; it needs "
+                         + "; ".join(problems) + f" (got {spec.describe()})")
+
+
 # ---- recipes --------------------------------------------------------------
 def _mx(elem):
     return dict(format=elem, granularity="block", block_size=32, scale_rule="floor",
                 scale_format="float8_e8m0fnu")
 
+
+_NVFP4 = dict(format="float4_e2m1fn", granularity="block", block_size=16,
+              scale_format="float8_e4m3fn", tensor_scale=True)
 
 RECIPES: dict[str, dict] = {
     # OCP MX v1.0
@@ -334,6 +397,12 @@ RECIPES: dict[str, dict] = {
        for name, elem in _blocks.MX_ELEMENTS.items() if elem in _TORCHAO_MX},
     "nvfp4_torchao": dict(format="float4_e2m1fn", granularity="block", block_size=16,
                           scale_format="float8_e4m3fn", tensor_scale=True, stack="torchao"),
+    # Transformer Engine's NVFP4 reference quantizer, bit for bit (fpsim.quant.te)
+    "nvfp4_te": dict(_NVFP4, stack="te"),
+    "nvfp4_te_2d": dict(_NVFP4, stack="te", block_size=(16, 16)),
+    "nvfp4_te_rht": dict(_NVFP4, stack="te", hadamard="te"),
+    "nvfp4_4over6": dict(_NVFP4, stack="te", error="mae"),
+    "nvfp4_4over6_2d": dict(_NVFP4, stack="te", error="mae", block_size=(16, 16)),
     # integers
     "int8": dict(format="int8"),
     # named by what they scale (docs/recipes.md, "Integer recipes"):
@@ -361,7 +430,8 @@ def recipe(name: str, *,
            format=KEEP, rounding=KEEP, saturate=KEEP, granularity=KEEP, axis=KEEP,
            block_size=KEEP, scale_format=KEEP, scale_rule=KEEP, calibration=KEEP,
            percentile=KEEP, symmetric=KEEP, tensor_scale=KEEP, amax=KEEP,
-           amin=KEEP, stack=KEEP) -> QuantSpec:
+           amin=KEEP, stack=KEEP, row_scaled=KEEP, error=KEEP, e4m3_max=KEEP,
+           hadamard=KEEP) -> QuantSpec:
     """The QuantSpec of a named recipe, with keyword overrides of its fields (the keyword
     arguments of :class:`QuantSpec`; ``KEEP``, the default, keeps the recipe's value).
 
@@ -377,7 +447,8 @@ def recipe(name: str, *,
                       granularity=granularity, axis=axis, block_size=block_size,
                       scale_format=scale_format, scale_rule=scale_rule,
                       calibration=calibration, percentile=percentile, symmetric=symmetric,
-                      tensor_scale=tensor_scale, amax=amax, amin=amin, stack=stack)
+                      tensor_scale=tensor_scale, amax=amax, amin=amin, stack=stack, row_scaled=row_scaled, error=error,
+                      e4m3_max=e4m3_max, hadamard=hadamard)
     if not isinstance(name, str):
         raise TypeError(f"spec must be a QuantSpec or a recipe name, got {type(name).__name__}")
     key = name.strip().lower()
@@ -406,7 +477,8 @@ def _named(key: str) -> QuantSpec:
 def resolve_spec(spec, *,
                  format=KEEP, rounding=KEEP, saturate=KEEP, granularity=KEEP, axis=KEEP,
                  block_size=KEEP, scale_format=KEEP, scale_rule=KEEP, calibration=KEEP,
-                 percentile=KEEP, symmetric=KEEP, tensor_scale=KEEP, amax=KEEP, amin=KEEP, stack=KEEP,
+                 percentile=KEEP, symmetric=KEEP, tensor_scale=KEEP, amax=KEEP, amin=KEEP, stack=KEEP, row_scaled=KEEP, error=KEEP, e4m3_max=KEEP,
+           hadamard=KEEP,
                  name=KEEP) -> QuantSpec:
     """A QuantSpec from a QuantSpec or recipe name, with keyword overrides of its fields
     (``KEEP``, the default, keeps the spec's value).
@@ -423,7 +495,8 @@ def resolve_spec(spec, *,
                       granularity=granularity, axis=axis, block_size=block_size,
                       scale_format=scale_format, scale_rule=scale_rule,
                       calibration=calibration, percentile=percentile, symmetric=symmetric,
-                      tensor_scale=tensor_scale, amax=amax, amin=amin, stack=stack, name=name)
+                      tensor_scale=tensor_scale, amax=amax, amin=amin, stack=stack, row_scaled=row_scaled, error=error,
+                      e4m3_max=e4m3_max, hadamard=hadamard, name=name)
     if isinstance(spec, QuantSpec):
         if not overrides:
             return spec

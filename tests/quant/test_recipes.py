@@ -40,7 +40,12 @@ def test_elements_within_format_and_no_nan_scales(name):
     lo = fmt.min if isinstance(fmt, fpsim.IntFormat) else -fmt.max
     assert (elems >= lo).all() and (elems <= fmt.max).all()
     s = np.asarray(qt.scales, dtype=np.float64)
-    assert np.isfinite(s).all() and (s > 0).all()
+    if qt.spec.stack == "te":  # TE's all-zero blocks get scale 0 (tests/quant/test_te.py)
+        assert np.isfinite(s).all() and (s >= 0).all() and (s > 0).any()
+        if not isinstance(qt.spec.block_size, tuple):
+            assert (s[0] == 0).all() and (s[1:] > 0).all()
+    else:
+        assert np.isfinite(s).all() and (s > 0).all()
 
 
 def test_int8_per_tensor_hand_derived():
@@ -331,6 +336,8 @@ def test_static_asymmetric_range_is_used(name):
 
 def test_float64_beyond_float32_range_saturates():
     for name in NAN_RECIPES:
+        if fpsim.recipe(name).stack == "te":
+            continue  # TE's dequantization overflows there: tests/quant/test_te.py
         x = np.array([1e300, 1.0, -1e300, 2.0] * 8).reshape(2, 16)
         y = fpsim.fake_quantize(x, name)
         assert np.isfinite(y).all() and y.dtype == np.float64, name
@@ -353,13 +360,19 @@ def test_tiny_amax_gives_valid_results(name, x):
         qt = fpsim.quantize_tensor(x, name)
     assert np.isfinite(y).all() and (np.abs(y) <= 1e-37).all()
     assert np.isfinite(np.asarray(qt.scales, np.float64)).all()
-    assert (np.asarray(qt.scales, np.float64) > 0).all()
+    if qt.spec.stack == "te":  # TE: block scales below E4M3's range are 0, values 0
+        assert (np.asarray(qt.scales, np.float64) >= 0).all()
+    else:
+        assert (np.asarray(qt.scales, np.float64) > 0).all()
 
 
 EMPTY_SHAPES = [(0,), (0, 256), (3, 0), (0, 0), (2, 0, 5)]
 EMPTY_CASES = [(n, c, shape) for n, c in NAN_CASES for shape in EMPTY_SHAPES
                if len(shape) >= 2 or not (isinstance(fpsim.recipe(n).block_size, tuple)
-                                          or fpsim.recipe(n).axis == -2)]
+                                          or fpsim.recipe(n).axis == -2)
+               # TE's 16x16 tiles take 2-D arrays only (tests/quant/test_te.py)
+               if not (fpsim.recipe(n).stack == "te" and isinstance(fpsim.recipe(n).block_size,
+                                                                    tuple) and len(shape) != 2)]
 
 
 @pytest.mark.parametrize("name, cal, shape", EMPTY_CASES)
