@@ -35,7 +35,7 @@ from .outliers import (
     smoothing_factors,
     smoothquant_matmul,
 )
-from .recipes import QuantizedTensor, fake_quantize, quantize_tensor
+from .recipes import QuantizedTensor, fake_quantize, hadamard_signs, quantize_tensor
 from .spec import (
     CALIBRATIONS,
     GRANULARITIES,
@@ -52,7 +52,8 @@ __all__ = [
     "ACCUMULATORS", "AccumulationReport", "AccumulatorFormat", "AccumulatorOverflowWarning",
     "qdot", "qmatmul", "calibrate", "clip_value", "DelayedScaling", "LLMInt8Details",
     "llm_int8_fake_quantize", "llm_int8_matmul", "smooth", "smoothing_factors",
-    "smoothquant_matmul", "QuantizedTensor", "fake_quantize", "quantize_tensor", "CALIBRATIONS",
+    "smoothquant_matmul", "QuantizedTensor", "fake_quantize", "hadamard_signs", "quantize_tensor",
+    "CALIBRATIONS",
     "GRANULARITIES", "KEEP", "OVERRIDABLE", "RECIPES", "SCALE_RULES", "QuantSpec", "recipe",
     "resolve_spec",
 ]

@@ -6,6 +6,8 @@ See :mod:`fpsim.quant.spec` for the conventions.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,8 +139,13 @@ class QuantizedTensor:
     nan_mask: np.ndarray | None = None
 
     def dequantize(self, dtype=np.float32) -> np.ndarray:
-        """The values the codes stand for, in ``dtype`` (computed in chunks)."""
+        """The values the codes stand for, in ``dtype`` (computed in chunks).  With an int
+        ``spec.hadamard`` the codes and scales are the rotated tensor's, and the values are
+        rotated back."""
         spec = self.spec
+        if isinstance(spec.hadamard, int):
+            inner = dataclasses.replace(self, spec=dataclasses.replace(spec, hadamard=None))
+            return _hadamard(inner.dequantize(np.float64), spec, inverse=True).astype(dtype)
         groups = Groups(self.shape, spec)
         s = groups.scales_in(self.scales).astype(np.float32)
         if self.tensor_scale != 1.0:  # two-level: the scales multiply in float32 first
@@ -295,6 +302,10 @@ calibration, percentile, symmetric, tensor_scale, amax, amin, name : optional
                         symmetric=symmetric, tensor_scale=tensor_scale, amax=amax,
                         amin=amin, stack=stack, row_scaled=row_scaled, error=error,
                       e4m3_max=e4m3_max, hadamard=hadamard, name=name))
+    if isinstance(spec.hadamard, int):
+        y = _hadamard(x, spec)
+        qt = quantize_tensor(y, dataclasses.replace(spec, hadamard=None), rng=rng)
+        return dataclasses.replace(qt, spec=spec, shape=x.shape)
     mask = _nan_mask(x, spec.format)
     if spec.stack == "torchao":
         codes, scale_codes, values, t = _torchao(x, spec)
@@ -351,6 +362,43 @@ def _torchao(x, spec):
         t = 1.0
     c, s = np.moveaxis(c, -1, axis), np.moveaxis(s, -1, axis)
     return c.reshape(x.shape), s, v.reshape(x.shape), t
+
+
+def hadamard_signs(h: int) -> np.ndarray:
+    """The random signs of fpsim's size-``h`` Hadamard transform (seeded: the same every run).
+
+    Examples
+    --------
+    >>> hadamard_signs(16)[:6].tolist()
+    [1.0, -1.0, -1.0, -1.0, 1.0, -1.0]
+    """
+    return np.random.default_rng([0x48414441, h]).choice([-1.0, 1.0], h)
+
+
+def _hadamard_matrix(h: int) -> np.ndarray:
+    m = np.ones((1, 1))
+    while m.shape[0] < h:
+        m = np.block([[m, m], [m, -m]])
+    return hadamard_signs(h)[:, None] * m / np.sqrt(h)
+
+
+def _hadamard(x, spec, *, inverse=False) -> np.ndarray:
+    """x rotated (or rotated back) by the spec's Hadamard transform along its axis, float64."""
+    h = spec.hadamard
+    if x.ndim == 0 or x.size == 0:
+        return np.asarray(x, np.float64)
+    axis = _blocks.check_axis(spec.axis, x.ndim)
+    n = x.shape[axis]
+    if n % h:
+        raise ValueError(f"hadamard={h}: the length {n} of axis {spec.axis} must be a multiple "
+                         f"of {h}")
+    if not inverse and not np.isfinite(x).all():
+        raise ValueError(f"hadamard={h}: x holds NaN or Inf, which the transform would spread "
+                         f"over their whole group of {h}; remove them or drop hadamard=")
+    t = _hadamard_matrix(h)
+    y = np.moveaxis(np.asarray(x, np.float64), axis, -1)
+    y = y.reshape(*y.shape[:-1], n // h, h) @ (t.T if inverse else t)
+    return np.moveaxis(y.reshape(*y.shape[:-2], n), -1, axis)
 
 
 def _te(x, spec):
@@ -425,6 +473,8 @@ def fake_quantize(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEE
                         amin=amin, stack=stack, row_scaled=row_scaled, error=error,
                       e4m3_max=e4m3_max, hadamard=hadamard, name=name))
     dtype = x.dtype
+    if isinstance(spec.hadamard, int):  # the same values as quantize_tensor's dequantize()
+        return quantize_tensor(x, spec, rng=rng).dequantize(dtype)
     if spec.stack == "torchao":
         return _torchao(x, spec)[2].astype(dtype, copy=False)
     if spec.stack == "te":

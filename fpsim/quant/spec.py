@@ -121,9 +121,13 @@ class QuantSpec:
         to 6 by this error (None: plain NVFP4).
     e4m3_max : {448, 256}
         ``stack="te"`` with 4-over-6: the E4M3 bound of the global scale.
-    hadamard : None or "te"
-        ``"te"``: TE's 16-point random Hadamard transform (its fixed signs) before
-        quantizing; the values stay in the rotated domain.
+    hadamard : None, int or "te"
+        An int ``h`` (a power of two): a random Hadamard transform of size ``h`` along the
+        block axis (``axis``) before quantizing, undone after: ``x -> (x @ T) -> quantize
+        -> @ T.T`` per group of ``h`` with ``T = diag(signs) @ H_h / sqrt(h)``, the signs
+        seeded (:func:`fpsim.quant.hadamard_signs`); the axis length must be a multiple of
+        ``h``.  ``"te"``: TE's 16-point transform (its fixed signs) before quantizing, the
+        values left in the rotated domain (``nvfp4_te_rht``).
 
     Raises
     ------
@@ -300,7 +304,10 @@ class _Keep:
 
 KEEP = _Keep()
 #: The QuantSpec fields every spec-taking function accepts as keyword overrides.
-OVERRIDABLE = ('format', 'rounding', 'saturate', 'granularity', 'axis', 'block_size', 'scale_format', 'scale_rule', 'calibration', 'percentile', 'symmetric', 'tensor_scale', 'amax', 'amin', 'name')
+OVERRIDABLE = ('format', 'rounding', 'saturate', 'granularity', 'axis', 'block_size',
+               'scale_format', 'scale_rule', 'calibration', 'percentile', 'symmetric',
+               'tensor_scale', 'amax', 'amin', 'stack', 'row_scaled', 'error', 'e4m3_max',
+               'hadamard', 'name')
 
 
 def given(**fields) -> dict:
@@ -318,8 +325,19 @@ def _check_stack(spec) -> None:
     if not isinstance(spec.row_scaled, (bool, np.bool_)):
         raise TypeError(f"row_scaled must be True or False, got {spec.row_scaled!r}")
     object.__setattr__(spec, "row_scaled", bool(spec.row_scaled))
+    h = spec.hadamard
+    if h is not None and h != "te":
+        if isinstance(h, (bool, np.bool_)) or not isinstance(h, (int, np.integer)):
+            raise TypeError(f"hadamard must be None, 'te' or a power of two >= 2 (an int), "
+                            f"got {h!r}")
+        if h < 2 or h & (h - 1):
+            raise ValueError(f"hadamard must be a power of two >= 2, got {h!r}")
+        if spec.stack is not None:
+            raise ValueError(f"hadamard={h} (fpsim's seeded transform) is not part of "
+                             f"stack={spec.stack!r}; nvfp4_te_rht is TE's")
+        object.__setattr__(spec, "hadamard", int(h))
     te_only = {"row_scaled": spec.row_scaled, "error": spec.error is not None,
-               "e4m3_max": spec.e4m3_max != 448, "hadamard": spec.hadamard is not None}
+               "e4m3_max": spec.e4m3_max != 448, "hadamard='te'": spec.hadamard == "te"}
     if spec.stack != "te" and any(te_only.values()):
         used = ", ".join(k for k, v in te_only.items() if v)
         raise ValueError(f"{used} apply only to Transformer Engine's NVFP4 (stack='te', "

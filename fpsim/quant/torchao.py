@@ -118,7 +118,7 @@ def mx_quantize(x, fmt, *, block_size=32, scale_rule="floor", axis=-1):
     >>> s, c, v = mx_quantize(np.array([1.0, 3.0, 0.5, 500.0], np.float32), "e4m3fn",
     ...                       block_size=4)
     >>> s.tolist(), v.tolist()
-    ([[127]], [1.0, 3.0, 0.5, 448.0])
+    ([127], [1.0, 3.0, 0.5, 448.0])
     """
     fmt = get_format(fmt)
     if scale_rule not in TORCHAO_SCALE_RULES:
@@ -166,8 +166,8 @@ def nvfp4_quantize(x, *, tensor_scale=True, axis=-1):
     Examples
     --------
     >>> s, c, v, t = nvfp4_quantize(np.linspace(-3, 3, 16, dtype=np.float32))
-    >>> float(t) == 3 / 2688, float(np.abs(v - np.linspace(-3, 3, 16)).max()) < 0.3
-    (True, True)
+    >>> bool(t == np.float32(3) / np.float32(2688)), round(float(np.abs(v - np.linspace(-3, 3, 16)).max()), 3)
+    (True, 0.4)
     """
     xb, n = _blocks_last(x, axis, 16, "nvfp4_quantize")
     amax_b = np.abs(xb).max(axis=-1, keepdims=True) if xb.size else np.zeros(

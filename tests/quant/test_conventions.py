@@ -98,3 +98,10 @@ def test_spec_taking_functions_have_explicit_keywords():
         assert not any(p.kind is p.VAR_KEYWORD for p in params), fn.__name__
     assert {"axis", "block_size", "scale_rule", "calibration"} <= set(
         inspect.signature(fake_quantize).parameters)
+    from fpsim.quant import OVERRIDABLE, QuantSpec
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(QuantSpec)}
+    assert set(OVERRIDABLE) == fields  # every field, no more
+    for fn in (fake_quantize, quantize_tensor, calibrate, resolve_spec):
+        assert fields <= set(inspect.signature(fn).parameters), fn.__name__

@@ -464,3 +464,53 @@ def test_a_recipe_goes_down_the_layers_once(name, monkeypatch):
     fpsim.fake_quantize(x, name)
     fpsim.quantize_tensor(x, name)
     assert calls == {"by_name": 0, "codec": 0}
+
+
+# ---- hadamard=h: a seeded random Hadamard transform, undone after quantizing -------------
+def test_hadamard_transform_is_orthogonal_and_undone():
+    from fpsim.quant import recipes
+
+    x = data((6, 64), seed=20, dist="t").astype(np.float64)
+    spec = fpsim.quant.resolve_spec("int8", hadamard=16)
+    y = recipes._hadamard(x, spec)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), np.linalg.norm(x, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(recipes._hadamard(y, spec, inverse=True), x, atol=1e-12)
+    assert not np.allclose(y, x)
+    s = recipes.hadamard_signs(16)
+    assert set(s.tolist()) <= {-1.0, 1.0} and np.array_equal(s, recipes.hadamard_signs(16))
+
+
+@pytest.mark.parametrize("name", ["int4_block32", "mxfp4_e2m1", "int8", "nvfp4"])
+def test_hadamard_error_is_the_rotated_tensors_error(name):
+    """The transform is orthogonal: the error of x is the error of the rotated x under the
+    plain recipe, and quantize_tensor's dequantize() gives fake_quantize's values."""
+    from fpsim.quant import recipes
+
+    x = data((8, 128), seed=21, dist="t").astype(np.float32)
+    spec = fpsim.quant.resolve_spec(name, hadamard=32)
+    got = fpsim.fake_quantize(x, spec)
+    y = recipes._hadamard(x, spec)
+    plain = fpsim.quantize_tensor(y, name).dequantize(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(got - x), np.linalg.norm(plain - y), rtol=1e-5)
+    np.testing.assert_array_equal(fpsim.quantize_tensor(x, spec).dequantize(), got)
+
+
+def test_hadamard_helps_int4_blocks_on_heavy_tails():
+    """The rotation spreads outliers over their group (measured: 16.8 -> 21.0 dB)."""
+    x = np.random.default_rng(0).standard_t(3, (64, 256)).astype(np.float32)
+    plain = fpsim.metrics.sqnr_db(x, fpsim.fake_quantize(x, "int4_block32"))
+    rotated = fpsim.metrics.sqnr_db(x, fpsim.fake_quantize(x, "int4_block32", hadamard=32))
+    assert rotated > plain + 2
+
+
+def test_hadamard_bad_values_give_clear_errors():
+    with pytest.raises(ValueError, match="power of two"):
+        fpsim.quant.resolve_spec("int8", hadamard=12)
+    with pytest.raises(TypeError, match="hadamard must be"):
+        fpsim.quant.resolve_spec("int8", hadamard=True)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        fpsim.fake_quantize(np.ones((2, 40), np.float32), "int8", hadamard=32)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fpsim.fake_quantize(np.array([1.0, np.nan, 2.0, 3.0]), "int8", hadamard=4)
+    with pytest.raises(ValueError, match="not part of stack='te'"):
+        fpsim.quant.resolve_spec("nvfp4_te", hadamard=16)
