@@ -127,6 +127,16 @@ def _bitlen(x):
 
 
 @inline
+def out_params(out_kind):
+    """(fraction bits, smallest exponent, overflow exponent) of an output kind."""
+    if out_kind == OUT_F16:
+        return 10, -14, 16
+    if out_kind == OUT_E8M13:
+        return 13, -126, 128
+    return 23, -126, 128
+
+
+@inline
 def normalise(total, unit, out_kind):
     """The value total * 2**unit (total an int64) in the output type, as a float64."""
     if total == 0:
@@ -134,12 +144,7 @@ def normalise(total, unit, out_kind):
     neg = total < 0
     mag = -total if neg else total
     e = _bitlen(mag) - 1 + unit
-    if out_kind == OUT_F16:
-        p, emin, limit = 10, -14, 16
-    elif out_kind == OUT_E8M13:
-        p, emin, limit = 13, -126, 128
-    else:
-        p, emin, limit = 23, -126, 128
+    p, emin, limit = out_params(out_kind)
     if e < emin:
         e = emin
     shift = (e - p) - unit
@@ -288,12 +293,8 @@ def _nv_tile(a, b, ea, eb, c, c_emin, ssa, ssb, esa, esb, bad_a, bad_b, r0, r1, 
     tot = np.empty(nj)
     scl = np.empty(nj)
     prev = np.empty(nj)
-    if out_kind == OUT_F16:
-        p, emin, limit = 10.0, -14.0, 16.0
-    elif out_kind == OUT_E8M13:
-        p, emin, limit = 13.0, -126.0, 128.0
-    else:
-        p, emin, limit = 23.0, -126.0, 128.0
+    pi, emin_i, limit_i = out_params(out_kind)
+    p, emin, limit = float(pi), float(emin_i), float(limit_i)
     nearest = out_kind == OUT_F16
     cfl = float(c_emin)
     for i in range(r0, r1):
