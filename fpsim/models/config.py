@@ -197,6 +197,10 @@ class QuantConfig:
     name : str
         Preset name, for reports.
     description : str
+    rotation : None or "hadamard"
+        QuaRot: a seeded random Hadamard rotation of a Llama's residual stream folded into
+        its weights (RMSNorm scales absorbed), plus the online Hadamard before ``down``
+        (:mod:`fpsim.models.rotation`); the FP32 model's outputs do not change.
     portable : bool
         The config names the sites of several models (as the presets do); each model uses
         those it has. When False (the default for your own configs), a model refuses a config
@@ -226,6 +230,7 @@ class QuantConfig:
     name: str = "custom"
     description: str = ""
     portable: bool = False
+    rotation: Any = None
 
     def __post_init__(self):
         for fname, types, what in [("sites", dict, "a dict"), ("layers", dict, "a dict"),
@@ -236,6 +241,9 @@ class QuantConfig:
                 raise TypeError(f"{fname} must be {what}, got {getattr(self, fname)!r}")
         if not isinstance(self.portable, (bool, np.bool_)):
             raise TypeError(f"portable must be True or False, got {self.portable!r}")
+        if self.rotation not in (None, "hadamard"):
+            raise ValueError(f"rotation must be None or 'hadamard' (QuaRot's random Hadamard "
+                             f"rotation of a Llama's residual stream), got {self.rotation!r}")
         if self.accumulator is not None and not isinstance(self.accumulator, str):
             raise TypeError(f"accumulator must be a name (str) or None, got {self.accumulator!r}")
         for s, a in self.accumulators.items():
@@ -355,6 +363,7 @@ class QuantConfig:
             "options": dict(self.options),
             "delayed": None if self.delayed is None else dict(self.delayed),
             "portable": self.portable,
+            "rotation": self.rotation,
         }
 
     @classmethod
@@ -364,7 +373,8 @@ class QuantConfig:
             raise TypeError(f"a QuantConfig must be a dict (a JSON object or TOML table), "
                             f"got {type(d).__name__}")
         allowed = {"name", "description", "sites", "layers", "exclude_layers", "accumulator",
-                   "accumulators", "linear_mode", "options", "delayed", "portable"}
+                   "accumulators", "linear_mode", "options", "delayed", "portable",
+                   "rotation"}
         bad = set(d) - allowed
         if bad:
             raise ValueError(f"unknown QuantConfig key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
@@ -401,6 +411,7 @@ class QuantConfig:
             name=d.get("name", "custom"),
             description=d.get("description", ""),
             portable=d.get("portable", False),
+            rotation=d.get("rotation"),
         )
 
     def save(self, path) -> None:
@@ -466,7 +477,8 @@ def _toml_value(v):
 def _to_toml(d: dict) -> str:
     """TOML for a config dict (None values are left out: TOML has no null)."""
     lines = []
-    for k in ("name", "description", "accumulator", "exclude_layers", "linear_mode", "portable"):
+    for k in ("name", "description", "accumulator", "exclude_layers", "linear_mode", "portable",
+              "rotation"):
         if d.get(k) is not None:
             lines.append(f"{k} = {_toml_value(d[k])}")
 

@@ -143,8 +143,11 @@ def silu(x):  # [...] -> [...]
     return np.divide(x, den, out=den)  # [...]
 
 
-def swiglu(x, w_gate, w_up, w_down, *, ctx=FP32, layer=None):  # [..., d] -> [..., d]
+def swiglu(x, w_gate, w_up, w_down, *, ctx=FP32, layer=None, rotation=None):
+    # [..., d] -> [..., d]
     """SwiGLU MLP (Shazeer 2020): ``down(silu(gate(x)) * up(x))``; weights ``(in, out)``.
+    ``rotation`` (``[d_ff, d_ff]``, QuaRot's online Hadamard) multiplies ``down``'s input
+    first (float32).
 
     Examples
     --------
@@ -162,6 +165,8 @@ def swiglu(x, w_gate, w_up, w_down, *, ctx=FP32, layer=None):  # [..., d] -> [..
     up = ctx.linear("up", layer, x, w_up)  # [..., d_ff]
     h = silu(gate)  # [..., d_ff]
     h *= up
+    if rotation is not None:
+        h = h @ rotation  # [..., d_ff]
     return ctx.linear("down", layer, h, w_down)  # [..., d]
 
 
@@ -396,6 +401,8 @@ class LlamaBlock:
     w_gate: np.ndarray  # [d, d_ff]
     w_up: np.ndarray  # [d, d_ff]
     w_down: np.ndarray  # [d_ff, d]
+    #: the online rotation of ``down``'s input (QuaRot, :mod:`fpsim.models.rotation`), or None
+    down_rotation: np.ndarray | None = None  # [d_ff, d_ff]
 
 
 @dataclass(frozen=True)
@@ -502,10 +509,25 @@ def decoder_block(x, blk, cos, sin, cache, *, hp, ctx=FP32, layer=None):
     h = rms_norm(x, blk.attn_norm, hp.rms_eps)  # [B, T, d]
     x = x + self_attention(h, blk, cos, sin, cache, hp=hp, ctx=ctx, layer=layer)  # [B, T, d]
     h = rms_norm(x, blk.ffn_norm, hp.rms_eps)  # [B, T, d]
-    return x + swiglu(h, blk.w_gate, blk.w_up, blk.w_down, ctx=ctx, layer=layer)  # [B, T, d]
+    return x + swiglu(h, blk.w_gate, blk.w_up, blk.w_down, ctx=ctx, layer=layer,
+                      rotation=blk.down_rotation)  # [B, T, d]
 
 
 # ---- the model -----------------------------------------------------------------------
+_ROTATED: dict = {}
+
+
+def _rotated(weights, seed):
+    """QuaRot's rotation of ``weights`` (cached per weights object and seed)."""
+    from .rotation import rotate_weights
+
+    key = (id(weights), seed)
+    if key not in _ROTATED or _ROTATED[key][0] is not weights:
+        _ROTATED.clear()  # one rotated copy at a time: they are as large as the model
+        _ROTATED[key] = (weights, rotate_weights(weights, seed=seed))
+    return _ROTATED[key][1]
+
+
 def _weights_from_gguf(g) -> LlamaWeights:
     """GGUF tensor names and ``(out, in)`` layout -> :class:`LlamaWeights` (``(in, out)``).
 
@@ -562,10 +584,12 @@ class Llama:
         from .gguf_io import bpe_tokenizer
 
         self.hparams = hparams
-        self.weights = weights
+        self.base_weights = weights  # as loaded; ``weights`` may be their rotation
         self.tokenizer_spec = tokenizer_spec
         self.tokenizer = tokenizer if tokenizer is not None else bpe_tokenizer(tokenizer_spec)
         self.ctx = QuantContext(quant, n_layers=hparams.n_layer, trace=trace, sites=SITES)
+        rotation = None if self.ctx.config is None else self.ctx.config.rotation
+        self.weights = weights if rotation is None else _rotated(weights, self.ctx.seed)
 
     @classmethod
     def from_gguf(cls, path, quant=None, *, trace=False, sha256=None, model=None):
@@ -577,7 +601,7 @@ class Llama:
 
     def with_quant(self, quant=None, *, trace=False):
         """The same model (shared weights and tokenizer) under another quantization."""
-        return type(self)(self.hparams, self.weights, self.tokenizer_spec, quant=quant,
+        return type(self)(self.hparams, self.base_weights, self.tokenizer_spec, quant=quant,
                           trace=trace, tokenizer=self.tokenizer)
 
     def linear_weights(self) -> dict:

@@ -729,3 +729,49 @@ def test_missing_or_corrupt_gguf_names_the_fetch_command(smollm2, tmp_path, monk
         SmolLM2.load()
     with pytest.raises(ModelFilesError, match="truncated or corrupted.*" + FETCH):
         read_gguf(bad, model="smollm2")
+
+
+# ---- QuaRot rotation (QuantConfig(rotation="hadamard")) -----------------------------------
+def test_rotated_tiny_llama_computes_the_same_function(tiny):
+    """Orthogonal rotations folded into the weights change no output beyond float32 noise;
+    the weights themselves do change (norm scales become ones)."""
+    path, _ = tiny
+    base = Llama.from_gguf(path)
+    rot = base.with_quant(QuantConfig(rotation="hadamard"))
+    ids = [5, 70, 261, 3, 100, 200, 7, 8, 9, 250]
+    want = base.logits(ids)
+    np.testing.assert_allclose(rot.logits(ids), want, atol=1e-5 * np.abs(want).max())
+    assert not np.allclose(rot.weights.embedding, base.weights.embedding)
+    assert (rot.weights.blocks[0].attn_norm == 1).all() and (rot.weights.norm == 1).all()
+    assert rot.weights.blocks[1].down_rotation.shape == (48, 48)
+    assert rot.with_quant(None).weights is base.weights  # the loaded weights are kept
+    # the seed (models' rng=) picks the signs: another seed, another rotation
+    from fpsim.models.llama import _rotated
+
+    assert not np.allclose(_rotated(base.weights, 1).embedding, rot.weights.embedding)
+
+
+def test_rotation_config_checks_and_round_trips(tmp_path):
+    with pytest.raises(ValueError, match="rotation must be None or 'hadamard'"):
+        QuantConfig(rotation="quarot")
+    cfg = QuantConfig(sites={"down": "int4_block32"}, rotation="hadamard")
+    for ext in ("json", "toml"):
+        cfg.save(tmp_path / f"c.{ext}")
+        assert QuantConfig.load(tmp_path / f"c.{ext}") == cfg
+    from fpsim.models.rotation import hadamard_matrix
+
+    for n in (48, 576, 1536):
+        q = hadamard_matrix(n, seed=3)
+        np.testing.assert_allclose(q @ q.T, np.eye(n), atol=1e-12)
+    with pytest.raises(ValueError, match="no Hadamard matrix of order 40"):
+        hadamard_matrix(40)
+
+
+@pytest.mark.slow
+def test_rotated_smollm2_matches_the_original(smollm2, golden, seq_logits):
+    """SmolLM2 with QuaRot's rotation in FP32 gives the original logits to float32
+    precision (the bound of the HF comparison, 1e-3, and the same argmax)."""
+    rot = smollm2.with_quant(QuantConfig(rotation="hadamard"))
+    z = rot.logits(golden["seq_ids"])
+    assert np.abs(z - seq_logits).max() <= 1e-3
+    np.testing.assert_array_equal(z.argmax(-1), seq_logits.argmax(-1))
