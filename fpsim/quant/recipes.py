@@ -314,7 +314,7 @@ calibration, percentile, symmetric, tensor_scale, amax, amin, name : optional
                                shape=x.shape, tensor_scale=float(t), scale_codes=scale_codes,
                                nan_mask=None)
     if spec.stack == "te":
-        codes, scale_codes, scales = _te(x, spec)[:3]
+        codes, scale_codes, scales = _te(x, spec, rng)[:3]
         return QuantizedTensor(codes=codes, scales=scales, zero_points=None, spec=spec,
                                shape=x.shape, scale_codes=scale_codes, nan_mask=None)
     if spec.is_mx:
@@ -401,7 +401,7 @@ def _hadamard(x, spec, *, inverse=False) -> np.ndarray:
     return np.moveaxis(y.reshape(*y.shape[:-2], n), -1, axis)
 
 
-def _te(x, spec):
+def _te(x, spec, rng=None):
     """(codes, E4M3 scale codes, scales, values) of a ``stack="te"`` spec.  ``scales`` are
     the float32 factors TE's dequantization multiplies every element of a block (or tile)
     by, ``(s * amax) * (1 / (6 * e4m3_max))``, so ``dequantize()`` gives TE's values."""
@@ -418,7 +418,8 @@ def _te(x, spec):
         xx = np.moveaxis(x.reshape(1) if x.ndim == 0 else x, axis, -1)
     s, c, v, amax = te.nvfp4_quantize(xx, tile=tile, row_scaled=spec.row_scaled,
                                       error=spec.error, e4m3_max=spec.e4m3_max,
-                                      rht=spec.hadamard == "te")
+                                      rht=spec.hadamard == "te", rounding=spec.rounding,
+                                      rng=rng)
     bound = spec.e4m3_max if spec.error is not None else 448
     s_val = decode(s, spec.scale_format, dtype=np.float32)
     a = amax.reshape(-1, 1) if spec.row_scaled else amax.reshape(1, 1)
@@ -478,7 +479,7 @@ def fake_quantize(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEE
     if spec.stack == "torchao":
         return _torchao(x, spec)[2].astype(dtype, copy=False)
     if spec.stack == "te":
-        return _te(x, spec)[3].astype(dtype, copy=False)
+        return _te(x, spec, rng)[3].astype(dtype, copy=False)
     if spec.is_mx and spec.amax is None:
         v = _blocks.mx_fake_quantize(x, spec.format, axis=spec.axis,
                                      block_size=spec.block_size,

@@ -386,8 +386,12 @@ def _check_te(spec) -> None:
                         "tiles, tensor_scale=True)")
     if spec.block_size == (16, 16) and (spec.row_scaled or spec.hadamard is not None):
         problems.append("1x16 blocks for row_scaled and hadamard")
-    if spec.rounding != "nearest_even" or not spec.saturate:
-        problems.append("rounding='nearest_even' with saturate=True")
+    if spec.rounding not in ("nearest_even", "stochastic") or not spec.saturate:
+        problems.append("rounding='nearest_even' (or 'stochastic', TE's option for gradients) "
+                        "with saturate=True")
+    if spec.rounding == "stochastic" and spec.error is not None:
+        problems.append("round-to-nearest with 4-over-6 (TE's stochastic rounding is plain "
+                        "NVFP4's)")
     if spec.calibration != "max" or spec.amax is not None or not spec.symmetric:
         problems.append("dynamic max scaling (calibration='max', no static amax, symmetric)")
     if problems:

@@ -28,6 +28,8 @@ axes (TE's weight recipe).  ``A`` is the tensor's amax (one per row with ``row_s
   bit elsewhere;
 * dequantized: ``fp4 * ((s * A) * (1 / (6 m)))``.
 
+``rounding="stochastic"`` is TE's stochastic rounding of the elements (for gradients; the
+scales as above), with fpsim's random bits: the same distribution, not TE's Philox stream.
 NaN and Inf are refused (TE's reference maps NaN to code 0); lengths that are not multiples
 of the block (rows, for 16x16 tiles) are padded with zeros, as TE's reference does.
 """
@@ -70,9 +72,12 @@ def rht16(x: np.ndarray) -> np.ndarray:
     return (xb @ t).astype(np.float32).reshape(x.shape)
 
 
-def _fp4(v: np.ndarray) -> np.ndarray:
-    """TE's cast_to_fp4x2 (unpacked): nearest-even E2M1 codes, a zero of either sign is 0."""
-    codes = np.asarray(encode(v.astype(np.float32), E2M1, saturate=True), np.uint8)
+def _fp4(v: np.ndarray, rounding: str = "nearest_even", rng=None) -> np.ndarray:
+    """TE's cast_to_fp4x2 (unpacked): nearest-even E2M1 codes, a zero of either sign is 0;
+    with ``rounding="stochastic"``, TE's stochastic rounding (``cvt.rs``) with fpsim's random
+    bits (:doc:`numerics`, 32 per element)."""
+    codes = np.asarray(encode(v.astype(np.float32), E2M1, saturate=True, rounding=rounding,
+                              rng=rng), np.uint8)
     codes[v == 0] = 0
     return codes
 
@@ -87,7 +92,7 @@ def _tree16(err: np.ndarray) -> np.ndarray:
 
 
 def nvfp4_quantize(x, *, tile=(1, 16), row_scaled=False, error=None, e4m3_max=448,
-                   rht=False):
+                   rht=False, rounding="nearest_even", rng=None):
     """TE's NVFP4 quantizer on ``x`` (blocks of 16 along the last axis).
 
     Parameters
@@ -103,6 +108,11 @@ def nvfp4_quantize(x, *, tile=(1, 16), row_scaled=False, error=None, e4m3_max=44
         The global scale's E4M3 bound (256 only with 4-over-6).
     rht : bool
         TE's 16-point random Hadamard transform first (the output stays rotated).
+    rounding : {"nearest_even", "stochastic"}
+        The elements' rounding: TE's default, or its stochastic rounding for gradients
+        (the scales stay as computed; plain NVFP4 only).
+    rng : seed or numpy.random.Generator
+        For ``rounding="stochastic"``.
 
     Returns
     -------
@@ -118,6 +128,10 @@ def nvfp4_quantize(x, *, tile=(1, 16), row_scaled=False, error=None, e4m3_max=44
     >>> float(a[0]), round(float(np.abs(v - np.linspace(-3, 3, 16)).max()), 3)
     (3.0, 0.4)
     """
+    if rounding not in ("nearest_even", "stochastic"):
+        raise ValueError(f"rounding must be 'nearest_even' or 'stochastic', got {rounding!r}")
+    if rounding == "stochastic" and error is not None:
+        raise ValueError("stochastic rounding is TE's plain NVFP4 option, not 4-over-6's")
     x = np.asarray(x)
     if x.ndim == 0:
         x = x.reshape(1)
@@ -163,7 +177,7 @@ def nvfp4_quantize(x, *, tile=(1, 16), row_scaled=False, error=None, e4m3_max=44
                         saturate=True)
             s = decode(sc, E4M3, dtype=np.float32)
             enc = np.minimum(_F32(1) / (s * g_dec), _FMAX).astype(np.float32)
-            codes = _fp4(np.clip(xb * enc, _F32(-6), _F32(6)))
+            codes = _fp4(np.clip(xb * enc, _F32(-6), _F32(6)), rounding, rng)
             return np.asarray(sc, np.uint8), s, codes
 
         if error is None:

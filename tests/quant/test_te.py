@@ -203,3 +203,48 @@ def test_elements_below_a_24th_of_the_block_max_flush_to_zero(frac, seed):
         assert v[1] == 0
     elif x[1] > (1 + 2 ** -4) / 24:
         assert v[1] != 0
+
+
+# ---- stochastic rounding (TE's option for gradients) ----------------------------------------
+def test_stochastic_rounding_is_unbiased_binomial_bound():
+    """Each element rounds up with probability (v - lo) / (hi - lo) of its scaled value v
+    between its two E2M1 neighbours: over 4000 draws every element's count of ups lies within
+    5 standard deviations of that binomial mean (a false failure: < 1e-4), and the scales do
+    not depend on the draw."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 32)).astype(np.float32)
+    s_rn, _, _, amax = te.nvfp4_quantize(x)
+    g = np.float32(2688) / amax[0]
+    g_dec = np.float32(1) / g
+    s = fpsim.decode(s_rn, "float8_e4m3fn", dtype=np.float32)
+    enc = np.float32(1) / (np.repeat(s, 16, axis=1) * g_dec)
+    v = np.clip(x * enc, -6, 6).astype(np.float64)  # TE's scaled values
+    grid = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6])
+    mag = np.abs(v)
+    hi_i = np.searchsorted(grid, mag, side="left").clip(1, 7)
+    lo, hi = grid[hi_i - 1], grid[hi_i]
+    p = (mag - lo) / (hi - lo)
+    n = 4000
+    ups = np.zeros(x.shape)
+    for seed in range(n):
+        sc, codes, _, _ = te.nvfp4_quantize(x, rounding="stochastic", rng=seed)
+        assert np.array_equal(sc, s_rn)
+        q = np.abs(fpsim.decode(codes, "float4_e2m1fn", dtype=np.float64))
+        ups += q == hi
+        assert np.all((q == hi) | (q == lo))
+    sigma = np.sqrt(p * (1 - p) / n)
+    assert np.all(np.abs(ups / n - p) <= 5 * sigma + 1e-12)
+    assert (p > 0.05).sum() > 20  # the test sees real probabilities
+
+
+def test_stochastic_rounding_options():
+    x = np.random.default_rng(12).standard_normal((2, 32)).astype(np.float32)
+    a = fpsim.fake_quantize(x, "nvfp4_te", rounding="stochastic", rng=1)
+    np.testing.assert_array_equal(a, fpsim.fake_quantize(x, "nvfp4_te", rounding="stochastic",
+                                                         rng=1))
+    assert not np.array_equal(a, fpsim.fake_quantize(x, "nvfp4_te", rounding="stochastic",
+                                                     rng=2))
+    with pytest.raises(ValueError, match="4-over-6"):
+        resolve_spec("nvfp4_4over6", rounding="stochastic")
+    with pytest.raises(ValueError, match="nearest_even"):
+        resolve_spec("nvfp4_te", rounding="toward_zero")
