@@ -386,6 +386,7 @@ def test_load_rng_seeds_stochastic_rounding(model_files):
     np.testing.assert_array_equal(e[3], fpsim.models.load("minilm", quant=cfg, rng=0).embed(texts))
 
 
+@pytest.mark.slow  # plain Python (NUMBA_DISABLE_JIT) takes an hour here: test_mma covers that
 def test_hopper_fp8_presets_run_on_minilm(model, model_files):
     """The instruction-accumulator presets (issue 11) run a real forward pass."""
     import fpsim
