@@ -171,7 +171,7 @@ def plot(rows, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description="FP8 attention at long context on SmolLM2")
     p.add_argument("--contexts", help="comma-separated context lengths; stores the run")
     p.add_argument("--layer", type=int, default=15, help="layer of the PV error (default 15)")
     args = p.parse_args(argv)
