@@ -2,7 +2,7 @@
 
 The map (also in ``fpsim/__init__.py`` and ``docs/api.md``), lowest first::
 
-    formats, rounding -> _kernels -> codec, dispatch -> quant -> metrics
+    formats, rounding -> _kernels -> codec, dispatch -> p3109_projection -> quant -> metrics
         -> measure, strategies -> plotting -> data -> models -> app
 
 ``reference`` (the pure-Python oracles) stands beside the stack: it may use the format
@@ -24,6 +24,7 @@ LAYERS = [
     ("formats", "rounding"),
     ("_kernels",),
     ("codec", "dispatch"),
+    ("p3109_projection",),  # P3109 projection specifications, on codec's casts
     ("quant",),
     ("mma",),  # the public face of quant.mma: ``from fpsim import mma``
     ("metrics",),
