@@ -4,7 +4,7 @@ The package is built in layers, each importing only from the ones before it
 (``tests/test_layers.py`` enforces it; ``docs/api.md`` draws the map)::
 
     formats, rounding -> _kernels -> codec -> quant/ -> metrics -> measure, strategies
-        -> plotting -> data, models/ -> app/                 (reference/: the oracles)
+        -> plotting -> data, models/ -> qat/ -> app/         (reference/: the oracles)
 
 ``fpsim.models``, ``fpsim.data``, ``fpsim.plotting``, ... load on first use.
 """
@@ -87,7 +87,7 @@ __version__ = "0.1.0"
 
 #: Subpackages and modules imported on first attribute access.
 _LAZY = ("data", "models", "measure", "plotting", "strategies", "reference", "app", "quant",
-         "mma")
+         "mma", "qat")
 
 
 def __getattr__(name):

@@ -3,7 +3,7 @@
 The map (also in ``fpsim/__init__.py`` and ``docs/api.md``), lowest first::
 
     formats, rounding -> _kernels -> codec, dispatch -> p3109_projection -> quant -> metrics
-        -> measure, strategies -> plotting -> data -> models -> app
+        -> measure, strategies -> plotting -> data -> models -> qat -> app
 
 ``reference`` (the pure-Python oracles) stands beside the stack: it may use the format
 and spec definitions but never the code it checks (codec, dispatch, _kernels), and only
@@ -32,6 +32,7 @@ LAYERS = [
     ("plotting",),
     ("data",),
     ("models",),
+    ("qat",),  # quantization-aware training: backward passes over the models' layers
     ("app",),
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
