@@ -624,6 +624,13 @@ _register(IntFormat(name="int2", bits=2, signed=True))
 _register(IntFormat(name="uint2", bits=2, signed=False))
 _register(IntFormat(name="int1", bits=1, signed=True))
 _register(IntFormat(name="uint1", bits=1, signed=False))
+# llama.cpp's (GGML) block formats' elements: Q3_K, Q5_0/Q5_1/Q5_K, Q6_K, and the trits of
+# TQ1_0 (-1, 0, 1; fpsim.quant.ggml)
+_register(IntFormat(name="int3", bits=3, signed=True))
+_register(IntFormat(name="int5", bits=5, signed=True))
+_register(IntFormat(name="uint5", bits=5, signed=False))
+_register(IntFormat(name="int6", bits=6, signed=True))
+_register(IntFormat(name="int2_symmetric", bits=2, signed=True, symmetric=True), "ternary")
 # The OCP MX v1.0 INT8 element (section 5.3.4): two's complement, value n * 2**-6, so
 # [-2, 127/64] and every code round-trips (as gfloat); microxcaling clips symmetrically.
 _register(IntFormat(name="ocp_int8", bits=8, signed=True, scale_exp=-6, bit_patterns=True),
