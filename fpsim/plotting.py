@@ -31,6 +31,7 @@ __all__ = [
     "layer_sqnr_lines",
     "mx_scale_histogram",
     "number_line",
+    "qat_loss_curve",
     "relative_error",
     "sqnr_vs_scale",
 ]
@@ -1044,4 +1045,48 @@ def layer_sqnr_lines(per_preset: dict, *, title: str = "Hidden-state SQNR agains
             ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
         else:
             ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def qat_loss_curve(losses, *, title: str = "Quantization-aware training", window: int = 0):
+    """The training loss of every step (log scale), with a running mean.
+
+    Parameters
+    ----------
+    losses : sequence of float
+        One loss per step (``QATResult.losses``).
+    title : str
+    window : int
+        Steps of the running mean (0: about a twentieth of the run, at least 1).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> fig = qat_loss_curve([0.08, 0.05, 0.03, 0.02])
+    >>> fig.axes[0].get_xlabel(), fig.axes[0].get_yscale()
+    ('step', 'log')
+    """
+    v = np.asarray(losses, dtype=np.float64)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError("losses must be a non-empty 1-D sequence of floats")
+    window = _int_arg(window, "window", 0) or max(1, v.size // 20)
+    with _style():
+        fig = _new_figure(6.4, 3.8)
+        ax = fig.add_subplot()
+        steps = np.arange(1, v.size + 1)
+        ax.plot(steps, v, color=_color(0), alpha=0.35, lw=1, label="loss")
+        if window > 1 and v.size >= window:
+            mean = np.convolve(v, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1:], mean, color=_color(0), lw=2,
+                    label=f"running mean ({window} steps)")
+        if np.all(v > 0):
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("distillation loss")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
     return fig

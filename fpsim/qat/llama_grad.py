@@ -216,7 +216,7 @@ def llama_data(model, *, seq_len: int = 128, held_out_tokens: int = 1024):
 
 def train_llama(model, config, *, steps, lr, batch_size, rng, ste, lsq, progress, clip,
                 time_limit, warmup, seq_len, eval_every):
-    from .train import Adam, _clip, _progress
+    from .distill import Adam, _clip, _progress
 
     windows, test = llama_data(model, seq_len=seq_len)
     params = params_of(model)

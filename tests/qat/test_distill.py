@@ -1,0 +1,133 @@
+"""fpsim.qat.distill: Adam, the data split, the configs, and a few training steps on tiny
+models (real tokenizer, random small weights), the loss curve and the CLI subcommand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fpsim.qat import distill as tr
+
+
+def test_adam_minimises_a_quadratic():
+    p = {"w": np.array([3.0, -2.0], np.float32)}
+    opt = tr.Adam(lr=0.1)
+    for _ in range(300):
+        opt.step(p, {"w": 2 * p["w"]})
+    assert np.all(np.abs(p["w"]) < 0.05)
+
+
+def test_split_and_data_are_seeded_and_disjoint():
+    a_train, a_test = tr.minilm_data(rng=0)
+    b_train, b_test = tr.minilm_data(rng=0)
+    assert a_test == b_test and a_train == b_train
+    assert not set(a_test) & set(a_train)
+    assert len(a_test) == 80 and len(a_train) > 240
+    assert tr.minilm_data(rng=1)[1] != a_test
+
+
+def test_qat_configs():
+    cfg = tr.qat_config("w4a8")
+    assert cfg.spec_for("q", 0).format.name == "int4"
+    assert cfg.spec_for("up.input", 3).granularity == "token"
+    assert cfg.spec_for("lm_head", None) is None
+    assert tr.qat_config("w4").spec_for("q.input", 0) is None
+    assert tr.qat_config("mxfp4").name == "mxfp4"
+    with pytest.raises(ValueError, match="unknown preset"):
+        tr.qat_config("mxfp5")
+
+
+@pytest.fixture(scope="module")
+def tiny_minilm(model_files):
+    """The real tokenizer with a 1-layer, width-16 random BERT."""
+    model_files("minilm")
+    from fpsim.models.bert import BertConfig, Embeddings, EncoderLayer, MiniLM
+    from fpsim.models.context import QuantContext
+
+    real = MiniLM.load()
+    cfg = BertConfig(n_layers=1, n_heads=2, d_model=32, d_ffn=64, n_positions=512, eps=1e-12)
+    rng = np.random.default_rng(0)
+
+    def w(*s, scale=0.2):
+        return (scale * rng.standard_normal(s)).astype(np.float32)
+
+    V = real.emb.token.shape[0]
+    emb = Embeddings(w(V, 32, scale=1.0), w(512, 32), w(2, 32), np.ones(32, np.float32),
+                     np.zeros(32, np.float32))
+    layer = EncoderLayer(w(32, 32), w(32), w(32, 32), w(32), w(32, 32), w(32), w(32, 32), w(32),
+                         np.ones(32, np.float32), np.zeros(32, np.float32), w(32, 64), w(64),
+                         w(64, 32), w(32), np.ones(32, np.float32), np.zeros(32, np.float32))
+    return MiniLM(emb, [layer], cfg, real.tokenizer, QuantContext(None))
+
+
+def test_train_minilm_few_steps(tiny_minilm):
+    res = tr.train(tiny_minilm, "mxfp4", steps=3, batch_size=8, rng=0, progress=False,
+                   lr=1e-3)
+    assert len(res.losses) == 3 and all(np.isfinite(res.losses))
+    assert 0 < res.before["mean_cosine"] <= 1 and 0 < res.after["mean_cosine"] <= 1
+    assert set(res.params) >= {"layers.0.wq", "emb.norm_g"}
+    assert not np.array_equal(res.params["layers.0.wq"], tiny_minilm.layers[0].wq)
+    # the trained weights through the library's own forward give the reported metric
+    from fpsim.qat.distill import _embed_metrics, minilm_data
+
+    test = minilm_data(rng=0)[1]
+    e_q = res.quantized_model().embed(test)
+    e_ref = tiny_minilm.embed(test)
+    assert _embed_metrics(e_q, e_ref)["mean_cosine"] == pytest.approx(
+        res.after["mean_cosine"], abs=1e-5)
+    assert "minilm" in res.summary()
+    fig = res.plot()
+    assert fig.axes[0].get_xlabel() == "step"
+
+
+def test_train_minilm_lsq_learns_scales(tiny_minilm):
+    res = tr.train(tiny_minilm, "w4a8", steps=2, batch_size=4, rng=1, progress=False,
+                   lsq=True, lr=1e-3)
+    assert {"lsq.q.0", "lsq.ffn_out.0"} <= set(res.scales)
+    assert res.scales["lsq.q.0"].shape == (1, 32)
+    with pytest.raises(ValueError, match="LSQ"):
+        res.quantized_model()
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(model="bert"), "model must be"),
+    (dict(steps=-1), "steps"),
+    (dict(preset="llm_int8"), "fake-quantized linears only"),
+    (dict(ste="soft"), "ste must be"),
+])
+def test_invalid_arguments(tiny_minilm, kw, match):
+    args = dict(model=tiny_minilm, preset="mxfp4", steps=1, progress=False)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        tr.train(args.pop("model"), args.pop("preset"), **args)
+
+
+def test_cli_qat(monkeypatch, tmp_path, capsys):
+    from fpsim.app.cli import main
+
+    seen = {}
+
+    class Fake:
+        losses = [0.1, 0.05]
+        params = {"w": np.zeros(2)}
+        scales = {}
+
+        def summary(self):
+            return "QAT minilm mxfp4: 2 steps"
+
+        def plot(self):
+            from fpsim.plotting import qat_loss_curve
+
+            return qat_loss_curve(self.losses)
+
+    def fake_train(model, preset, **kw):
+        seen.update(kw, model=model, preset=preset)
+        return Fake()
+
+    monkeypatch.setattr(tr, "train", fake_train)
+    png = tmp_path / "loss.png"
+    assert main(["qat", "--model", "minilm", "--preset", "mxfp4", "--steps", "2", "--quiet",
+                 "--plot", str(png), "--save", str(tmp_path / "w.npz")]) == 0
+    assert seen["model"] == "minilm" and seen["steps"] == 2 and seen["progress"] is False
+    assert png.exists() and (tmp_path / "w.npz").exists()
+    assert "2 steps" in capsys.readouterr().out
