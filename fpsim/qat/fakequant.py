@@ -41,6 +41,7 @@ Affine (zero-point) recipes are refused by LSQ (LSQ+ would learn the offset too)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -132,6 +133,12 @@ def fake_quantize_ste(x, spec, *, rng=None):
     spec = resolve_spec(spec)
     x = np.asarray(x)
     fmt = spec.format
+    if _dynamic_max(spec) and spec.granularity != "tensor" and x.ndim > 1 \
+            and spec.axis % x.ndim != x.ndim - 1 and spec.rounding != "stochastic":
+        # the same groups with the vectors along the last axis: fpsim's fused kernel
+        moved = np.ascontiguousarray(np.moveaxis(x, spec.axis, -1))
+        xq = fake_quantize(moved, dataclasses.replace(spec, axis=-1))
+        return np.moveaxis(xq, -1, spec.axis), None
     if _dynamic_max(spec) or spec.hadamard is not None:
         return fake_quantize(x, spec, rng=rng), None
     lo, hi = _format_range(fmt)

@@ -19,6 +19,7 @@ RECIPES = [
     "mxfp4_e2m1", "mxfp6_e2m3", "mxfp8_e4m3", "mxint8", "nvfp4", "float8_e4m3fn",
     QuantSpec(format="int8", calibration="percentile", percentile=99.0),
     QuantSpec(format="int4", granularity="channel", axis=0),
+    QuantSpec(format="int8", granularity="channel", axis=0, rounding="toward_zero"),
     QuantSpec(format="int8", amax=1.0),
     recipe("mxfp4_e2m1", scale_rule="rceil"),
     "nvfp4_te",
