@@ -15,6 +15,7 @@ import numpy as np
 from ._cast import E2M1, E4M3, E8M0, decode, encode, quantize
 from ..formats import FloatFormat
 from . import blocks as _blocks
+from . import ggml as _ggml
 from ._groups import F32_TINY, Groups, as_float
 from .calibration import asym_range, group_clip, scale_from_clip, static_clip
 from .spec import KEEP, QuantSpec, given, resolve_spec
@@ -146,6 +147,8 @@ class QuantizedTensor:
         if isinstance(spec.hadamard, int):
             inner = dataclasses.replace(self, spec=dataclasses.replace(spec, hadamard=None))
             return _hadamard(inner.dequantize(np.float64), spec, inverse=True).astype(dtype)
+        if spec.stack == "ggml":  # ggml's float32 arithmetic (fpsim.quant.ggml)
+            return _ggml.dequantize(self).astype(dtype, copy=False)
         groups = Groups(self.shape, spec)
         s = groups.scales_in(self.scales).astype(np.float32)
         if self.tensor_scale != 1.0:  # two-level: the scales multiply in float32 first
@@ -166,9 +169,39 @@ class QuantizedTensor:
             out[self.nan_mask] = np.nan
         return out
 
+    def to_ggml(self) -> np.ndarray:
+        """The packed bytes of a ggml recipe's tensor (``ggml_q4_0``...), uint8 of shape
+        ``(*shape[:-1], row bytes)``: exactly ``gguf.quants.quantize``'s array;
+        ``.tobytes()`` is a GGUF file's tensor data.  :func:`fpsim.quant.ggml.from_ggml`
+        reads it back.
+
+        Raises
+        ------
+        ValueError
+            The spec is not a ggml recipe (``stack="ggml"``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> qt = quantize_tensor(np.ones(32, np.float32), "ggml_q8_0")
+        >>> qt.to_ggml()[:4].tolist()  # float16 scale 1/127, then int8 codes
+        [8, 32, 127, 127]
+        """
+        if self.spec.stack != "ggml":
+            raise ValueError(f"to_ggml() needs a ggml recipe (stack='ggml': ggml_q8_0, "
+                             f"ggml_q4_0, ...), got {self.spec.describe()}")
+        return _ggml.to_ggml(self)
+
+    def _groups(self) -> Groups:
+        """The scale groups; a ggml K-quant's are its sub-blocks (16 or 32)."""
+        if self.spec.stack == "ggml":
+            g = _ggml.ggml_type(self.spec).group
+            return Groups(self.shape, dataclasses.replace(self.spec, block_size=g))
+        return Groups(self.shape, self.spec)
+
     # ---- per-element views (for measuring: fpsim.measure.error_report's counts) ----
     def _per_element(self, per_group: np.ndarray) -> np.ndarray:
-        groups = Groups(self.shape, self.spec)
+        groups = self._groups()
         width = groups.split(np.zeros(self.shape, dtype=np.int8)).shape[1]
         col = np.asarray(per_group).reshape(-1, 1)
         return np.ascontiguousarray(groups.join(np.broadcast_to(col, (col.shape[0], width))))
@@ -176,7 +209,7 @@ class QuantizedTensor:
     @property
     def n_groups(self) -> int:
         """Number of scale groups (1 per tensor, channels, blocks or tiles)."""
-        return Groups(self.shape, self.spec).n_groups
+        return self._groups().n_groups
 
     def group_index(self) -> np.ndarray:
         """The scale group of every element (int64, shape of the tensor).
@@ -193,14 +226,23 @@ class QuantizedTensor:
     def element_scale(self) -> np.ndarray:
         """The scale of every element (float64, shape of the tensor): its group's scale,
         times the tensor scale for two-level recipes, as :meth:`dequantize` multiplies."""
-        groups = Groups(self.shape, self.spec)
+        groups = self._groups()
         s = groups.scales_in(self.scales).astype(np.float32)
         if self.tensor_scale != 1.0:
             s = s * np.float32(self.tensor_scale)
         return self._per_element(s.astype(np.float64))
 
     def element_zero_point(self) -> np.ndarray | None:
-        """The zero point of every element (affine recipes; None for symmetric ones)."""
+        """The zero point of every element (affine recipes; None for symmetric ones).  A ggml
+        recipe's offset ``o`` (``x_hat = element * scale + o``) is the zero point ``-o / scale``
+        (0 where the scale is 0)."""
+        if self.spec.stack == "ggml":
+            s, o = _ggml.group_params(self)
+            if o is None:
+                return None
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = np.where(s != 0, -o.astype(np.float64) / s, 0.0)
+            return self._per_element(z)
         if self.zero_points is None:
             return None
         groups = Groups(self.shape, self.spec)
@@ -220,7 +262,10 @@ class QuantizedTensor:
 
     @property
     def nbytes(self) -> int:
-        """Storage in bytes: packed elements + scales (+ zero points, tensor scale)."""
+        """Storage in bytes: packed elements + scales (+ zero points, tensor scale); a ggml
+        recipe's is ggml's (blocks times the block's bytes)."""
+        if self.spec.stack == "ggml":
+            return _ggml.nbytes(self.spec, self.shape)
         bits = self.size * self.spec.format.bits
         n_scales = int(np.size(self.scales))
         sbits = self.spec.scale_format.bits if self.spec.scale_format is not None else 32
@@ -317,6 +362,9 @@ calibration, percentile, symmetric, tensor_scale, amax, amin, name : optional
         codes, scale_codes, scales = _te(x, spec, rng)[:3]
         return QuantizedTensor(codes=codes, scales=scales, zero_points=None, spec=spec,
                                shape=x.shape, scale_codes=scale_codes, nan_mask=None)
+    if spec.stack == "ggml":
+        codes, scale_codes = _ggml.quantize(x, spec, axis=spec.axis)
+        return _ggml.tensor(codes, scale_codes, spec, x.shape)
     if spec.is_mx:
         if spec.amax is not None:
             raise ValueError("static amax is not supported for MX block scales (they are per block)")
@@ -480,6 +528,8 @@ def fake_quantize(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEE
         return _torchao(x, spec)[2].astype(dtype, copy=False)
     if spec.stack == "te":
         return _te(x, spec, rng)[3].astype(dtype, copy=False)
+    if spec.stack == "ggml":
+        return _ggml.fake_quantize(x, spec, axis=spec.axis).astype(dtype, copy=False)
     if spec.is_mx and spec.amax is None:
         v = _blocks.mx_fake_quantize(x, spec.format, axis=spec.axis,
                                      block_size=spec.block_size,

@@ -42,6 +42,7 @@ import numpy as np
 
 from ..formats import FloatFormat, IntFormat, get_format
 from . import blocks as _blocks
+from . import ggml as _ggml
 
 __all__ = ["QuantSpec", "GRANULARITIES", "CALIBRATIONS", "SCALE_RULES", "RECIPES", "recipe",
            "resolve_spec"]
@@ -108,12 +109,14 @@ class QuantSpec:
         Static low end(s) (<= 0) of an affine range, with ``amax``; from
         :func:`calibrate`.  An affine spec with ``amax`` but no ``amin`` uses
         ``[-amax, amax]``.
-    stack : None, "torchao" or "te"
+    stack : None, "torchao", "te" or "ggml"
         Whose arithmetic the block recipe reproduces: None is fpsim's own (OCP MX as
         gfloat and microxcaling compute it; NVFP4 as ``docs/numerics.md`` states);
         ``"torchao"`` is torchao 0.18's quantizers bit for bit (:mod:`fpsim.quant.torchao`:
         MX with torchao's ScaleCalculationMode, NVFP4 one- or two-level); ``"te"`` is
-        Transformer Engine's NVFP4 reference quantizer (:mod:`fpsim.quant.te`).
+        Transformer Engine's NVFP4 reference quantizer (:mod:`fpsim.quant.te`); ``"ggml"``
+        is llama.cpp's block formats (:mod:`fpsim.quant.ggml`: Q8_0, Q4_0, ..., the
+        K-quants), the type given by the format, block size, symmetry and scale format.
     row_scaled : bool
         ``stack="te"``: one global amax per row (TE's ``row_scaled_nvfp4``).
     error : None, "mae" or "mse"
@@ -315,7 +318,7 @@ def given(**fields) -> dict:
     return {k: v for k, v in fields.items() if v is not KEEP}
 
 
-STACKS = (None, "torchao", "te")
+STACKS = (None, "torchao", "te", "ggml")
 _TORCHAO_MX = ("float8_e4m3fn", "float8_e5m2", "float6_e2m3fn", "float6_e3m2fn",
                "float4_e2m1fn")
 
@@ -348,6 +351,9 @@ def _check_stack(spec) -> None:
         check_choice("stack", spec.stack, [s for s in STACKS if s is not None])
     if spec.stack == "te":
         _check_te(spec)
+        return
+    if spec.stack == "ggml":
+        _ggml.check_spec(spec)
         return
     nvfp4 = (spec.format.name == "float4_e2m1fn" and spec.scale_format is not None
              and spec.scale_format.name == "float8_e4m3fn" and spec.block_size == 16
@@ -425,6 +431,8 @@ RECIPES: dict[str, dict] = {
     "nvfp4_te_rht": dict(_NVFP4, stack="te", hadamard="te"),
     "nvfp4_4over6": dict(_NVFP4, stack="te", error="mae"),
     "nvfp4_4over6_2d": dict(_NVFP4, stack="te", error="mae", block_size=(16, 16)),
+    # llama.cpp's block formats, bit for bit (fpsim.quant.ggml): ggml_q8_0 ... ggml_q6_k
+    **{f"ggml_{t.name}": t.spec_fields() for t in _ggml.GGML_TYPES.values()},
     # integers
     "int8": dict(format="int8"),
     # named by what they scale (docs/recipes.md, "Integer recipes"):
