@@ -464,6 +464,243 @@ _ENCODERS = {
 }
 
 
+# ---- K-quant encoders: llama.cpp's quantize_row_q*_K_ref, float32 in C's order -----------
+_EPS = _F32(1e-15)  # ggml's GROUP_MAX_EPS
+
+
+def _nearest(v) -> np.ndarray:
+    """ggml's ``nearest_int``: float32 rounded to nearest, ties to even."""
+    with np.errstate(invalid="ignore"):
+        return np.rint(v).astype(np.int64)
+
+
+def _seq(terms) -> np.ndarray:
+    """Row sums (m, n) -> (m,) added one term at a time from 0, as C's loops do (float32)."""
+    acc = np.zeros(terms.shape[0], _F32)
+    for i in range(terms.shape[1]):
+        acc = acc + terms[:, i]
+    return acc
+
+
+def _signed_max(x) -> np.ndarray:
+    """The element of largest magnitude of every row (the first of equals), with its sign."""
+    return np.take_along_axis(x, np.abs(x).argmax(axis=1)[:, None], axis=1)[:, 0]
+
+
+def _make_qkx2(x, w, nmax, rmin, rdelta, nstep, mad):
+    """llama.cpp's ``make_qkx2_quants`` on every row of x: (L, scale, the_min)."""
+    n = x.shape[1]
+    mn, mx = x.min(axis=1), x.max(axis=1)
+    sum_w, sum_x = w[:, 0].copy(), w[:, 0] * x[:, 0]
+    for i in range(1, n):
+        sum_w = sum_w + w[:, i]
+        sum_x = sum_x + w[:, i] * x[:, i]
+    mn = np.where(mn > 0, _F32(0), mn)
+    flat = mx == mn
+
+    def err(d):
+        return np.abs(d) if mad else d * d
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        iscale = _F32(nmax) / (mx - mn)
+        scale = _F32(1) / iscale
+        L = np.clip(_nearest(iscale[:, None] * (x - mn[:, None])), 0, nmax)
+        best = _seq(w * err((scale[:, None] * L.astype(_F32) + mn[:, None]) - x))
+        for step in range(nstep + 1):
+            isc = (_F32(rmin) + _F32(rdelta) * _F32(step) + _F32(nmax)) / (mx - mn)
+            la = np.clip(_nearest(isc[:, None] * (x - mn[:, None])), 0, nmax)
+            lf = la.astype(_F32)
+            sum_l, sum_l2, sum_xl = _seq(w * lf), _seq(w * lf * lf), _seq(w * lf * x)
+            D = sum_w * sum_l2 - sum_l * sum_l
+            ts = (sum_w * sum_xl - sum_x * sum_l) / D
+            tm = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            pos = tm > 0
+            tm = np.where(pos, _F32(0), tm)
+            ts = np.where(pos, sum_xl / sum_l2, ts)
+            cur = _seq(w * err((ts[:, None] * lf + tm[:, None]) - x))
+            better = (D > 0) & (cur < best) & ~flat
+            L = np.where(better[:, None], la, L)
+            best = np.where(better, cur, best)
+            scale = np.where(better, ts, scale)
+            mn = np.where(better, tm, mn)
+    L = np.where(flat[:, None], 0, L)
+    scale = np.where(flat, _F32(0), scale).astype(_F32)
+    return L, scale, (-mn).astype(_F32)
+
+
+def _make_qx(x, nmax):
+    """llama.cpp's ``make_qx_quants`` (rmse_type 1, no importance weights): (L, scale)."""
+    mx = _signed_max(x)
+    zero = np.abs(mx) < _EPS
+    w = x * x
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+
+        def fit(iscale):
+            lv = np.clip(_nearest(iscale[:, None] * x), -nmax, nmax - 1)
+            lf = lv.astype(_F32)
+            return lv + nmax, _seq(w * x * lf), _seq(w * lf * lf)
+
+        L, sumlx, suml2 = fit(_F32(-nmax) / mx)
+        scale = np.where(suml2 != 0, sumlx / suml2, _F32(0)).astype(_F32)
+        best = scale * sumlx
+        for step in range(-9, 10):
+            if step == 0:
+                continue
+            la, slx, sl2 = fit(-(_F32(nmax) + _F32(0.1) * _F32(step)) / mx)
+            upd = (sl2 > 0) & (slx * slx > best * sl2)
+            L = np.where(upd[:, None], la, L)
+            scale = np.where(upd, slx / sl2, scale)
+            best = np.where(upd, scale * slx, best)
+    return np.where(zero[:, None], 0, L), np.where(zero, _F32(0), scale).astype(_F32)
+
+
+def _make_q3(x, nmax):
+    """llama.cpp's ``make_q3_quants`` with ``do_rmse``: (L, scale)."""
+    mx = _signed_max(x)
+    zero = np.abs(mx) < _EPS
+    w = x * x
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        L = np.clip(_nearest((_F32(-nmax) / mx)[:, None] * x), -nmax, nmax - 1)
+        lf = L.astype(_F32)
+        sumlx, suml2 = _seq(w * x * lf), _seq(w * lf * lf)
+        for _ in range(5):  # a pass that changes nothing leaves the state as it was
+            for i in range(x.shape[1]):
+                wi, xi, li = w[:, i], x[:, i], L[:, i].astype(_F32)
+                slx = sumlx - wi * xi * li
+                sl2 = suml2 - wi * li * li
+                new = np.clip(_nearest(xi * sl2 / slx), -nmax, nmax - 1)
+                nf = new.astype(_F32)
+                slx2 = slx + wi * xi * nf
+                sl22 = sl2 + wi * nf * nf
+                take = ((slx > 0) & (new != L[:, i]) & (sl22 > 0)
+                        & (slx2 * slx2 * suml2 > sumlx * sumlx * sl22))
+                L[:, i] = np.where(take, new, L[:, i])
+                sumlx = np.where(take, slx2, sumlx)
+                suml2 = np.where(take, sl22, suml2)
+        scale = np.where(suml2 > 0, sumlx / suml2, _F32(0)).astype(_F32)
+    return np.where(zero[:, None], 0, L + nmax), np.where(zero, _F32(0), scale)
+
+
+def _f16(v) -> np.ndarray:
+    """float32 -> the float32 value of its float16 (ggml's FP32_TO_FP16 then back)."""
+    with np.errstate(over="ignore"):
+        return np.asarray(v, _F32).astype(np.float16).astype(_F32)
+
+
+def _requantize(x, d, dm, L, lo, hi):
+    """ggml's last pass: ``l = nearest_int((x + dm) / d)`` clipped, where ``d != 0``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        new = np.clip(_nearest((x + dm[:, None]) / d[:, None]), lo, hi)
+    return np.where((d != 0)[:, None], new, L)
+
+
+def _enc_q2_k(b):
+    nb = b.shape[0]
+    x = b.reshape(-1, 16)
+    L, sc, mins = _make_qkx2(x, np.abs(x), 3, -0.5, 0.1, 15, True)
+    sc, mins = sc.reshape(nb, 16), mins.reshape(nb, 16)
+    max_scale = np.maximum(sc.max(axis=1), _F32(0))
+    max_min = np.maximum(mins.max(axis=1), _F32(0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ls = np.where(max_scale[:, None] > 0,
+                      _nearest((_F32(15) / max_scale)[:, None] * sc), 0) & 255
+        lm = np.where(max_min[:, None] > 0,
+                      _nearest((_F32(15) / max_min)[:, None] * mins), 0)
+    scales = (ls | (lm << 4)).astype(np.uint8)
+    d = np.where(max_scale > 0, max_scale / _F32(15), _F32(0)).astype(_F32)
+    dmin = np.where(max_min > 0, max_min / _F32(15), _F32(0)).astype(_F32)
+    dl = (_f16(d)[:, None] * (scales & 15).astype(_F32)).reshape(-1)
+    ml = (_f16(dmin)[:, None] * (scales >> 4).astype(_F32)).reshape(-1)
+    L = _requantize(x, dl, ml, L, 0, 3).reshape(nb, 256)
+    h = np.concatenate([scales, _f16_bytes(d[:, None]), _f16_bytes(dmin[:, None])], axis=1)
+    return L, h
+
+
+def _pack_q3_scales(l) -> np.ndarray:
+    """16 six-bit values (0..63) -> Q3_K's 12 bytes."""
+    out = np.zeros((l.shape[0], 12), np.uint8)
+    out[:, :8] = (l[:, :8] & 15) | ((l[:, 8:] & 15) << 4)
+    for j in range(16):
+        out[:, 8 + j % 4] |= ((l[:, j] >> 4) << (2 * (j // 4))).astype(np.uint8)
+    return out
+
+
+def _enc_q3_k(b):
+    nb = b.shape[0]
+    x = b.reshape(-1, 16)
+    L, sc = _make_q3(x, 4)
+    sc = sc.reshape(nb, 16)
+    max_scale = _signed_max(sc)
+    has = max_scale != 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iscale = _F32(-32) / max_scale
+        l = np.clip(_nearest(iscale[:, None] * sc), -32, 31) + 32
+        d = np.where(has, _F32(1) / iscale, _F32(0)).astype(_F32)
+    packed = np.where(has[:, None], _pack_q3_scales(l), np.uint8(0)).astype(np.uint8)
+    dl = (_f16(d)[:, None] * _q3_scales(packed).astype(_F32)).reshape(-1)
+    L = _requantize(x, dl, np.zeros_like(dl), L - 4, -4, 3)  # L holds l + 4
+    return L.reshape(nb, 256), np.concatenate([packed, _f16_bytes(d[:, None])], axis=1)
+
+
+def _pack_k_scales(ls, lm) -> np.ndarray:
+    """8 six-bit scales and 8 six-bit mins -> Q4_K/Q5_K's 12 bytes."""
+    out = np.zeros((ls.shape[0], 12), np.uint8)
+    out[:, 0:4], out[:, 4:8] = ls[:, :4], lm[:, :4]
+    out[:, 8:12] = (ls[:, 4:] & 15) | ((lm[:, 4:] & 15) << 4)
+    out[:, 0:4] |= (ls[:, 4:] >> 4) << 6
+    out[:, 4:8] |= (lm[:, 4:] >> 4) << 6
+    return out
+
+
+def _enc_q45_k(b, nmax, rmin, nstep):
+    nb = b.shape[0]
+    x = b.reshape(-1, 32)
+    av = np.sqrt(_seq(x * x) / _F32(32))
+    L, sc, mins = _make_qkx2(x, av[:, None] + np.abs(x), nmax, rmin, 0.1, nstep, False)
+    sc, mins = sc.reshape(nb, 8), mins.reshape(nb, 8)
+    max_scale = np.maximum(sc.max(axis=1), _F32(0))
+    max_min = np.maximum(mins.max(axis=1), _F32(0))
+    with np.errstate(divide="ignore"):
+        inv_s = np.where(max_scale > 0, _F32(63) / max_scale, _F32(0)).astype(_F32)
+        inv_m = np.where(max_min > 0, _F32(63) / max_min, _F32(0)).astype(_F32)
+    ls = np.minimum(_nearest(inv_s[:, None] * sc) & 255, 63).astype(np.uint8)  # (uint8_t)
+    lm = np.minimum(_nearest(inv_m[:, None] * mins) & 255, 63).astype(np.uint8)
+    d, dmin = (max_scale / _F32(63)).astype(_F32), (max_min / _F32(63)).astype(_F32)
+    dl = (_f16(d)[:, None] * ls.astype(_F32)).reshape(-1)
+    ml = (_f16(dmin)[:, None] * lm.astype(_F32)).reshape(-1)
+    L = _requantize(x, dl, ml, L, 0, nmax).reshape(nb, 256)
+    h = np.concatenate([_f16_bytes(d[:, None]), _f16_bytes(dmin[:, None]),
+                        _pack_k_scales(ls, lm)], axis=1)
+    return L, h
+
+
+def _enc_q6_k(b):
+    nb = b.shape[0]
+    x = b.reshape(-1, 16)
+    L, sc = _make_qx(x, 32)
+    sc = sc.reshape(nb, 16)
+    max_scale = _signed_max(sc)
+    zero = np.abs(max_scale) < _EPS
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iscale = _F32(-128) / max_scale
+        d = np.where(zero, _F32(0), _F32(1) / iscale).astype(_F32)
+        s8 = np.where(zero[:, None], 0, np.minimum(127, _nearest(iscale[:, None] * sc)))
+    dl = (_f16(d)[:, None] * s8.astype(_F32)).reshape(-1)
+    L = _requantize(x, dl, np.zeros_like(dl), L - 32, -32, 31)  # L holds l + 32
+    L = np.where(zero[:, None], -32, L.reshape(nb, 256))  # ggml zeroes the whole block
+    h = np.concatenate([s8.astype(np.int8).view(np.uint8), _f16_bytes(d[:, None])], axis=1)
+    return L, h
+
+
+_ENCODERS.update({
+    "q2_k": _enc_q2_k,
+    "q3_k": _enc_q3_k,
+    "q4_k": lambda b: _enc_q45_k(b, 15, -1.0, 20),
+    "q5_k": lambda b: _enc_q45_k(b, 31, -0.5, 15),
+    "q6_k": _enc_q6_k,
+})
+
+
 # ---- public functions --------------------------------------------------------------------
 def _resolve_type(t) -> GGMLType:
     if isinstance(t, GGMLType):
@@ -543,12 +780,7 @@ def quantize(x, ggml_type, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """
     t = _resolve_type(ggml_type)
     b, shape = _rows(x, t, axis)
-    if t.k_quant:
-        from . import ggml_k
-
-        codes, h = ggml_k.encode(t.name, b)
-    else:
-        codes, h = _ENCODERS[t.name](b)
+    codes, h = _ENCODERS[t.name](b)
     from ..formats import get_format
 
     codes = codes.astype(get_format(t.format).code_dtype).reshape(shape)
