@@ -22,7 +22,9 @@ values with ``gguf.quants`` bit for bit.  Per block, ``amax`` = largest magnitud
   it, and dequantizes to zeros.
 * Scales ``d`` (and Q4_1/Q5_1's ``min``) are stored as float16 (rounded to nearest even
   from the float32 value, which is the one the elements were computed with); a scale beyond
-  float16's range is Inf, as in ggml.
+  float16's range is Inf, as in ggml.  A block so small that ``1/d`` overflows float32
+  (amax below about 1e-36) is undefined in ggml (a cast of Inf or NaN to an integer): fpsim
+  saturates its codes (code 0 for a zero element); its values are zeros either way.
 * Dequantization: ``d * q`` (``+ min``) in float32, with the float16 values.
 
 K-quants (super-blocks of 256, float16 ``d`` and ``dmin`` above 4- to 8-bit sub-block
@@ -181,7 +183,7 @@ def check_spec(spec) -> None:
 # ---- helpers ---------------------------------------------------------------------------
 def _inv(d):
     """1 / d in float32, 0 where d == 0 (ggml's ``d ? 1/d : 0``)."""
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         return np.where(d == 0, _F32(0), _F32(1) / d).astype(_F32)
 
 
@@ -194,7 +196,8 @@ def _round_half_away(t):
 
 def _f16_bytes(a) -> np.ndarray:
     """float32 (n, 1) -> their float16 (nearest even) as little-endian bytes (n, 2)."""
-    return np.ascontiguousarray(a.astype("<f2")).view(np.uint8).reshape(-1, 2)
+    with np.errstate(over="ignore"):  # beyond float16's range: Inf, as ggml stores it
+        return np.ascontiguousarray(a.astype("<f2")).view(np.uint8).reshape(-1, 2)
 
 
 def _f16_value(b) -> np.ndarray:
@@ -399,42 +402,55 @@ def _multipliers(t: GGMLType, c) -> np.ndarray:
 
 def _values(t: GGMLType, c, h) -> np.ndarray:
     """float32 values (blocks, block) of codes and scale bytes, as ggml dequantizes."""
-    mult, off = _group_params(t, h)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mult, off = _group_params(t, h)
     nb = c.shape[0]
     g = t.block // t.group
-    v = mult.reshape(nb, g, 1) * _multipliers(t, c).reshape(nb, g, t.group)
-    if off is not None:
-        v = v + off.reshape(nb, g, 1)
+    with np.errstate(invalid="ignore", over="ignore"):  # Inf * 0 from arbitrary bytes
+        v = mult.reshape(nb, g, 1) * _multipliers(t, c).reshape(nb, g, t.group)
+        if off is not None:
+            v = v + off.reshape(nb, g, 1)
     return v.reshape(nb, t.block)
 
 
 # ---- encoders (float32 blocks -> codes, scale bytes) --------------------------------------
+def _to_int(q, lo, hi, nan, dtype):
+    """Codes from float32: clipped to [lo, hi], NaN -> ``nan``.  Only a block whose 1/d
+    overflows (ggml: undefined, a cast of Inf or NaN to an integer) needs it."""
+    return np.where(np.isnan(q), _F32(nan), np.clip(q, _F32(lo), _F32(hi))).astype(dtype)
+
+
 def _enc_q8_0(b):
     d = (np.abs(b).max(axis=1, keepdims=True) / _F32(127)).astype(_F32)
-    return _round_half_away(b * _inv(d)).astype(np.int8), _f16_bytes(d)
+    with np.errstate(invalid="ignore"):
+        q = _round_half_away(b * _inv(d))
+    return _to_int(q, -127, 127, 0, np.int8), _f16_bytes(d)
 
 
 def _enc_signed_max(b, half):
     """Q4_0 (half=8) and Q5_0 (half=16)."""
     i = np.abs(b).argmax(axis=1)[:, None]
     d = (np.take_along_axis(b, i, axis=1) / _F32(-half)).astype(_F32)
-    t = (b * _inv(d)) + _F32(half + 0.5)
-    q = np.minimum(np.trunc(t), _F32(2 * half - 1))
-    return (q - _F32(half)).astype(np.int8), _f16_bytes(d)
+    with np.errstate(invalid="ignore"):
+        q = np.trunc((b * _inv(d)) + _F32(half + 0.5))
+    return _to_int(q, 0, 2 * half - 1, half, np.int16) - half, _f16_bytes(d)
 
 
 def _enc_min_max(b, top):
     """Q4_1 (top=15) and Q5_1 (top=31)."""
     lo = b.min(axis=1, keepdims=True)
     d = ((b.max(axis=1, keepdims=True) - lo) / _F32(top)).astype(_F32)
-    t = ((b - lo) * _inv(d)) + _F32(0.5)
-    q = np.minimum(np.trunc(t), _F32(top)).astype(np.uint8)
-    return q, np.concatenate([_f16_bytes(d), _f16_bytes(lo)], axis=1)
+    with np.errstate(invalid="ignore"):
+        q = np.trunc(((b - lo) * _inv(d)) + _F32(0.5))
+    return _to_int(q, 0, top, 0, np.uint8), np.concatenate([_f16_bytes(d), _f16_bytes(lo)],
+                                                            axis=1)
 
 
 def _enc_ternary(b):
     d = np.abs(b).max(axis=1, keepdims=True)
-    return _round_half_away(b * _inv(d)).astype(np.int8), _f16_bytes(d)
+    with np.errstate(invalid="ignore"):
+        q = _round_half_away(b * _inv(d))
+    return _to_int(q, -1, 1, 0, np.int8), _f16_bytes(d)
 
 
 def _enc_mxfp4(b):
@@ -447,7 +463,8 @@ def _enc_mxfp4(b):
     cand = _E2M1_DOUBLED.astype(_F32)
     for s in range(0, b.shape[0], _CHUNK):
         sl = slice(s, s + _CHUNK)
-        err = np.abs((dh[sl, :, None] * cand) - b[sl, :, None])  # (blocks, 32, 16)
+        with np.errstate(over="ignore"):
+            err = np.abs((dh[sl, :, None] * cand) - b[sl, :, None])  # (blocks, 32, 16)
         codes[sl] = np.argmin(err, axis=-1)  # the first of equals, as ggml's strict <
     return codes, e
 
@@ -780,7 +797,10 @@ def quantize(x, ggml_type, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """
     t = _resolve_type(ggml_type)
     b, shape = _rows(x, t, axis)
-    codes, h = _ENCODERS[t.name](b)
+    if b.shape[0]:
+        codes, h = _ENCODERS[t.name](b)
+    else:  # no blocks
+        codes, h = np.zeros(b.shape, np.int8), np.zeros((0, t.header_size), np.uint8)
     from ..formats import get_format
 
     codes = codes.astype(get_format(t.format).code_dtype).reshape(shape)
@@ -789,6 +809,8 @@ def quantize(x, ggml_type, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
 
 def _values_of(t: GGMLType, codes, scale_codes, shape) -> np.ndarray:
     c = np.asarray(codes).reshape(-1, t.block)
+    if not c.size:
+        return np.zeros(shape, _F32)
     h = np.asarray(scale_codes, np.uint8).reshape(-1, t.header_size)
     return _values(t, c, h).reshape(shape)
 
@@ -848,6 +870,8 @@ def to_ggml(qt) -> np.ndarray:
     shape = tuple(qt.shape)
     c = np.asarray(qt.codes).reshape(-1, t.block)
     h = np.asarray(qt.scale_codes, np.uint8).reshape(-1, t.header_size)
+    if not c.size:
+        return np.zeros((*shape[:-1], shape[-1] // t.block * t.type_size), np.uint8)
     e = _pack_elements(t, c.astype(np.int16) if t.name != "mxfp4" else c)
     return _assemble(t, e, h).reshape(*shape[:-1], shape[-1] // t.block * t.type_size)
 
@@ -855,8 +879,12 @@ def to_ggml(qt) -> np.ndarray:
 def _group_arrays(t: GGMLType, scale_codes, shape):
     """(scales, offsets or None) per group, float32, the last axis counted in groups."""
     h = np.asarray(scale_codes, np.uint8).reshape(-1, t.header_size)
-    mult, off = _group_params(t, h)
     gshape = (*shape[:-1], shape[-1] // t.group)
+    if not h.size:
+        z = np.zeros(gshape, _F32)
+        return z, (None if t.symmetric else z)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mult, off = _group_params(t, h)
     if t.name == "mxfp4":  # ggml's half-scale times the doubled E2M1 value
         with np.errstate(over="ignore"):
             mult = mult * _F32(2)
@@ -930,6 +958,7 @@ def from_ggml(data, spec, shape):
     >>> bool((back.dequantize() == qt.dequantize()).all())
     True
     """
+    from ..formats import get_format
     from .spec import resolve_spec
 
     spec = resolve_spec(spec)
@@ -950,6 +979,7 @@ def from_ggml(data, spec, shape):
                          f"{raw.size}")
     blocks = raw.reshape(-1, t.type_size)
     e, h = _split(t, blocks)
-    codes = _unpack_elements(t, e).reshape(shape)
+    codes = _unpack_elements(t, e).reshape(shape) if blocks.size else \
+        np.zeros(shape, get_format(t.format).code_dtype)
     h = np.ascontiguousarray(h).reshape(*shape[:-1], shape[-1] // t.block, t.header_size)
     return tensor(codes, h, spec, shape)

@@ -196,7 +196,7 @@ class QuantizedTensor:
         """The scale groups; a ggml K-quant's are its sub-blocks (16 or 32)."""
         if self.spec.stack == "ggml":
             g = _ggml.ggml_type(self.spec).group
-            return Groups(self.shape, dataclasses.replace(self.spec, block_size=g))
+            return Groups(self.shape, dataclasses.replace(self.spec, block_size=g, stack=None))
         return Groups(self.shape, self.spec)
 
     # ---- per-element views (for measuring: fpsim.measure.error_report's counts) ----
