@@ -822,7 +822,7 @@ def fake_quantize(x, ggml_type, *, axis: int = -1) -> np.ndarray:
     --------
     >>> import numpy as np
     >>> fake_quantize(np.arange(32, dtype=np.float32), "q8_0")[-3:].tolist()
-    [29.0, 30.0, 31.0]
+    [29.052734375, 30.029296875, 31.005859375]
     """
     t = _resolve_type(ggml_type)
     codes, h = quantize(x, t, axis=axis)
@@ -903,7 +903,7 @@ def group_params(qt) -> tuple[np.ndarray, np.ndarray | None]:
     >>> qt = fpsim.quantize_tensor(np.arange(32, dtype=np.float32), "ggml_q4_1")
     >>> s, o = group_params(qt)
     >>> s.tolist(), o.tolist()
-    [[2.06640625], [0.0]]
+    ([2.06640625], [0.0])
     """
     t = _resolve_type(qt.spec)
     return _group_arrays(t, qt.scale_codes, tuple(qt.shape))
