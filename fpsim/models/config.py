@@ -89,7 +89,13 @@ def _spec_from_json(v, site: str = "?"):
 
 
 #: QuantConfig.options: name -> (what it needs, check)
-OPTIONS = ("threshold", "alpha", "promote_every", "accumulator_bits")
+OPTIONS = ("threshold", "alpha", "promote_every", "accumulator_bits", "act_order", "damp",
+           "n_grid", "clip", "calibration_tokens")
+#: How weights are rounded: None (round to nearest, the recipe itself), GPTQ or AWQ
+#: (:mod:`fpsim.quant.gptq`, :mod:`fpsim.quant.awq`, run by :mod:`fpsim.models.ptq`).
+WEIGHT_ALGORITHMS = (None, "gptq", "awq")
+#: options of each weight algorithm
+_ALGORITHM_OPTIONS = {"act_order": "gptq", "damp": "gptq", "n_grid": "awq", "clip": "awq"}
 
 
 def _is_int(v) -> bool:
@@ -129,6 +135,21 @@ def _check_options(cfg) -> None:
             close = difflib.get_close_matches(str(key), OPTIONS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"unknown option {key!r}{hint}; options: {', '.join(OPTIONS)}")
+        if key in _ALGORITHM_OPTIONS or key == "calibration_tokens":
+            need = _ALGORITHM_OPTIONS.get(key)
+            if (need is None and cfg.weight_algorithm is None) or (
+                    need is not None and cfg.weight_algorithm != need):
+                raise ValueError(f"option {key!r} applies only with weight_algorithm="
+                                 f"{need or 'gptq or awq'!r}, not {cfg.weight_algorithm!r}")
+            if key in ("act_order", "clip"):
+                if not isinstance(v, (bool, np.bool_)):
+                    raise TypeError(f"option {key!r} must be True or False, got {v!r}")
+            elif key == "damp":
+                if not _is_real(v) or not 0 <= v < 1:
+                    raise ValueError(f"option 'damp' must be a number in [0, 1), got {v!r}")
+            elif not _is_int(v) or v < 1:
+                raise ValueError(f"option {key!r} must be a positive int, got {v!r}")
+            continue
         if key in ("threshold", "alpha"):
             mode = "llm_int8" if key == "threshold" else "smoothquant"
             if cfg.linear_mode != mode:
@@ -201,6 +222,12 @@ class QuantConfig:
         QuaRot: a seeded random Hadamard rotation of a Llama's residual stream folded into
         its weights (RMSNorm scales absorbed), plus the online Hadamard before ``down``
         (:mod:`fpsim.models.rotation`); the FP32 model's outputs do not change.
+    weight_algorithm : None, "gptq" or "awq"
+        How the linears' weights are rounded to their recipe: None rounds each to nearest;
+        ``"gptq"`` (options ``act_order``, ``damp``) and ``"awq"`` (options ``n_grid``,
+        ``clip``) run on calibration text when the model is built, layer after layer
+        (option ``calibration_tokens``; :mod:`fpsim.models.ptq`).  Needs
+        ``linear_mode="fake_quant"``.
     portable : bool
         The config names the sites of several models (as the presets do); each model uses
         those it has. When False (the default for your own configs), a model refuses a config
@@ -231,6 +258,7 @@ class QuantConfig:
     description: str = ""
     portable: bool = False
     rotation: Any = None
+    weight_algorithm: Any = None
 
     def __post_init__(self):
         for fname, types, what in [("sites", dict, "a dict"), ("layers", dict, "a dict"),
@@ -244,6 +272,12 @@ class QuantConfig:
         if self.rotation not in (None, "hadamard"):
             raise ValueError(f"rotation must be None or 'hadamard' (QuaRot's random Hadamard "
                              f"rotation of a Llama's residual stream), got {self.rotation!r}")
+        if self.weight_algorithm not in WEIGHT_ALGORITHMS:
+            raise ValueError(f"weight_algorithm must be None, 'gptq' or 'awq', got "
+                             f"{self.weight_algorithm!r}")
+        if self.weight_algorithm is not None and self.linear_mode != "fake_quant":
+            raise ValueError(f"weight_algorithm={self.weight_algorithm!r} needs "
+                             f"linear_mode='fake_quant', not {self.linear_mode!r}")
         if self.accumulator is not None and not isinstance(self.accumulator, str):
             raise TypeError(f"accumulator must be a name (str) or None, got {self.accumulator!r}")
         for s, a in self.accumulators.items():
@@ -364,6 +398,7 @@ class QuantConfig:
             "delayed": None if self.delayed is None else dict(self.delayed),
             "portable": self.portable,
             "rotation": self.rotation,
+            "weight_algorithm": self.weight_algorithm,
         }
 
     @classmethod
@@ -374,7 +409,7 @@ class QuantConfig:
                             f"got {type(d).__name__}")
         allowed = {"name", "description", "sites", "layers", "exclude_layers", "accumulator",
                    "accumulators", "linear_mode", "options", "delayed", "portable",
-                   "rotation"}
+                   "rotation", "weight_algorithm"}
         bad = set(d) - allowed
         if bad:
             raise ValueError(f"unknown QuantConfig key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
@@ -412,6 +447,7 @@ class QuantConfig:
             description=d.get("description", ""),
             portable=d.get("portable", False),
             rotation=d.get("rotation"),
+            weight_algorithm=d.get("weight_algorithm"),
         )
 
     def save(self, path) -> None:
@@ -478,7 +514,7 @@ def _to_toml(d: dict) -> str:
     """TOML for a config dict (None values are left out: TOML has no null)."""
     lines = []
     for k in ("name", "description", "accumulator", "exclude_layers", "linear_mode", "portable",
-              "rotation"):
+              "rotation", "weight_algorithm"):
         if d.get(k) is not None:
             lines.append(f"{k} = {_toml_value(d[k])}")
 

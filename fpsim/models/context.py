@@ -98,6 +98,13 @@ class QuantContext:
         self.weight_specs: dict = {}
         self._weights: dict[tuple[str, int | None, int], np.ndarray] = {}
         self._delayed: dict = {}
+        #: (site, layer) -> (QuantizedTensor, input factors or None, dequantized weight) of
+        #: the weights a weight algorithm (GPTQ, AWQ) computed; they outlive :meth:`reseed`
+        self.installed: dict = {}
+        #: True while :func:`fpsim.models.ptq.calibrate` runs the calibration pass
+        self.calibrating = False
+        #: called once per linear calibrated (for progress bars)
+        self.on_calibrated = None
 
     @property
     def is_fp32(self) -> bool:
@@ -234,6 +241,19 @@ class QuantContext:
         for per-channel / block specs), the activation along its last axis.
         """
         mode = "fake_quant" if self.config is None else self.config.linear_mode
+        if (self.config is not None and self.config.weight_algorithm is not None
+                and self.spec(site, layer) is not None):
+            if (site, layer) not in self.installed:
+                if not self.calibrating:
+                    raise RuntimeError(
+                        f"weight_algorithm={self.config.weight_algorithm!r}: the weights of "
+                        f"{site!r} (layer {layer}) were not calibrated; build the model with "
+                        f"fpsim.models.load(..., quant=config), or run "
+                        f"fpsim.models.ptq.calibrate(model)")
+                self._calibrate_linear(site, layer, x, w)
+            s_in = self.installed[(site, layer)][1]
+            if s_in is not None:  # AWQ: the factor folded into the operation before
+                x = (x / s_in).astype(np.float32)
         if mode == "fake_quant" and self.config is not None and self.spec(site, layer) is not None:
             inst = instruction_of(self.config.accumulator_for(site))
             if inst is not None:
@@ -260,7 +280,32 @@ class QuantContext:
             return dataclasses.replace(spec, axis=0)
         return spec
 
+    def _calibrate_linear(self, site, layer, x, w) -> None:
+        """Run the config's weight algorithm on this linear, with its input x."""
+        from ..quant.awq import awq
+        from ..quant.gptq import gptq, hessian
+
+        wspec = self.weight_spec(self.spec(site, layer))
+        opts = self.config.options
+        x2 = np.asarray(x).reshape(-1, np.shape(x)[-1])
+        if self.config.weight_algorithm == "gptq":
+            qt = gptq(w, hessian(x2), wspec, act_order=bool(opts.get("act_order", False)),
+                      damp=float(opts.get("damp", 0.01)))
+            s_in = None
+        else:
+            res = awq(w, x2, wspec, n_grid=int(opts.get("n_grid", 20)),
+                      clip=bool(opts.get("clip", True)),
+                      act_spec=self.spec(f"{site}.input", layer),
+                      rng=self.draw(site, layer, "awq"))
+            qt, s_in = res.quantized, res.scales
+        self.installed[(site, layer)] = (qt, s_in, np.ascontiguousarray(qt.dequantize()))
+        if self.on_calibrated is not None:
+            self.on_calibrated(site, layer)
+
     def _weight_with(self, site, layer, w, spec):
+        if (site, layer) in self.installed:
+            self.weight_specs[(site, layer)] = spec
+            return self.installed[(site, layer)][2]
         key = (site, layer, id(w))
         self.weight_specs[(site, layer)] = spec
         if key not in self._weights:
@@ -342,7 +387,8 @@ class QuantContext:
             if want is not None and wspec.format.name != want:
                 raise ValueError(f"site {site!r}: the weight format {wspec.format.name} is not "
                                  f"the instruction's {inst.b_type} ({want})")
-            qw = quantize_tensor(w, wspec, rng=self.draw(site, layer, "weight"))
+            qw = self.installed[(site, layer)][0] if (site, layer) in self.installed else \
+                quantize_tensor(w, wspec, rng=self.draw(site, layer, "weight"))
             self._weights[key] = (qw.element_values(), qw.element_scale())
         vb, sb = self._weights[key]
         total = self.mma_product(inst, site, va, sa, vb, sb)

@@ -99,6 +99,18 @@ PRESETS: dict[str, dict] = {
                   description="OCP MXFP4 (E2M1) weights and activations"),
     "nvfp4": dict(**_w8a8("nvfp4", "nvfp4", _LINEARS),
                   description="NVFP4: E2M1, E4M3 scale per 16, FP32 tensor scale"),
+    # weight-only INT4 with groups of 128 inputs, the GPTQ/AWQ papers' setting (lm_head kept)
+    "int4_g128": dict(sites={s: "int4_block128" for s in _LINEARS if s != "lm_head"},
+                      description="INT4 weights, one scale per 128 inputs, rounded to nearest "
+                                  "(W4A16 g128)"),
+    "int4_g128_gptq": dict(sites={s: "int4_block128" for s in _LINEARS if s != "lm_head"},
+                           weight_algorithm="gptq", options=dict(act_order=True),
+                           description="INT4 g128 weights by GPTQ (act_order, damp 0.01), "
+                                       "calibrated on held-out shipped text"),
+    "int4_g128_awq": dict(sites={s: "int4_block128" for s in _LINEARS if s != "lm_head"},
+                          weight_algorithm="awq",
+                          description="INT4 g128 weights by AWQ (scale and clip search), "
+                                      "calibrated on held-out shipped text"),
 }
 
 

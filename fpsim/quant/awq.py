@@ -98,12 +98,15 @@ def _group_rows(spec, K: int) -> int | None:
 
 
 def _clip_search(ws, xs, spec, rng, n_grid, max_shrink=0.5):
-    """The clipped ``ws`` and the ratio chosen per (group, output channel)."""
+    """The clipped ``ws`` and the ratio chosen per (group, output channel).  A group's
+    partial output error ``mean((xs_g @ d_g)^2)`` over the tokens is
+    ``diag(d_g^T H_gg d_g) / T`` with ``H = xs^T xs``."""
     K, N = ws.shape
     r = _group_rows(spec, K)
     if r is None:
         return ws, None
     n_groups = -(-K // r)
+    h = xs.T @ xs  # [K, K]
     amax = np.stack([np.abs(ws[g * r:(g + 1) * r]).max(axis=0) for g in range(n_groups)])
     best = np.full((n_groups, N), np.inf)
     ratio = np.ones((n_groups, N))
@@ -114,7 +117,7 @@ def _clip_search(ws, xs, spec, rng, n_grid, max_shrink=0.5):
         d = fake_quantize(wc.astype(np.float32), spec, rng=rng).astype(np.float64) - ws
         for g in range(n_groups):
             rows = slice(g * r, (g + 1) * r)
-            err = np.mean((xs[:, rows] @ d[rows]) ** 2, axis=0)  # [N]
+            err = np.einsum("kn,kn->n", d[rows], h[rows, rows] @ d[rows])  # [N]
             better = err < best[g]
             best[g][better] = err[better]
             ratio[g][better] = c
@@ -123,7 +126,7 @@ def _clip_search(ws, xs, spec, rng, n_grid, max_shrink=0.5):
 
 
 def awq(w, x, spec, *, n_grid: int = 20, clip: bool = True, act_spec=None,
-        max_tokens: int = 4096, rng=None) -> AWQResult:
+        max_tokens: int = 1024, rng=None) -> AWQResult:
     """AWQ's per-input-channel scale search (and clip search) for a weight ``w`` ``(in, out)``.
 
     Parameters
@@ -165,14 +168,15 @@ def awq(w, x, spec, *, n_grid: int = 20, clip: bool = True, act_spec=None,
     if x.shape[0] > max_tokens:
         x = x[np.linspace(0, x.shape[0] - 1, max_tokens).astype(np.int64)]
     w64 = w.astype(np.float64)
-    y = x @ w64
+    x32 = x.astype(np.float32)
+    y = x32 @ w.astype(np.float32)  # the search compares alphas in float32 products
     mean_abs = np.abs(x).mean(axis=0)
 
     def run(s):
         ws = (w64 * s[:, None]).astype(np.float32)
-        xs = x / s
+        xs = (x / s).astype(np.float32)
         if act is not None:
-            xs = fake_quantize(xs.astype(np.float32), act, rng=rng).astype(np.float64)
+            xs = fake_quantize(xs, act, rng=rng)
         return ws, xs
 
     losses = np.empty(n_grid)
@@ -182,8 +186,8 @@ def awq(w, x, spec, *, n_grid: int = 20, clip: bool = True, act_spec=None,
         s = np.maximum(mean_abs ** alpha, 1e-4)
         s = (s / np.sqrt(s.max() * s.min())).astype(np.float32).astype(np.float64)
         ws, xs = run(s)
-        q = fake_quantize(ws, spec, rng=rng).astype(np.float64)
-        losses[i] = np.mean((y - xs @ q) ** 2)
+        q = fake_quantize(ws, spec, rng=rng)
+        losses[i] = np.mean(np.square(y - xs @ q, dtype=np.float64))
         if losses[i] < best:
             best, best_s, best_alpha = losses[i], s, alpha
     ws, xs = run(best_s)
@@ -191,7 +195,8 @@ def awq(w, x, spec, *, n_grid: int = 20, clip: bool = True, act_spec=None,
     if spec.tensor_scale:  # NVFP4: the tensor scale stays that of the unclipped s * w
         spec = dataclasses.replace(spec, amax=float(np.max(np.abs(ws), initial=0.0)))
     if clip:
-        wc, ratio = _clip_search(ws.astype(np.float64), xs, spec, rng, n_grid)
+        wc, ratio = _clip_search(ws.astype(np.float64), xs.astype(np.float64), spec, rng,
+                                 n_grid)
         ws = wc.astype(np.float32)
     qt = quantize_tensor(ws, spec, rng=rng)
     return AWQResult(scales=best_s.astype(np.float32), quantized=qt, alpha=best_alpha,

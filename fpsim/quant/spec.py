@@ -448,6 +448,8 @@ RECIPES: dict[str, dict] = {
     "int8_asym": dict(format="int8", symmetric=False),
     "uint8_asym": dict(format="uint8", symmetric=False),
     "int4_block32": dict(format="int4", granularity="block", block_size=32),
+    # GPTQ's and AWQ's weight format: INT4, one scale per 128 inputs ("W4 g128")
+    "int4_block128": dict(format="int4", granularity="block", block_size=128),
     # DeepSeek-V3 fine-grained FP8
     "fp8_deepseek_activation": dict(format="float8_e4m3fn", granularity="block",
                                     block_size=128),

@@ -37,14 +37,14 @@ def test_alpha_zero_is_round_to_nearest_and_the_best_alpha_wins(name, kw):
     res = awq(w, x, spec, clip=False)
     rtn = fpsim.fake_quantize(w, spec)
     # alpha = 0 gives s = 1: the first loss is round-to-nearest's output error
-    assert res.losses[0] == pytest.approx(_err(x, w, rtn), rel=1e-6)
+    assert res.losses[0] == pytest.approx(_err(x, w, rtn), rel=1e-4)
     assert res.alpha == np.argmin(res.losses) / len(res.losses)
     assert np.min(res.losses) <= res.losses[0]
     # the result is the winning alpha's: (x / s) @ Q(s w)
     s = res.scales.astype(np.float64)
     got = np.mean((x @ w.astype(np.float64)
                    - (x / s) @ res.quantized.dequantize(np.float64)) ** 2)
-    assert got == pytest.approx(np.min(res.losses), rel=1e-6)
+    assert got == pytest.approx(np.min(res.losses), rel=1e-4)  # the search multiplies in float32
 
 
 @pytest.mark.parametrize("name, kw", SPECS, ids=IDS)
