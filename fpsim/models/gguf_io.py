@@ -41,6 +41,7 @@ import numpy as np
 
 from .weights import (
     ModelFilesError,
+    UnsupportedModelError,
     _check_free_space,
     _fetch_command,
     _locked,
@@ -51,15 +52,21 @@ from .weights import (
 )
 
 __all__ = [
+    "ARCHITECTURES",
     "GGUFModel",
     "LlamaHParams",
     "TokenizerSpec",
     "bpe_tokenizer",
+    "describe_gguf",
     "load_gguf",
     "permute_qk",
     "read_gguf",
     "unpermute_qk",
 ]
+
+#: the GGUF architectures fpsim reads (``general.architecture``): Llama-style decoders;
+#: ``llama`` files have llama.cpp's Q/K row permutation, ``qwen2`` files have Q/K/V biases
+ARCHITECTURES = ("llama", "qwen2")
 
 #: bump when the cache layout changes (old caches are then ignored, not misread)
 _CACHE_VERSION = 1
@@ -91,6 +98,12 @@ class LlamaHParams:
     rms_eps: float      # llama.attention.layer_norm_rms_epsilon
     n_vocab: int        # llama.vocab_size (else the tokenizer's size)
     n_ctx: int          # llama.context_length
+    #: RoPE frequency divisors, hd/2 floats (llama.rope.scaling.*, rope_freqs), None: ones
+    rope_factors: tuple | None = None
+
+    def __post_init__(self):
+        if self.rope_factors is not None:  # a list when read back from JSON
+            object.__setattr__(self, "rope_factors", tuple(float(f) for f in self.rope_factors))
 
 
 @dataclass(frozen=True)
@@ -171,17 +184,27 @@ def _hparams(reader, arch: str, n_tokens: int) -> LlamaHParams:
         return v
 
     n_embd, n_head = int(get("embedding_length")), int(get("attention.head_count"))
+    head_dim = int(get("rope.dimension_count", n_embd // n_head))
+    scaling = str(_field(reader, f"{arch}.rope.scaling.type", "none"))
+    if scaling == "linear":
+        factors = (float(get("rope.scaling.factor")),) * (head_dim // 2)
+    elif scaling == "none":
+        factors = None
+    else:
+        raise UnsupportedModelError(f"RoPE scaling {scaling!r} ({arch}.rope.scaling.type) is "
+                                    "not supported; only linear, and Llama 3's rope_freqs")
     return LlamaHParams(
         n_layer=int(get("block_count")),
         n_embd=n_embd,
         n_ff=int(get("feed_forward_length")),
         n_head=n_head,
         n_head_kv=int(get("attention.head_count_kv", n_head)),
-        head_dim=int(get("rope.dimension_count", n_embd // n_head)),
+        head_dim=head_dim,
         rope_theta=float(get("rope.freq_base", 10000.0)),
         rms_eps=float(get("attention.layer_norm_rms_epsilon")),
         n_vocab=int(get("vocab_size", n_tokens)),
         n_ctx=int(get("context_length")),
+        rope_factors=factors,
     )
 
 
@@ -228,11 +251,17 @@ def _open(path: pathlib.Path, model: str | None):
 def _read_meta(reader, path, model):
     try:
         arch = str(_field(reader, "general.architecture"))
-        if arch != "llama":
-            raise ModelFilesError(f"{path} holds a {arch!r} model; fpsim reads Llama GGUF "
-                                  "files only")
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise _bad_file(path, f"missing or malformed metadata {e}", model) from e
+    if arch not in ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"{path} holds a {arch!r} model (general.architecture); fpsim reads Llama GGUF "
+            f"files only, of the architectures {', '.join(ARCHITECTURES)}")
+    try:
         tok = _tokenizer_spec(reader)
         hp = _hparams(reader, arch, len(tok.tokens))
+    except UnsupportedModelError:
+        raise
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise _bad_file(path, f"missing or malformed metadata {e}", model) from e
     return arch, hp, tok
@@ -489,9 +518,34 @@ def load_gguf(path, *, sha256: str | None = None, model: str | None = None,
     return read_gguf(path, model=model)
 
 
+def describe_gguf(g: GGUFModel) -> str:
+    """What a GGUF model's float32 weights are, for reports (the file and its tensor types).
+
+    Examples
+    --------
+    >>> from fpsim.models.weights import model_path
+    >>> s = describe_gguf(load_gguf(model_path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")))
+    >>> s.startswith("GGUF llama file /"), s.split("(")[1]
+    (True, 'tensors Q4_1 x210, F32 x61, Q8_0 x1), dequantized to float32')
+    """
+    counts: dict = {}
+    for qtype in g.tensor_types.values():
+        counts[qtype] = counts.get(qtype, 0) + 1
+    types = ", ".join(f"{q} x{n}" for q, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return (f"GGUF {g.architecture} file {g.path.resolve()} (tensors {types}), "
+            "dequantized to float32")
+
+
 # ---- tokenizer -------------------------------------------------------------------------
-#: GGUF pre-tokenizer names this module knows -> split digits one by one before ByteLevel
-_PRE_TOKENIZERS = {"smollm": True, "default": False, "gpt2": False}
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+#: GGUF pre-tokenizer names this module knows -> what runs before ByteLevel: None (GPT-2's
+#: regex), "digits" (digits one by one, then GPT-2's regex) or a split regex (ByteLevel's
+#: own regex off), as in the models' tokenizer.json files (Qwen2: single digits, Llama 3:
+#: groups of up to 3)
+_PRE_TOKENIZERS = {"smollm": "digits", "default": None, "gpt2": None,
+                   "qwen2": _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}"),
+                   "llama-bpe": _LLAMA3_SPLIT}
 
 
 def bpe_tokenizer(spec: TokenizerSpec):
@@ -516,7 +570,7 @@ def bpe_tokenizer(spec: TokenizerSpec):
     [2, 2, 3]
     """
     try:
-        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+        from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("tokenizing needs the `tokenizers` package: "
                           "pip install 'fpsim[models]'") from e
@@ -529,10 +583,16 @@ def bpe_tokenizer(spec: TokenizerSpec):
     vocab = {tok: i for i, tok in enumerate(spec.tokens)}
     merges = [tuple(m.split(" ", 1)) for m in spec.merges]
     tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tk.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 byte_level])
-                        if _PRE_TOKENIZERS[spec.pre] else byte_level)
+    pre = _PRE_TOKENIZERS[spec.pre]
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre in (None, "digits"))
+    if pre is None:
+        tk.pre_tokenizer = byte_level
+    elif pre == "digits":
+        tk.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tk.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(pre), behavior="isolated", invert=False), byte_level])
     tk.decoder = decoders.ByteLevel()
     special = [AddedToken(spec.tokens[i], special=(t == TOKEN_CONTROL), normalized=False)
                for i, t in enumerate(spec.token_types) if t in (TOKEN_CONTROL, TOKEN_USER_DEFINED)]

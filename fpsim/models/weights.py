@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover - not POSIX: no locking
     fcntl = None
 
 __all__ = ["MODELS", "CacheError", "ModelFiles", "cache_dir", "fetch", "model_path",
-           "ModelFilesError"]
+           "ModelFilesError", "UnsupportedModelError"]
 
 #: free space kept in reserve beyond a file's size: 16 MiB plus 5 %
 _MARGIN_BYTES, _MARGIN_FRACTION = 16 << 20, 0.05
@@ -57,6 +57,19 @@ class ModelFilesError(RuntimeError):
     Examples
     --------
     >>> issubclass(ModelFilesError, RuntimeError)
+    True
+    """
+
+
+class UnsupportedModelError(ModelFilesError, ValueError):
+    """A model file holds an architecture or feature fpsim does not implement.
+
+    Both a :class:`ModelFilesError` and a :class:`ValueError`; the message names what the
+    file asks for (e.g. its ``model_type``) and what is supported.
+
+    Examples
+    --------
+    >>> issubclass(UnsupportedModelError, ValueError)
     True
     """
 
