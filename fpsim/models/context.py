@@ -275,6 +275,8 @@ class QuantContext:
     def weight_spec(spec):
         """The spec a linear's (in, out) weight is quantized with: scale groups along its
         input (reduction) axis, so per-channel means one scale per output column."""
+        if spec is not None and spec.stack == "ggml":
+            return spec  # llama.cpp's blocks run along a row of the (out, in) weight
         if spec is not None and spec.granularity != "tensor" and spec.axis == -1 \
                 and not isinstance(spec.block_size, tuple):
             return dataclasses.replace(spec, axis=0)
@@ -309,8 +311,10 @@ class QuantContext:
         key = (site, layer, id(w))
         self.weight_specs[(site, layer)] = spec
         if key not in self._weights:
-            wq = (self._traced(site, layer, w, spec, "weight") if self.tracing
-                  else fake_quantize(w, spec, rng=self.draw(site, layer, "weight")))
+            wt = w.T if spec.stack == "ggml" else w  # ggml: quantize the (out, in) rows
+            wq = (self._traced(site, layer, wt, spec, "weight") if self.tracing
+                  else fake_quantize(wt, spec, rng=self.draw(site, layer, "weight")))
+            wq = wq.T if spec.stack == "ggml" else wq
             self._weights[key] = np.ascontiguousarray(wq)  # BLAS is fastest on C order
         return self._weights[key]
 

@@ -690,6 +690,10 @@ class Llama:
         self.ctx = QuantContext(quant, n_layers=hparams.n_layer, trace=trace, sites=SITES)
         rotation = None if self.ctx.config is None else self.ctx.config.rotation
         self.weights = weights if rotation is None else _rotated(weights, self.ctx.seed)
+        if self.ctx.config is not None and self.ctx.config.weight_algorithm is not None:
+            from .ptq import calibrate
+
+            calibrate(self)  # GPTQ / AWQ weights, on the held-out calibration text
 
     @classmethod
     def from_gguf(cls, path, quant=None, *, trace=False, sha256=None, model=None,

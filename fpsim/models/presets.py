@@ -99,6 +99,12 @@ PRESETS: dict[str, dict] = {
                   description="OCP MXFP4 (E2M1) weights and activations"),
     "nvfp4": dict(**_w8a8("nvfp4", "nvfp4", _LINEARS),
                   description="NVFP4: E2M1, E4M3 scale per 16, FP32 tensor scale"),
+    # llama.cpp's block formats, weight-only (embedding and tied lm_head in FP32):
+    # what `fpsim export` writes into a GGUF file
+    **{f"gguf_{t}": dict(sites={s: f"ggml_{t}" for s in _LINEARS if s != "lm_head"},
+                         description=f"llama.cpp {t.upper()} weights (ggml_{t}), "
+                                     "activations FP32")
+       for t in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "mxfp4")},
     # weight-only INT4 with groups of 128 inputs, the GPTQ/AWQ papers' setting (lm_head kept)
     "int4_g128": dict(sites={s: "int4_block128" for s in _LINEARS if s != "lm_head"},
                       description="INT4 weights, one scale per 128 inputs, rounded to nearest "

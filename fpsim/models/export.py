@@ -1,0 +1,234 @@
+"""Export a quantized Llama model as a GGUF file that llama.cpp (and fpsim) can load.
+
+:func:`export_gguf` writes the model's hyperparameters, its tokenizer and its tensors:
+every linear whose weight recipe is one of llama.cpp's block formats (``ggml_q4_0``...,
+e.g. the ``gguf_q4_0`` preset) is stored in that ggml type, packed by
+:meth:`fpsim.quant.QuantizedTensor.to_ggml` (bit for bit what ``gguf.quants`` writes); the
+other tensors (norms, the embedding, linears the config leaves in FP32) are stored as F32.
+Loading the file back (:func:`fpsim.models.load` or :meth:`Llama.from_gguf`) gives the
+weights the fake-quantized model computes with, bit for bit, and so the same outputs.
+
+A model loaded from a Hugging Face folder gets GGUF tokenizer metadata made from its
+``tokenizer.json`` (byte-level BPE: vocabulary, merges, special tokens as CONTROL; the
+pre-tokenizer is written as ``default``).  Only what a GGUF file can hold is exported: weight formats of llama.cpp, no activation
+quantization, no accumulator model, no QuaRot rotation (each is refused with an error).
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+__all__ = ["export_gguf"]
+
+_BLOCK_NAMES = {"wq": "attn_q", "wk": "attn_k", "wv": "attn_v", "wo": "attn_output",
+                "w_gate": "ffn_gate", "w_up": "ffn_up", "w_down": "ffn_down"}
+_SITES = {"wq": "q", "wk": "k", "wv": "v", "wo": "o", "w_gate": "gate", "w_up": "up",
+          "w_down": "down"}
+
+
+def _check_exportable(model) -> None:
+    cfg = model.ctx.config
+    if not hasattr(model, "hparams"):
+        raise ValueError("export_gguf writes Llama-family decoders (SmolLM2, Llama, Qwen2); "
+                         f"got {type(model).__name__}")
+    if cfg is None:
+        return
+    problems = []
+    acts = sorted({s for s, v in cfg.sites.items() if v is not None and "." in s}
+                  | {s for o in cfg.layers.values() for s, v in o.items()
+                     if v is not None and "." in s})
+    if acts:
+        problems.append(f"it quantizes activations ({', '.join(acts)}), which a GGUF file "
+                        "does not hold")
+    if cfg.accumulator is not None or cfg.accumulators:
+        problems.append("it models an accumulator / matrix instruction")
+    if cfg.linear_mode != "fake_quant":
+        problems.append(f"linear_mode={cfg.linear_mode!r}")
+    if cfg.rotation is not None:
+        problems.append("rotation='hadamard' needs an online Hadamard transform llama.cpp's "
+                        "Llama graph does not run")
+    if cfg.weight_algorithm is not None:
+        problems.append(f"weight_algorithm={cfg.weight_algorithm!r} (GPTQ/AWQ weights are not "
+                        "in llama.cpp's formats yet)")
+    if problems:
+        raise ValueError(f"cannot export config {cfg.name!r} to GGUF: " + "; ".join(problems)
+                         + ". Use a weight-only preset in llama.cpp's formats (gguf_q8_0, "
+                         "gguf_q4_0, gguf_q4_1, gguf_q5_0, gguf_q5_1, gguf_mxfp4) or None")
+
+
+def _weight_spec(model, site, layer):
+    spec = model.ctx.spec(site, layer)
+    if spec is None:
+        return None
+    if spec.stack != "ggml":
+        raise ValueError(f"cannot export site {site!r} (layer {layer}): its recipe "
+                         f"{spec.name or spec.describe()!r} is not one of llama.cpp's block "
+                         f"formats (ggml_q8_0, ggml_q4_0, ...); GGUF stores those or F32")
+    return spec
+
+
+def _spec_from_tokenizer(model):
+    """GGUF tokenizer metadata (a ``TokenizerSpec``) from a Hugging Face ``tokenizer.json``
+    BPE tokenizer: its vocabulary by id, its merges, special tokens as CONTROL."""
+    import dataclasses
+    import json
+
+    from .gguf_io import TOKEN_CONTROL, TOKEN_NORMAL
+
+    tj = json.loads(model.tokenizer.to_str())
+    if tj.get("model", {}).get("type") != "BPE":
+        raise ValueError("export_gguf writes byte-level BPE tokenizers (gpt2-style); this "
+                         f"model's tokenizer.json is {tj.get('model', {}).get('type')!r}")
+    vocab = model.tokenizer.get_vocab(with_added_tokens=True)
+    n = max(vocab.values()) + 1
+    tokens = [f"[PAD{i}]" for i in range(n)]
+    for tok, i in vocab.items():
+        tokens[i] = tok
+    special = {t["id"] for t in tj.get("added_tokens", []) if t.get("special")}
+    types = [TOKEN_CONTROL if i in special else TOKEN_NORMAL for i in range(n)]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"].get("merges", [])]
+    return dataclasses.replace(model.tokenizer_spec, model="gpt2", pre="default",
+                               tokens=tuple(tokens), token_types=tuple(types),
+                               merges=tuple(merges))
+
+
+def _tokenizer(writer, spec) -> None:
+    writer.add_tokenizer_model(spec.model)
+    writer.add_tokenizer_pre(spec.pre)
+    writer.add_token_list(list(spec.tokens))
+    writer.add_token_types(list(spec.token_types))
+    if spec.merges:
+        writer.add_token_merges(list(spec.merges))
+    for key, v in (("bos", spec.bos_id), ("eos", spec.eos_id), ("unk", spec.unk_id),
+                   ("pad", spec.pad_id)):
+        if v is not None:
+            getattr(writer, f"add_{key}_token_id")(int(v))
+    writer.add_add_bos_token(bool(spec.add_bos))
+
+
+def _hparams(writer, hp) -> None:
+    writer.add_context_length(int(hp.n_ctx))
+    writer.add_embedding_length(int(hp.n_embd))
+    writer.add_block_count(int(hp.n_layer))
+    writer.add_feed_forward_length(int(hp.n_ff))
+    writer.add_head_count(int(hp.n_head))
+    writer.add_head_count_kv(int(hp.n_head_kv))
+    writer.add_rope_dimension_count(int(hp.head_dim))
+    writer.add_rope_freq_base(float(hp.rope_theta))
+    writer.add_layer_norm_rms_eps(float(hp.rms_eps))
+    writer.add_vocab_size(int(hp.n_vocab))
+    factors = getattr(hp, "rope_factors", None)
+    if factors is not None:
+        f = np.asarray(factors, np.float64)
+        if not np.all(f == f[0]):
+            raise ValueError("export_gguf writes linear RoPE scaling only (one factor); this "
+                             "model's RoPE factors vary by frequency")
+        import gguf
+
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(f[0]))
+
+
+def export_gguf(model, path, *, name: str | None = None) -> pathlib.Path:
+    """Write ``model`` (a Llama decoder and its quantization config) as a GGUF file.
+
+    Parameters
+    ----------
+    model : Llama
+        E.g. ``fpsim.models.load("smollm2", quant="gguf_q4_0")``.
+    path : path-like
+        The ``.gguf`` file to write (its folder must exist).
+    name : str, optional
+        ``general.name`` (default: the config's name).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written; its size is the model's real storage.
+
+    Raises
+    ------
+    ValueError
+        The config quantizes something a GGUF file cannot hold (see the module doc).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, fpsim
+    >>> model = fpsim.models.load("smollm2", quant="gguf_q8_0")   # after `fpsim fetch smollm2`
+    >>> out = export_gguf(model, pathlib.Path(tempfile.mkdtemp()) / "smollm2-q8_0.gguf")
+    >>> back = fpsim.models.load(out)
+    >>> ids = model.tokenize("The cat")
+    >>> bool((back.logits(ids) == model.logits(ids)).all())
+    True
+    """
+    import gguf
+
+    from ..quant import quantize_tensor
+    from ..quant.ggml import ggml_type
+    from .gguf_io import permute_qk
+
+    _check_exportable(model)
+    path = pathlib.Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"path: the folder {path.parent} does not exist")
+    hp, w = model.hparams, model.weights
+    arch = getattr(model, "architecture", "llama")
+    arch = arch if arch in ("llama", "qwen2") else "llama"
+    tok = model.tokenizer_spec
+    if tok is None or not tok.tokens:  # loaded from a Hugging Face folder
+        tok = _spec_from_tokenizer(model)
+    cfg = model.ctx.config
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(name or (cfg.name if cfg is not None else "fp32"))
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    _hparams(writer, hp)
+    _tokenizer(writer, tok)
+
+    def f32(tname, a):
+        writer.add_tensor(tname, np.ascontiguousarray(a, dtype=np.float32))
+
+    def linear(tname, rows, spec):  # rows: (out, in) as the file stores them
+        if spec is None:
+            f32(tname, rows)
+            return
+        qt = quantize_tensor(np.ascontiguousarray(rows, np.float32), spec)
+        t = ggml_type(spec)
+        writer.add_tensor(tname, qt.to_ggml(),  # bytes (out, row bytes)
+                          raw_dtype=gguf.GGMLQuantizationType[t.name.upper()])
+
+    embed_spec = model.ctx.spec("embed", None)
+    if embed_spec is not None:
+        raise ValueError("cannot export a quantized embedding table (site 'embed'): "
+                         "the tied lm_head would share it")
+    f32("token_embd.weight", w.embedding)
+    f32("output_norm.weight", w.norm)
+    tied = w.lm_head.base is not None and np.shares_memory(w.lm_head, w.embedding)
+    head_spec = _weight_spec(model, "lm_head", None)
+    if tied and head_spec is not None:
+        raise ValueError("cannot quantize the tied lm_head separately from the embedding "
+                         "table in a GGUF file; leave lm_head in FP32")
+    if not tied:
+        linear("output.weight", w.lm_head.T, head_spec)
+    permuted = arch == "llama"
+    for i, blk in enumerate(w.blocks):
+        f32(f"blk.{i}.attn_norm.weight", blk.attn_norm)
+        f32(f"blk.{i}.ffn_norm.weight", blk.ffn_norm)
+        for field, tname in _BLOCK_NAMES.items():
+            rows = getattr(blk, field).T  # (out, in)
+            if permuted and field in ("wq", "wk"):
+                rows = permute_qk(rows, hp.n_head if field == "wq" else hp.n_head_kv)
+            linear(f"blk.{i}.{tname}.weight", rows, _weight_spec(model, _SITES[field], i))
+        for field, tname, heads in (("bq", "attn_q", hp.n_head), ("bk", "attn_k", hp.n_head_kv),
+                                    ("bv", "attn_v", None)):
+            b = getattr(blk, field, None)
+            if b is not None:
+                if permuted and heads is not None:
+                    b = permute_qk(b, heads)
+                f32(f"blk.{i}.{tname}.bias", b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

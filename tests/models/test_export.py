@@ -1,0 +1,113 @@
+"""GGUF export: the file gguf.GGUFReader reads, its tensors' ggml types and bytes, and the
+model loaded back from it computing the fake-quantized model's outputs bit for bit."""
+
+import numpy as np
+import pytest
+
+import fpsim
+from fpsim.app.cli import main
+from fpsim.models import QuantConfig
+from fpsim.models.export import export_gguf
+from fpsim.models.llama import Llama
+
+
+@pytest.fixture(scope="module")
+def smollm2(model_files):
+    model_files("smollm2")
+    return fpsim.models.load("smollm2")
+
+
+@pytest.mark.parametrize("preset, ggml", [("gguf_q4_0", "Q4_0"), ("gguf_mxfp4", "MXFP4")])
+def test_exported_gguf_reproduces_the_fake_quantized_model(smollm2, tmp_path, preset, ggml):
+    import gguf
+
+    model = smollm2.with_quant(preset)
+    out = export_gguf(model, tmp_path / "m.gguf")
+    reader = gguf.GGUFReader(out)
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    n = smollm2.hparams.n_layer
+    for i in (0, n - 1):
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up",
+                     "ffn_down"):
+            assert types[f"blk.{i}.{name}.weight"] == ggml
+        assert types[f"blk.{i}.attn_norm.weight"] == "F32"
+    assert types["token_embd.weight"] == "F32" and "output.weight" not in types  # tied
+    # the bytes of a tensor are fpsim's packing of that weight (rows (out, in))
+    down = next(t for t in reader.tensors if t.name == "blk.3.ffn_down.weight")
+    qt = fpsim.quantize_tensor(np.ascontiguousarray(smollm2.weights.blocks[3].w_down.T),
+                               model.ctx.spec("down", 3))
+    assert np.array_equal(np.asarray(down.data).reshape(-1), qt.to_ggml().reshape(-1))
+    back = Llama.from_gguf(out)
+    assert back.tokenizer_spec == smollm2.tokenizer_spec
+    assert back.hparams == smollm2.hparams
+    ids = smollm2.tokenize("Alice was beginning to get very tired of sitting by her sister")
+    assert np.array_equal(back.logits(ids), model.logits(ids))
+
+
+def test_fp32_export_is_the_model(smollm2, tmp_path):
+    out = export_gguf(smollm2, tmp_path / "f32.gguf")
+    back = Llama.from_gguf(out)
+    ids = smollm2.tokenize("The Declaration")
+    assert np.array_equal(back.logits(ids), smollm2.logits(ids))
+
+
+@pytest.mark.parametrize("quant, match", [
+    ("int8", "quantizes activations"),
+    (QuantConfig(sites={"q": "int4_block32"}), "not one of llama.cpp's block formats"),
+    (QuantConfig(sites={"lm_head": "ggml_q8_0"}), "tied lm_head"),
+    ("fp8_hopper", "accumulator"),
+])
+def test_what_a_gguf_cannot_hold_is_refused(smollm2, tmp_path, quant, match):
+    with pytest.raises(ValueError, match=match):
+        export_gguf(smollm2.with_quant(quant), tmp_path / "x.gguf")
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_a_rotated_model_is_refused():
+    """QuaRot's online Hadamard before ``down`` is not in llama.cpp's graph."""
+    from types import SimpleNamespace
+
+    from fpsim.models import QuantContext
+    from fpsim.models.export import _check_exportable
+
+    ctx = QuantContext(QuantConfig(sites={"q": "ggml_q4_0"}, rotation="hadamard"))
+    with pytest.raises(ValueError, match="online Hadamard"):
+        _check_exportable(SimpleNamespace(hparams=None, ctx=ctx))
+
+
+def test_export_refuses_a_missing_folder_and_an_encoder(smollm2, tmp_path, model_files):
+    with pytest.raises(ValueError, match="does not exist"):
+        export_gguf(smollm2, tmp_path / "no" / "x.gguf")
+    model_files("minilm")
+    with pytest.raises(ValueError, match="Llama-family decoders"):
+        export_gguf(fpsim.models.load("minilm"), tmp_path / "x.gguf")
+
+
+def test_cli_export_prints_the_real_file_size(smollm2, tmp_path, capsys):
+    out = tmp_path / "q8.gguf"
+    assert main(["export", "--model", "smollm2", "--preset", "gguf_q8_0", "--out",
+                 str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out.stat().st_size} bytes" in printed
+    assert main(["export", "--model", "smollm2", "--preset", "int8", "--out",
+                 str(tmp_path / "y.gguf")]) == 2
+    assert "quantizes activations" in capsys.readouterr().err
+
+
+def test_a_hugging_face_folder_exports_with_its_tokenizer(smollm2, tmp_path):
+    """A model loaded from a Hugging Face folder (2 layers of SmolLM2 here) gets GGUF
+    tokenizer metadata from its tokenizer.json; the file loads back to the same outputs."""
+    from test_hf import smol_config, smol_tensors, write_folder
+
+    from fpsim.models.gguf_io import bpe_tokenizer
+
+    folder = write_folder(tmp_path / "hf", smol_config(smollm2, n_layer=2),
+                          smol_tensors(smollm2, n_layer=2),
+                          bpe_tokenizer(smollm2.tokenizer_spec))
+    model = fpsim.models.load(folder, quant="gguf_q8_0")
+    out = export_gguf(model, tmp_path / "hf.gguf")
+    back = fpsim.models.load(out)
+    assert back.tokenizer_spec.tokens == smollm2.tokenizer_spec.tokens
+    assert set(back.tokenizer_spec.merges) == set(smollm2.tokenizer_spec.merges)
+    ids = smollm2.tokenize("So she was considering in her own mind")
+    assert np.array_equal(back.logits(ids), model.logits(ids))
