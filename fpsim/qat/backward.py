@@ -318,15 +318,18 @@ def cosine_loss(s, t):  # [B, D], [B, D] -> float, [B, D]
     return float(np.mean(1 - cos)), ds.astype(s.dtype, copy=False)
 
 
-def _log_softmax(z):  # [..., V] -> [..., V] float64
-    z = z.astype(np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+def _log_softmax(z):  # [..., V] -> [..., V] log-probabilities, probabilities (z's dtype)
+    z = z - z.max(axis=-1, keepdims=True)  # [..., V]
+    p = np.exp(z)  # [..., V]
+    total = np.sum(p, axis=-1, keepdims=True, dtype=np.float64)  # [..., 1]
+    p /= total.astype(z.dtype)
+    z -= np.log(total).astype(z.dtype)
+    return z, p
 
 
 def kl_logits_loss(student, teacher, *, temperature=1.0):  # [N, V], [N, V] -> float, [N, V]
     """Mean over positions of ``KL(softmax(teacher / T) || softmax(student / T)) * T**2``
-    and its gradient w.r.t. the student logits (computed in float64).
+    and its gradient w.r.t. the student logits (in the student's dtype, sums in float64).
 
     Examples
     --------
@@ -336,10 +339,12 @@ def kl_logits_loss(student, teacher, *, temperature=1.0):  # [N, V], [N, V] -> f
     (0.0, True)
     """
     tau = float(temperature)
-    lp_s = _log_softmax(student / tau)  # [N, V]
-    lp_t = _log_softmax(teacher / tau)  # [N, V]
-    p_t = np.exp(lp_t)  # [N, V]
+    lp_s, p_s = _log_softmax(student / student.dtype.type(tau))  # [N, V] x2
+    lp_t, p_t = _log_softmax(teacher.astype(student.dtype) / student.dtype.type(tau))
     n = student.shape[0]
-    loss = float(np.sum(p_t * (lp_t - lp_s)) / n * tau * tau)
-    dz = (np.exp(lp_s) - p_t) * (tau / n)  # [N, V]
+    lp_t -= lp_s  # [N, V] log(p_t / p_s)
+    loss = float(np.sum(p_t * lp_t, dtype=np.float64) / n * tau * tau)
+    p_s -= p_t
+    p_s *= student.dtype.type(tau / n)
+    dz = p_s  # [N, V]
     return max(loss, 0.0), dz.astype(student.dtype, copy=False)

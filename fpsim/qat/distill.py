@@ -277,7 +277,7 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
           rng=0, ste: str = "clipped", lsq: bool = False, progress: bool = True,
           clip: float = 1.0, train_embeddings: bool = False, held_out: float = 0.25,
           time_limit: float | None = None, warmup: int = 10, eval_every: int = 0,
-          seq_len: int = 128) -> QATResult:
+          seq_len: int = 128, held_out_tokens: int = 1024) -> QATResult:
     """Distil a quantized student from the FP32 model (quantization-aware training).
 
     Parameters
@@ -316,6 +316,8 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
         Also record the held-out metric every this many steps (``after["history"]``).
     seq_len : int
         Llama: tokens per training window.
+    held_out_tokens : int
+        Llama: the last tokens of the prose held out for the perplexity.
 
     Returns
     -------
@@ -344,7 +346,8 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
         out = train_llama(base, config, steps=int(steps), lr=5e-6 if lr is None else lr,
                           batch_size=batch_size or 4, rng=rng, ste=ste, lsq=lsq,
                           progress=progress, clip=clip, time_limit=time_limit, warmup=warmup,
-                          seq_len=seq_len, eval_every=eval_every)
+                          seq_len=seq_len, eval_every=eval_every,
+                          held_out_tokens=held_out_tokens)
     params, scales, losses, before, after, seconds = out
     return QATResult(name, config, params, scales, losses, before, after, seconds, settings,
                      _base=base)

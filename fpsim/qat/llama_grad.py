@@ -215,10 +215,10 @@ def llama_data(model, *, seq_len: int = 128, held_out_tokens: int = 1024):
 
 
 def train_llama(model, config, *, steps, lr, batch_size, rng, ste, lsq, progress, clip,
-                time_limit, warmup, seq_len, eval_every):
+                time_limit, warmup, seq_len, eval_every, held_out_tokens=1024):
     from .distill import Adam, _clip, _progress
 
-    windows, test = llama_data(model, seq_len=seq_len)
+    windows, test = llama_data(model, seq_len=seq_len, held_out_tokens=held_out_tokens)
     params = params_of(model)
     hp = model.hparams
     qz = quantizer(config, hp, ste=ste, lsq=lsq, rng=rng)
@@ -226,10 +226,12 @@ def train_llama(model, config, *, steps, lr, batch_size, rng, ste, lsq, progress
 
     def metrics():
         if qz.scales:
-            logits, _ = forward(params, test[None], hp, quantizer(config, hp, rng=rng))
+            eval_qz = quantizer(config, hp, lsq=True, rng=rng)
+            eval_qz.scales = qz.scales
+            logits, _ = forward(params, test[None], hp, eval_qz)
             from .backward import _log_softmax
 
-            lp = _log_softmax(logits[0, :-1])
+            lp = _log_softmax(logits[0, :-1].astype(np.float64))[0]
             nll = -lp[np.arange(len(test) - 1), test[1:]]
             return {"perplexity": float(np.exp(np.mean(nll)))}
         return {"perplexity": model_with(model, params, config).perplexity(test)}

@@ -131,3 +131,46 @@ def test_cli_qat(monkeypatch, tmp_path, capsys):
     assert seen["model"] == "minilm" and seen["steps"] == 2 and seen["progress"] is False
     assert png.exists() and (tmp_path / "w.npz").exists()
     assert "2 steps" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(model_files):
+    """SmolLM2's tokenizer with a 1-layer, width-16 random Llama (tied head)."""
+    model_files("smollm2")
+    from fpsim.models.gguf_io import LlamaHParams
+    from fpsim.models.llama import Llama, LlamaBlock, LlamaWeights, SmolLM2
+
+    real = SmolLM2.load()
+    V = real.hparams.n_vocab
+    hp = LlamaHParams(n_layer=1, n_embd=16, n_ff=32, n_head=4, n_head_kv=2, head_dim=4,
+                      rope_theta=1e4, rms_eps=1e-5, n_vocab=V, n_ctx=2048)
+    rng = np.random.default_rng(0)
+
+    def w(*s, scale=0.3):
+        return (scale * rng.standard_normal(s)).astype(np.float32)
+
+    blk = LlamaBlock(attn_norm=np.ones(16, np.float32), wq=w(16, 16), wk=w(16, 8), wv=w(16, 8),
+                     wo=w(16, 16), ffn_norm=np.ones(16, np.float32), w_gate=w(16, 32),
+                     w_up=w(16, 32), w_down=w(32, 16))
+    emb = w(V, 16, scale=1.0)
+    weights = LlamaWeights(emb, (blk,), np.ones(16, np.float32), emb.T)
+    return Llama(hp, weights, real.tokenizer_spec, tokenizer=real.tokenizer)
+
+
+@pytest.mark.parametrize("lsq", [False, True])
+def test_train_llama_few_steps(tiny_llama, lsq):
+    res = tr.train(tiny_llama, "w4", steps=2, batch_size=2, rng=0, progress=False, lr=1e-3,
+                   lsq=lsq, seq_len=32, held_out_tokens=64)
+    assert len(res.losses) == 2 and all(np.isfinite(res.losses))
+    assert res.after["perplexity"] > 1 and res.after["fp32"] > 1
+    assert not np.array_equal(res.params["blocks.0.wq"], tiny_llama.weights.blocks[0].wq)
+    assert "embedding" in res.params and "lm_head" not in res.params  # tied, frozen
+    np.testing.assert_array_equal(res.params["embedding"], tiny_llama.weights.embedding)
+    if lsq:
+        assert res.scales["lsq.down.0"].shape == (1, 16)
+    else:
+        m = res.quantized_model()
+        from fpsim.qat.llama_grad import llama_data
+
+        test = llama_data(tiny_llama, seq_len=32, held_out_tokens=64)[1]
+        assert m.perplexity(test) == pytest.approx(res.after["perplexity"], rel=1e-6)
