@@ -159,6 +159,8 @@ def forward(params, ids, lengths, cfg, qz):  # [B, T], [B] -> [B, D], cache
     -------
     pooled : ndarray, shape (B, D)
     cache : dict
+        What :func:`backward` needs; ``cache["states"]`` holds every layer's output
+        (packed real tokens, [N, D]) for hidden-state distillation.
     """
     B, T = ids.shape
     rows = np.flatnonzero(np.arange(T) < lengths[:, None])  # [N]
@@ -167,26 +169,31 @@ def forward(params, ids, lengths, cfg, qz):  # [B, T], [B] -> [B, D], cache
     table, table_back = qz.weight("embed", None, params["emb.token"], linear=False)  # [V, D]
     e = table[tok_ids] + params["emb.position"][positions] + params["emb.segment"][0]  # [N, D]
     x = layer_norm(e, params["emb.norm_g"], params["emb.norm_b"], cfg.eps)  # [N, D]
-    caches = []
+    caches, states = [], []
     for i in range(cfg.n_layers):
         x, c = _layer(x, rows, mask, _layer_params(params, i), i, cfg, qz)  # [N, D]
         caches.append(c)
+        states.append(x)
     valid = np.arange(T) < lengths[:, None]  # [B, T]
     pooled = mean_pool(unpack(x, rows, B, T), valid)  # [B, D]
     return pooled, dict(rows=rows, B=B, T=T, valid=valid, tok_ids=tok_ids, positions=positions,
-                        e=e, layers=caches, table_back=table_back)
+                        e=e, layers=caches, table_back=table_back, states=states)
 
 
-def backward(dpooled, cache, params, cfg, *, embeddings: bool = False) -> dict:
+def backward(dpooled, cache, params, cfg, *, embeddings: bool = False, dstates=None) -> dict:
     """Gradients of every parameter given ``d loss / d pooled`` ([B, D]).
 
     ``embeddings=False`` leaves out the token, position and segment tables (the
     embeddings' layer norm is still included): their gradients are large and sparse.
+    ``dstates`` (optional, a list of ``n_layers`` arrays [N, D] or None) adds the gradient
+    of a loss on the layers' outputs ``cache["states"]``.
     """
     rows, B, T = cache["rows"], cache["B"], cache["T"]
     dx = pack(mean_pool_backward(dpooled, cache["valid"]), rows)  # [N, D]
     grads = {}
     for i in reversed(range(cfg.n_layers)):
+        if dstates is not None and dstates[i] is not None:
+            dx = dx + dstates[i]  # [N, D]
         dx, g = _layer_back(dx, cache["layers"][i], _layer_params(params, i), rows, B, T, cfg)
         grads.update({f"layers.{i}.{n}": v for n, v in g.items()})
     de, grads["emb.norm_g"], grads["emb.norm_b"] = layer_norm_backward(

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..rounding import seed_of
 
-__all__ = ["Adam", "QATResult", "train"]
+__all__ = ["Adam", "QATResult", "hidden_state_loss", "qat_config", "train"]
 
 
 class Adam:
@@ -193,8 +193,29 @@ def _minilm_embed(params, ids_list, model, qz, batch_size=64):
     return out
 
 
+def hidden_state_loss(student, teacher, *, weight=1.0):
+    """``weight`` times the mean over layers of ``mean((s - t)**2) / mean(t**2)`` (hidden-state
+    distillation, as TinyBERT / TernaryBERT), and its gradient w.r.t. each student state.
+
+    Examples
+    --------
+    >>> loss, d = hidden_state_loss([np.ones((2, 3))], [np.full((2, 3), 2.0)])
+    >>> loss, d[0][0].tolist()
+    (0.25, [-0.08333333333333333, -0.08333333333333333, -0.08333333333333333])
+    """
+    total, grads = 0.0, []
+    n = len(student)
+    for s, t in zip(student, teacher):
+        norm = float(np.mean(np.square(t, dtype=np.float64))) or 1.0
+        diff = s - t
+        total += float(np.mean(np.square(diff, dtype=np.float64))) / norm
+        grads.append((diff * (2 * weight / (n * norm * diff.size))).astype(s.dtype))
+    return weight * total / n, grads
+
+
 def _train_minilm(model, config, *, steps, lr, batch_size, rng, ste, lsq, progress, clip,
-                  train_embeddings, held_out, time_limit, warmup, eval_every):
+                  train_embeddings, held_out, time_limit, warmup, eval_every,
+                  hidden_weight=0.0):
     from .bert_grad import backward, forward, params_of, quantizer
     from .backward import cosine_loss
 
@@ -224,7 +245,13 @@ def _train_minilm(model, config, *, steps, lr, batch_size, rng, ste, lsq, progre
         qz.zero_grad()
         pooled, cache = forward(params, ids, lengths, model.cfg, qz)
         loss, dpooled = cosine_loss(pooled, teacher_train[pick])
-        grads = backward(dpooled, cache, params, model.cfg, embeddings=train_embeddings)
+        dstates = None
+        if hidden_weight:
+            states = forward(params, ids, lengths, model.cfg, fp32)[1]["states"]
+            extra, dstates = hidden_state_loss(cache["states"], states, weight=hidden_weight)
+            loss += extra
+        grads = backward(dpooled, cache, params, model.cfg, embeddings=train_embeddings,
+                         dstates=dstates)
         grads.update({k: v for k, v in qz.grads.items()})
         _clip(grads, clip)
         scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
@@ -277,7 +304,8 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
           rng=0, ste: str = "clipped", lsq: bool = False, progress: bool = True,
           clip: float = 1.0, train_embeddings: bool = False, held_out: float = 0.25,
           time_limit: float | None = None, warmup: int = 10, eval_every: int = 0,
-          seq_len: int = 128, held_out_tokens: int = 1024) -> QATResult:
+          seq_len: int = 128, held_out_tokens: int = 1024,
+          hidden_weight: float = 0.0) -> QATResult:
     """Distil a quantized student from the FP32 model (quantization-aware training).
 
     Parameters
@@ -318,6 +346,9 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
         Llama: tokens per training window.
     held_out_tokens : int
         Llama: the last tokens of the prose held out for the perplexity.
+    hidden_weight : float
+        MiniLM: add this times the hidden-state distillation loss
+        (:func:`hidden_state_loss`, every layer's output against the teacher's).
 
     Returns
     -------
@@ -333,13 +364,13 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
     name, base = _load(model)
     config = qat_config(preset)
     settings = dict(steps=int(steps), lr=lr, batch_size=batch_size, rng=seed_of(rng), ste=ste,
-                    lsq=lsq, clip=clip, time_limit=time_limit)
+                    lsq=lsq, clip=clip, time_limit=time_limit, hidden_weight=hidden_weight)
     if name == "minilm":
         out = _train_minilm(base, config, steps=int(steps), lr=2e-5 if lr is None else lr,
                             batch_size=batch_size or 32, rng=rng, ste=ste, lsq=lsq,
                             progress=progress, clip=clip, train_embeddings=train_embeddings,
                             held_out=held_out, time_limit=time_limit, warmup=warmup,
-                            eval_every=eval_every)
+                            eval_every=eval_every, hidden_weight=hidden_weight)
     else:
         from .llama_grad import train_llama
 

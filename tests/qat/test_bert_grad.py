@@ -174,3 +174,19 @@ def test_real_minilm_slice_equals_finite_differences(minilm):
     _, cache = bg.forward(params, ids, lengths, cfg, qz)
     grads = bg.backward(dy, cache, params, cfg, embeddings=True)
     fd_check(params, loss_of, grads, sorted(grads), n=6, h=1e-5, rtol=1e-4, atol=1e-7)
+
+
+def test_gradients_of_a_loss_on_the_hidden_states():
+    params = tiny_params(CFG)
+    qz = QATQuantizer(None, n_layers=CFG.n_layers, sites=bg.SITES)
+    rng = np.random.default_rng(3)
+    dy = rng.standard_normal((3, CFG.d_model))
+    r = [rng.standard_normal((int(LENGTHS.sum()), CFG.d_model)) for _ in range(CFG.n_layers)]
+
+    def loss_of(p):
+        pooled, c = bg.forward(p, IDS, LENGTHS, CFG, qz)
+        return float(np.sum(pooled * dy) + sum(np.sum(s * ri) for s, ri in zip(c["states"], r)))
+
+    _, cache = bg.forward(params, IDS, LENGTHS, CFG, qz)
+    grads = bg.backward(dy, cache, params, CFG, dstates=r)
+    fd_check(params, loss_of, grads, ["layers.0.wq", "layers.0.ffn_norm_g", "emb.norm_b"], n=8)

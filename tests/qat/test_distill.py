@@ -174,3 +174,25 @@ def test_train_llama_few_steps(tiny_llama, lsq):
 
         test = llama_data(tiny_llama, seq_len=32, held_out_tokens=64)[1]
         assert m.perplexity(test) == pytest.approx(res.after["perplexity"], rel=1e-6)
+
+
+def test_hidden_state_loss_gradient():
+    rng = np.random.default_rng(0)
+    s = [rng.standard_normal((4, 3)) for _ in range(2)]
+    t = [rng.standard_normal((4, 3)) for _ in range(2)]
+    loss, d = tr.hidden_state_loss(s, t, weight=0.5)
+    h = 1e-6
+    for layer in range(2):
+        for idx in [(0, 0), (3, 2)]:
+            s[layer][idx] += h
+            up = tr.hidden_state_loss(s, t, weight=0.5)[0]
+            s[layer][idx] -= 2 * h
+            down = tr.hidden_state_loss(s, t, weight=0.5)[0]
+            s[layer][idx] += h
+            assert d[layer][idx] == pytest.approx((up - down) / (2 * h), rel=1e-6)
+
+
+def test_train_minilm_with_hidden_states(tiny_minilm):
+    res = tr.train(tiny_minilm, "mxfp4", steps=2, batch_size=4, rng=0, progress=False,
+                   lr=1e-3, hidden_weight=1.0)
+    assert len(res.losses) == 2 and all(np.isfinite(res.losses))
