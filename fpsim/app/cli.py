@@ -359,7 +359,8 @@ def cmd_qat(args) -> int:
 
     res = train(args.model, args.preset, steps=args.steps, lr=args.lr,
                 batch_size=args.batch_size, rng=args.seed, ste=args.ste, lsq=args.lsq,
-                progress=not args.quiet, time_limit=args.time_limit)
+                progress=not args.quiet, time_limit=args.time_limit,
+                hidden_weight=args.hidden_weight)
     print(res.summary())
     if args.plot:
         res.plot().savefig(args.plot, dpi=120)
@@ -450,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ste", choices=("clipped", "plain"), default="clipped",
                    help="straight-through estimator (default clipped)")
     s.add_argument("--lsq", action="store_true", help="learn the weight scales (LSQ)")
+    s.add_argument("--hidden-weight", type=float, default=0.0, metavar="W",
+                   help="minilm: weight of the hidden-state distillation loss (default 0)")
     s.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="stop training after this many seconds")
     s.add_argument("--seed", type=_seed_arg, default=0, help="seed (default 0)")
