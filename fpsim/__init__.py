@@ -82,12 +82,19 @@ __all__ = [
     "iinfo",
     "list_formats",
     "p3109",
+    "sweep",
 ]
 __version__ = "0.1.0"
 
 #: Subpackages and modules imported on first attribute access.
 _LAZY = ("data", "models", "measure", "plotting", "strategies", "reference", "app", "quant",
          "mma", "qat")
+
+
+def sweep(**kwargs):
+    """Run a grid of models x presets x seeds (and tensors x recipes) on a Dask cluster:
+    :func:`fpsim.app.sweep.sweep`, loaded on first call (it needs ``fpsim[sweep]``)."""
+    return _importlib.import_module(f"{__name__}.app.sweep").sweep(**kwargs)
 
 
 def __getattr__(name):

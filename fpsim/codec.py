@@ -114,6 +114,28 @@ def _holds(fmt, dtype: np.dtype) -> bool:
     return bool(same.all())
 
 
+# ---- dask arrays: the same functions, block by block --------------------------
+def _is_dask(x) -> bool:
+    """A dask array?  Asked without importing dask (only its users have it)."""
+    return type(x).__module__.startswith("dask.")
+
+
+def _lazy(func, x, fmt, *, rounding, saturate, rng, out):
+    """``func(x, fmt, ...)`` on a dask array, lazily, one call per chunk (``map_blocks``):
+    bitwise the NumPy result, since every element is rounded on its own."""
+    if out is not None:
+        raise TypeError("out= is not supported for a dask array x (the result is a new lazy "
+                        "dask array)")
+    fmt = get_format(fmt)
+    if dispatch.mode_for(fmt, rounding) == cast.STOCHASTIC and x.npartitions > 1:
+        raise ValueError(
+            f"rounding='stochastic' keys its random bits to each element's index in the array; "
+            f"x is a dask array of {x.npartitions} chunks whose blocks would reuse the same "
+            "bits: pass x.rechunk(-1) (one chunk) or a deterministic rounding")
+    seed = None if rng is None else int(resolve_seed(rng))  # one seed for every block
+    kw = dict(rounding=rounding, saturate=check_saturate(saturate), rng=seed)
+    meta = func(np.empty((0,) * x.ndim, x.dtype), fmt, **kw)  # validates, gives the dtype
+    return x.map_blocks(func, fmt, dtype=meta.dtype, meta=meta, **kw)
 
 
 # ---- public API ----------------------------------------------------------
@@ -123,7 +145,9 @@ def encode(x, fmt, *, rounding="nearest_even", saturate=False, rng=None, out=Non
     Parameters
     ----------
     x : array_like of float16, float32 or float64
-        Values to encode (any shape; Python floats and lists are accepted).
+        Values to encode (any shape; Python floats and lists are accepted).  A
+        ``dask.array`` gives a lazy dask array of the codes, computed chunk by chunk
+        (``map_blocks``, bitwise the NumPy result; stochastic rounding needs one chunk).
     fmt : str, FloatFormat, IntFormat or dtype
         Target format, e.g. ``"float8_e4m3fn"`` or ``"e4m3fn"``.
     rounding : str
@@ -158,6 +182,8 @@ def encode(x, fmt, *, rounding="nearest_even", saturate=False, rng=None, out=Non
     >>> int(fpsim.encode(1e6, "e4m3fn", saturate=True))
     126
     """
+    if _is_dask(x):
+        return _lazy(encode, x, fmt, rounding=rounding, saturate=saturate, rng=rng, out=out)
     fmt = get_format(fmt)
     mode = dispatch.mode_for(fmt, rounding)
     saturate = check_saturate(saturate)
@@ -185,7 +211,7 @@ def quantize(x, fmt, *, rounding="nearest_even", saturate=False, rng=None, out=N
 
     Returns
     -------
-    ndarray
+    ndarray (a lazy dask array for a dask array ``x``)
         Same shape and dtype as ``x`` (float64 for Python floats). An ml_dtypes
         input (``bfloat16``, ``float8_*``, ...) comes back in its own dtype when that
         dtype holds every value of ``fmt`` (Inf and NaN included), else as float32.
@@ -203,6 +229,8 @@ def quantize(x, fmt, *, rounding="nearest_even", saturate=False, rng=None, out=N
     >>> fpsim.quantize(np.array([0.3, 3.3, 1000.0], np.float32), "e4m3fn", saturate=True).tolist()
     [0.3125, 3.25, 448.0]
     """
+    if _is_dask(x):
+        return _lazy(quantize, x, fmt, rounding=rounding, saturate=saturate, rng=rng, out=out)
     fmt = get_format(fmt)
     mode = dispatch.mode_for(fmt, rounding)
     saturate = check_saturate(saturate)

@@ -138,12 +138,25 @@ class QuantizedTensor:
     tensor_scale: float = 1.0
     scale_codes: np.ndarray | None = None
     nan_mask: np.ndarray | None = None
+    signs: np.ndarray | None = None
 
     def dequantize(self, dtype=np.float32) -> np.ndarray:
         """The values the codes stand for, in ``dtype`` (computed in chunks).  With an int
         ``spec.hadamard`` the codes and scales are the rotated tensor's, and the values are
-        rotated back."""
+        rotated back (``nvfp4_ms_eden``: with the call's random ``signs``)."""
         spec = self.spec
+        if spec.stack == "quartet" and spec.hadamard is not None:
+            from .quartet import rotate
+
+            inner = dataclasses.replace(self, spec=dataclasses.replace(spec, hadamard=None),
+                                        signs=None)
+            v = inner.dequantize(np.float64)
+            if self.signs is None or v.size == 0:
+                return v.astype(dtype)
+            axis = _blocks.check_axis(spec.axis, v.ndim)
+            with np.errstate(over="ignore"):
+                v = rotate(np.moveaxis(v, axis, -1), self.signs, inverse=True)
+            return _clip_to(np.moveaxis(v, -1, axis), np.dtype(dtype)).astype(dtype)
         if isinstance(spec.hadamard, int):
             inner = dataclasses.replace(self, spec=dataclasses.replace(spec, hadamard=None))
             return _hadamard(inner.dequantize(np.float64), spec, inverse=True).astype(dtype)
@@ -347,6 +360,8 @@ calibration, percentile, symmetric, tensor_scale, amax, amin, name : optional
                         symmetric=symmetric, tensor_scale=tensor_scale, amax=amax,
                         amin=amin, stack=stack, row_scaled=row_scaled, error=error,
                       e4m3_max=e4m3_max, hadamard=hadamard, name=name))
+    if spec.stack == "quartet":
+        return _quartet(x, spec, rng)
     if isinstance(spec.hadamard, int):
         y = _hadamard(x, spec)
         qt = quantize_tensor(y, dataclasses.replace(spec, hadamard=None), rng=rng)
@@ -483,6 +498,32 @@ def _te(x, spec, rng=None):
     return c, s, factors, v
 
 
+def _quartet(x, spec, rng):
+    """The QuantizedTensor of a ``stack="quartet"`` spec (Quartet II's quantizers): E4M3
+    block scales, the tensor scale ``s_dec``, and for MS-EDEN the rotated tensor's codes with
+    the call's rotation signs."""
+    from . import quartet
+
+    axis = _blocks.check_axis(spec.axis, max(x.ndim, 1))
+    xx = np.moveaxis(x.reshape(1) if x.ndim == 0 else x, axis, -1)
+    n = xx.shape[-1]
+    h = spec.hadamard
+    if h is not None and x.size:
+        h = min(h, n & -n)  # the largest power of two (<= spec.hadamard) dividing the axis
+        if h < 16:
+            raise ValueError(f"nvfp4_ms_eden rotates groups of whole NVFP4 blocks: the length "
+                             f"{n} of axis {spec.axis} must be a multiple of 16")
+    s, c, _, s_dec, signs = quartet.quartet_quantize(
+        xx, method="sr" if spec.hadamard is None else "ms_eden", hadamard=h, rng=rng)
+    nb = s.shape[1]
+    sc = np.moveaxis(s.reshape(*xx.shape[:-1], nb), -1, axis)
+    scales = decode(sc, spec.scale_format, dtype=np.float32)
+    c = np.moveaxis(c, -1, axis).reshape(x.shape)
+    return QuantizedTensor(codes=c, scales=scales, zero_points=None, spec=spec, shape=x.shape,
+                           tensor_scale=float(s_dec), scale_codes=sc, nan_mask=None,
+                           signs=signs)
+
+
 def _check_two_level(spec):
     if not (spec.format.name == "float4_e2m1fn" and spec.scale_format is not None
             and spec.scale_format.name == "float8_e4m3fn"):
@@ -503,7 +544,8 @@ def fake_quantize(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEE
     """x quantized with scales and dequantized again, in x's float dtype.
 
     Same arguments as :func:`quantize_tensor`; MX specs run one fused kernel.
-    NaN stays NaN, +-Inf saturates to its group's largest magnitude, and the
+    A ``dask.array`` ``x`` gives a lazy dask array, one call per chunk, bitwise the
+    NumPy result (see :func:`_dask_fake_quantize` for the chunks it needs).  NaN stays NaN, +-Inf saturates to its group's largest magnitude, and the
     scales come from the finite values (see the numerics page).  Memory stays
     near the output's size: the work is done in chunks.
 
@@ -514,15 +556,19 @@ def fake_quantize(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEE
     ...                     block_size=4).tolist()
     [1.0, 2.0, 288.0, 896.0]
     """
-    spec, x = _prepare(x, spec, given(format=format, rounding=rounding, saturate=saturate,
-                        granularity=granularity, axis=axis, block_size=block_size,
-                        scale_format=scale_format, scale_rule=scale_rule,
-                        calibration=calibration, percentile=percentile,
-                        symmetric=symmetric, tensor_scale=tensor_scale, amax=amax,
-                        amin=amin, stack=stack, row_scaled=row_scaled, error=error,
-                      e4m3_max=e4m3_max, hadamard=hadamard, name=name))
+    overrides = given(format=format, rounding=rounding, saturate=saturate,
+                      granularity=granularity, axis=axis, block_size=block_size,
+                      scale_format=scale_format, scale_rule=scale_rule,
+                      calibration=calibration, percentile=percentile,
+                      symmetric=symmetric, tensor_scale=tensor_scale, amax=amax,
+                      amin=amin, stack=stack, row_scaled=row_scaled, error=error,
+                      e4m3_max=e4m3_max, hadamard=hadamard, name=name)
+    if type(x).__module__.startswith("dask."):  # without importing dask
+        return _dask_fake_quantize(x, resolve_spec(spec, **overrides), rng)
+    spec, x = _prepare(x, spec, overrides)
     dtype = x.dtype
-    if isinstance(spec.hadamard, int):  # the same values as quantize_tensor's dequantize()
+    if spec.stack == "quartet" or isinstance(spec.hadamard, int):
+        # the same values as quantize_tensor's dequantize()
         return quantize_tensor(x, spec, rng=rng).dequantize(dtype)
     if spec.stack == "torchao":
         return _torchao(x, spec)[2].astype(dtype, copy=False)
@@ -587,3 +633,47 @@ def _fast_fake_quantize(x: np.ndarray, spec: QuantSpec, rng):
             if nan.any():
                 out[rs][nan] = np.nan  # NaN stays NaN
     return out.reshape(x.shape)
+
+
+# ---- dask arrays ----------------------------------------------------------------------
+def _dask_fake_quantize(x, spec: QuantSpec, rng):
+    """:func:`fake_quantize` of a dask array, lazily, chunk by chunk (``map_blocks``).
+
+    No scale group may straddle two chunks, so that every chunk computes the scales the
+    whole array would:
+
+    * blocks (MX, NVFP4, ggml, ``int4_block32``...) along ``spec.axis``: every chunk along
+      that axis but the last must hold whole blocks (a multiple of the block size; of the
+      Hadamard size too), else ValueError; 2-D tiles the same along the last two axes;
+    * per-channel / per-token scales: the array is rechunked to one chunk along the axis;
+    * one scale per tensor (per-tensor recipes, NVFP4's tensor scale, ``stack="te"``):
+      one chunk (unless a static ``amax`` fixes the scale: then any chunks do);
+    * stochastic rounding keys its bits to the element index: one chunk only.
+    """
+    as_float(np.empty(0, x.dtype))  # the dtype error of the NumPy path, now
+    nd = x.ndim
+    whole = spec.stack == "te" or (spec.amax is None and (
+        spec.granularity == "tensor" or spec.tensor_scale))
+    if nd == 0 or whole:
+        x = x.rechunk(-1)
+    elif spec.granularity in ("channel", "token") or (
+            isinstance(spec.hadamard, int) and spec.granularity != "block"):
+        x = x.rechunk({_blocks.check_axis(spec.axis, nd): -1})
+    elif spec.granularity == "block":
+        tiles = isinstance(spec.block_size, tuple)
+        axes = (nd - 2, nd - 1) if tiles else (_blocks.check_axis(spec.axis, nd),)
+        sizes = spec.block_size if tiles else (spec.block_size,)
+        for ax, k in zip(axes, sizes):
+            if isinstance(spec.hadamard, int):
+                k = int(np.lcm(k, spec.hadamard))
+            if any(c % k for c in x.chunks[ax][:-1]):
+                raise ValueError(
+                    f"x: the chunks {x.chunks[ax]} of the dask array along axis {ax} split "
+                    f"the recipe's blocks of {k} ({spec.describe()}): every chunk but the "
+                    f"last must be a multiple of {k}; rechunk, e.g. "
+                    f"x.rechunk({{{ax}: {k * max(1, x.chunks[ax][0] // k)}}})")
+    if spec.rounding == "stochastic" and x.npartitions > 1:
+        raise ValueError(f"rounding='stochastic' keys its random bits to each element's index; "
+                         f"x is a dask array of {x.npartitions} chunks: pass x.rechunk(-1)")
+    return x.map_blocks(fake_quantize, spec, rng=rng, dtype=x.dtype,
+                        meta=np.empty((0,) * nd, x.dtype))
