@@ -248,13 +248,14 @@ def cmd_eval(args) -> int:
         _writable_file("--json", args.json)
     presets = list(args.preset or [])
     configs = [QuantConfig.load(path) for path in (args.config or [])]
-    sites = {"minilm": bert.SITES, "smollm2": llama.SITES}[args.model]
-    for cfg in configs:
-        cfg.check_model(sites=sites)
+    if args.model in weights.MODELS:
+        sites = {"minilm": bert.SITES, "smollm2": llama.SITES}[args.model]
+        for cfg in configs:
+            cfg.check_model(sites=sites)
+        weights.fetch(args.model)
     presets += configs
     if not presets:
         presets = None
-    weights.fetch(args.model)
     results = evaluate(args.model, presets, max_tokens=args.max_tokens, rng=args.seed,
                        batch_size=args.batch_size)
     print(results_markdown(results))
@@ -306,6 +307,17 @@ def cmd_export(args) -> int:
     print(f"wrote {out} ({size / 2**20:.1f} MiB, {size} bytes): model {args.model}, "
           f"{'preset ' + args.preset if not args.config else 'config ' + args.config}")
     return 0
+
+
+def _model_or_path_arg(name: str) -> str:
+    import pathlib
+
+    from ..models.weights import MODELS
+
+    if name in MODELS or pathlib.Path(name).exists():
+        return name
+    raise argparse.ArgumentTypeError(f"{name!r} is neither a model ({', '.join(MODELS)}) nor "
+                                     "an existing folder or GGUF file")
 
 
 def cmd_fetch(args) -> int:
@@ -422,7 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="evaluate presets on a model against FP32",
         description="Evaluate quantization presets (or QuantConfig files) on minilm or "
                     "smollm2 against the FP32 model and print a results table.")
-    s.add_argument("--model", default="minilm", type=_model_arg, help="minilm or smollm2")
+    s.add_argument("--model", default="minilm", type=_model_or_path_arg,
+                   help="minilm, smollm2, or the path of your own checkpoint (a Hugging "
+                        "Face folder or a GGUF file)")
     s.add_argument("--preset", nargs="+", metavar="P", help="preset names (default: all)")
     s.add_argument("--config", nargs="+", metavar="FILE",
                    help="QuantConfig files (.json or .toml) to evaluate too")
@@ -468,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "gguf_mxfp4) and write a GGUF file that llama.cpp, gguf.GGUFReader and "
                     "fpsim.models.load read; loading it gives the fake-quantized model's "
                     "outputs bit for bit (fpsim.models.export.export_gguf).")
-    s.add_argument("--model", default="smollm2",
+    s.add_argument("--model", default="smollm2", type=_model_or_path_arg,
                    help="smollm2, or the path of a Llama-family GGUF file or folder")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--preset", metavar="P", help="a weight-only gguf_* preset, or fp32")

@@ -350,15 +350,17 @@ def _trace_rows(ctx) -> list[dict]:
     return [dict(site=s, layer=layer, **st.to_dict()) for (s, layer), st in ctx.trace.items()]
 
 
-def evaluate(model: str = "minilm", presets: Iterable[str] | None = None, *,
+def evaluate(model="minilm", presets: Iterable[str] | None = None, *,
              sentences: list[str] | None = None, text: str | None = None,
              max_tokens: int = 1024, window: int = 512, progress: bool = True,
              n_boot: int = 1000, batch_size: int = 64, rng=None) -> list[EvalResult]:
-    """Evaluate presets on ``model`` ("minilm" or "smollm2") against its FP32 run.
+    """Evaluate presets on ``model`` against its FP32 run.
 
     Parameters
     ----------
-    model : {"minilm", "smollm2"}
+    model : "minilm", "smollm2" or a path
+        A packaged model, or your own checkpoint (a Hugging Face folder or GGUF file, see
+        :func:`fpsim.models.load`): encoders are measured as MiniLM, decoders as SmolLM2.
     presets : iterable of str or QuantConfig
         Default: every preset in :data:`fpsim.models.PRESETS`.
     sentences : list of str
@@ -397,9 +399,13 @@ def evaluate(model: str = "minilm", presets: Iterable[str] | None = None, *,
 
     names = list(PRESETS) if presets is None else list(presets)
     seed = seed_of(rng)
+    from ..models.bert import MiniLM
+    from ..models.llama import Llama
+
     ref = load(model)
+    label = model if model in ("minilm", "smollm2") else str(model)
     results = []
-    if model == "minilm":
+    if isinstance(ref, MiniLM):
         texts = data.sentences() if sentences is None else list(sentences)
         e_ref = ref.embed(texts, batch_size=batch_size)
         probe = texts[:16]
@@ -414,14 +420,15 @@ def evaluate(model: str = "minilm", presets: Iterable[str] | None = None, *,
             _start_trace(m)  # statistics from the probe batch only: tracing costs time
             h_q = m.hidden_states(probe)
             results.append(EvalResult(
-                model=model, preset=cfg.name, description=cfg.description, metrics=metrics,
+                model=label, preset=cfg.name,
+                description=f"{cfg.description} (FP32: {ref.weights_source})", metrics=metrics,
                 storage=weight_storage(ref.linear_weights(), cfg,
                                        quantized=m.ctx.weight_specs),
                 layer_sqnr_db=layer_sqnr(h_ref, h_q, mask), trace=_trace_rows(m.ctx),
                 seconds=time.perf_counter() - t0, seed=seed, batch_size=batch_size))
         return results
-    if model != "smollm2":
-        raise ValueError(f"model must be 'minilm' or 'smollm2', got {model!r}")
+    if not isinstance(ref, Llama):  # pragma: no cover - load() returns one of the two
+        raise ValueError(f"model must be an encoder or a decoder, got {type(ref).__name__}")
     txt = data.public_domain_text() if text is None else text
     ids = np.asarray(ref.tokenize(txt)[:max_tokens])
     if ids.size < 2:
@@ -440,8 +447,8 @@ def evaluate(model: str = "minilm", presets: Iterable[str] | None = None, *,
         _start_trace(m)
         h_q = m.hidden_states(windows[0][:128])
         results.append(EvalResult(
-            model=model, preset=cfg.name,
-            description=cfg.description + " (weights relative to the Q4_1 GGUF weights)",
+            model=label, preset=cfg.name,
+            description=f"{cfg.description} (FP32: {ref.weights_source})",
             metrics=metrics, storage=weight_storage(ref.linear_weights(), cfg,
                                                     quantized=m.ctx.weight_specs),
             layer_sqnr_db=layer_sqnr(h_ref, h_q), trace=_trace_rows(m.ctx),
@@ -465,8 +472,7 @@ def results_markdown(results: list[EvalResult]) -> str:
     """
     if not results:
         return ""
-    model = results[0].model
-    if model == "minilm":
+    if "cosine_mean" in results[0].metrics:  # an encoder's results
         header = ["preset", "cosine mean", "cosine min", "similarity Spearman",
                   "NN agreement", "bits/weight", "size vs FP32", "last-layer SQNR (dB)"]
         rows = [[r.preset, f"{r.metrics['cosine_mean']:.5f}", f"{r.metrics['cosine_min']:.5f}",

@@ -111,3 +111,9 @@ def test_a_hugging_face_folder_exports_with_its_tokenizer(smollm2, tmp_path):
     assert set(back.tokenizer_spec.merges) == set(smollm2.tokenizer_spec.merges)
     ids = smollm2.tokenize("So she was considering in her own mind")
     assert np.array_equal(back.logits(ids), model.logits(ids))
+    # your own checkpoint in the evaluation: the exported file, by path, from the CLI layer
+    from fpsim.app.evaluate import evaluate
+
+    (res,) = evaluate(str(out), ["int8"], max_tokens=32, progress=False, n_boot=10)
+    assert res.model == str(out) and np.isfinite(res.metrics["ppl"])
+    assert str(out) in res.description  # which weights the FP32 baseline is
