@@ -372,7 +372,7 @@ def cmd_qat(args) -> int:
     res = train(args.model, args.preset, steps=args.steps, lr=args.lr,
                 batch_size=args.batch_size, rng=args.seed, ste=args.ste, lsq=args.lsq,
                 progress=not args.quiet, time_limit=args.time_limit,
-                hidden_weight=args.hidden_weight)
+                hidden_weight=args.hidden_weight, augment=args.augment)
     print(res.summary())
     if args.plot:
         res.plot().savefig(args.plot, dpi=120)
@@ -467,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lsq", action="store_true", help="learn the weight scales (LSQ)")
     s.add_argument("--hidden-weight", type=float, default=0.0, metavar="W",
                    help="minilm: weight of the hidden-state distillation loss (default 0)")
+    s.add_argument("--augment", type=float, default=0.0, metavar="SHARE",
+                   help="minilm: share of each batch drawn as random prose windows (default 0)")
     s.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="stop training after this many seconds")
     s.add_argument("--seed", type=_seed_arg, default=0, help="seed (default 0)")

@@ -215,17 +215,20 @@ def hidden_state_loss(student, teacher, *, weight=1.0):
 
 def _train_minilm(model, config, *, steps, lr, batch_size, rng, ste, lsq, progress, clip,
                   train_embeddings, held_out, time_limit, warmup, eval_every,
-                  hidden_weight=0.0):
+                  hidden_weight=0.0, augment=0.0):
+    from .. import data
     from .bert_grad import backward, forward, params_of, quantizer
     from .backward import cosine_loss
 
     train_texts, test_texts = minilm_data(held_out=held_out, rng=rng)
     train_ids = model.tokenize(train_texts)
     test_ids = model.tokenize(test_texts)
-    params = params_of(model)
+    params = params_of(model)  # the student's, trained in place
+    teacher = params_of(model)  # the FP32 teacher's, frozen
     fp32 = quantizer(None, model.cfg)
-    teacher_train = _minilm_embed(params, train_ids, model, fp32)  # [n, D]
-    teacher_test = _minilm_embed(params, test_ids, model, fp32)  # [m, D]
+    teacher_train = _minilm_embed(teacher, train_ids, model, fp32)  # [n, D]
+    teacher_test = _minilm_embed(teacher, test_ids, model, fp32)  # [m, D]
+    words = data.public_domain_text().split() if augment else []
     qz = quantizer(config, model.cfg, ste=ste, lsq=lsq, rng=rng)
 
     def metrics():
@@ -240,14 +243,24 @@ def _train_minilm(model, config, *, steps, lr, batch_size, rng, ste, lsq, progre
     bar = _progress(steps, progress, f"QAT minilm {getattr(qz.ctx.config, 'name', '')}")
     t0 = time.perf_counter()
     for step in range(steps):
-        pick = gen.choice(len(train_ids), size=min(batch_size, len(train_ids)), replace=False)
-        ids, lengths = model.pad([train_ids[j] for j in pick])
+        n_aug = int(round(augment * batch_size))
+        pick = gen.choice(len(train_ids), size=min(batch_size - n_aug, len(train_ids)),
+                          replace=False)
+        batch = [train_ids[j] for j in pick] + [
+            model.tokenize([" ".join(words[a:a + n])])[0]
+            for a, n in zip(gen.integers(0, len(words) - 40, n_aug),
+                            gen.integers(4, 41, n_aug))]  # random windows of the prose
+        ids, lengths = model.pad(batch)
         qz.zero_grad()
         pooled, cache = forward(params, ids, lengths, model.cfg, qz)
-        loss, dpooled = cosine_loss(pooled, teacher_train[pick])
+        target = teacher_train[pick]  # [B, D]
+        if n_aug or hidden_weight:
+            t_pooled, t_cache = forward(teacher, ids, lengths, model.cfg, fp32)
+            target = t_pooled
+        loss, dpooled = cosine_loss(pooled, target)
         dstates = None
         if hidden_weight:
-            states = forward(params, ids, lengths, model.cfg, fp32)[1]["states"]
+            states = t_cache["states"]
             extra, dstates = hidden_state_loss(cache["states"], states, weight=hidden_weight)
             loss += extra
         grads = backward(dpooled, cache, params, model.cfg, embeddings=train_embeddings,
@@ -305,7 +318,7 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
           clip: float = 1.0, train_embeddings: bool = False, held_out: float = 0.25,
           time_limit: float | None = None, warmup: int = 10, eval_every: int = 0,
           seq_len: int = 128, held_out_tokens: int = 1024,
-          hidden_weight: float = 0.0) -> QATResult:
+          hidden_weight: float = 0.0, augment: float = 0.0) -> QATResult:
     """Distil a quantized student from the FP32 model (quantization-aware training).
 
     Parameters
@@ -349,6 +362,10 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
     hidden_weight : float
         MiniLM: add this times the hidden-state distillation loss
         (:func:`hidden_state_loss`, every layer's output against the teacher's).
+    augment : float
+        MiniLM: the share of each batch replaced by random windows of 4 to 40 words of
+        the public-domain prose (fresh inputs every step against over-fitting the ~480
+        training sentences; the teacher runs on them each step).
 
     Returns
     -------
@@ -364,13 +381,15 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
     name, base = _load(model)
     config = qat_config(preset)
     settings = dict(steps=int(steps), lr=lr, batch_size=batch_size, rng=seed_of(rng), ste=ste,
-                    lsq=lsq, clip=clip, time_limit=time_limit, hidden_weight=hidden_weight)
+                    lsq=lsq, clip=clip, time_limit=time_limit, hidden_weight=hidden_weight,
+                    augment=augment)
     if name == "minilm":
         out = _train_minilm(base, config, steps=int(steps), lr=2e-5 if lr is None else lr,
                             batch_size=batch_size or 32, rng=rng, ste=ste, lsq=lsq,
                             progress=progress, clip=clip, train_embeddings=train_embeddings,
                             held_out=held_out, time_limit=time_limit, warmup=warmup,
-                            eval_every=eval_every, hidden_weight=hidden_weight)
+                            eval_every=eval_every, hidden_weight=hidden_weight,
+                            augment=augment)
     else:
         from .llama_grad import train_llama
 

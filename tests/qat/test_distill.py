@@ -194,5 +194,6 @@ def test_hidden_state_loss_gradient():
 
 def test_train_minilm_with_hidden_states(tiny_minilm):
     res = tr.train(tiny_minilm, "mxfp4", steps=2, batch_size=4, rng=0, progress=False,
-                   lr=1e-3, hidden_weight=1.0)
+                   lr=1e-3, hidden_weight=1.0, augment=0.5)
     assert len(res.losses) == 2 and all(np.isfinite(res.losses))
+    assert res.settings["augment"] == 0.5
