@@ -109,14 +109,17 @@ class QuantSpec:
         Static low end(s) (<= 0) of an affine range, with ``amax``; from
         :func:`calibrate`.  An affine spec with ``amax`` but no ``amin`` uses
         ``[-amax, amax]``.
-    stack : None, "torchao", "te" or "ggml"
+    stack : None, "torchao", "te", "ggml" or "quartet"
         Whose arithmetic the block recipe reproduces: None is fpsim's own (OCP MX as
         gfloat and microxcaling compute it; NVFP4 as ``docs/numerics.md`` states);
         ``"torchao"`` is torchao 0.18's quantizers bit for bit (:mod:`fpsim.quant.torchao`:
         MX with torchao's ScaleCalculationMode, NVFP4 one- or two-level); ``"te"`` is
         Transformer Engine's NVFP4 reference quantizer (:mod:`fpsim.quant.te`); ``"ggml"``
         is llama.cpp's block formats (:mod:`fpsim.quant.ggml`: Q8_0, Q4_0, ..., the
-        K-quants), the type given by the format, block size, symmetry and scale format.
+        K-quants), the type given by the format, block size, symmetry and scale format;
+        ``"quartet"`` is Quartet II's unbiased NVFP4 quantizers for gradients
+        (:mod:`fpsim.quant.quartet`: ``nvfp4_quartet2_sr``, and ``nvfp4_ms_eden`` with
+        ``hadamard``).
     row_scaled : bool
         ``stack="te"``: one global amax per row (TE's ``row_scaled_nvfp4``).
     error : None, "mae" or "mse"
@@ -130,7 +133,10 @@ class QuantSpec:
         -> @ T.T`` per group of ``h`` with ``T = diag(signs) @ H_h / sqrt(h)``, the signs
         seeded (:func:`fpsim.quant.hadamard_signs`); the axis length must be a multiple of
         ``h``.  ``"te"``: TE's 16-point transform (its fixed signs) before quantizing, the
-        values left in the rotated domain (``nvfp4_te_rht``).
+        values left in the rotated domain (``nvfp4_te_rht``).  With ``stack="quartet"``,
+        an int selects MS-EDEN with rotations of ``h`` (random signs drawn from ``rng`` per
+        call, the values rotated back; an axis length that ``h`` does not divide uses the
+        largest power of two >= 16 that does).
 
     Raises
     ------
@@ -318,7 +324,7 @@ def given(**fields) -> dict:
     return {k: v for k, v in fields.items() if v is not KEEP}
 
 
-STACKS = (None, "torchao", "te", "ggml")
+STACKS = (None, "torchao", "te", "ggml", "quartet")
 _TORCHAO_MX = ("float8_e4m3fn", "float8_e5m2", "float6_e2m3fn", "float6_e3m2fn",
                "float4_e2m1fn")
 
@@ -335,7 +341,11 @@ def _check_stack(spec) -> None:
                             f"got {h!r}")
         if h < 2 or h & (h - 1):
             raise ValueError(f"hadamard must be a power of two >= 2, got {h!r}")
-        if spec.stack is not None:
+        if spec.stack == "quartet":
+            if h < 16:
+                raise ValueError(f"hadamard={h}: MS-EDEN's rotation spans whole NVFP4 blocks "
+                                 f"(a power of two >= 16; Quartet II's kernels use 128)")
+        elif spec.stack is not None:
             raise ValueError(f"hadamard={h} (fpsim's seeded transform) is not part of "
                              f"stack={spec.stack!r}; nvfp4_te_rht is TE's")
         object.__setattr__(spec, "hadamard", int(h))
@@ -351,6 +361,9 @@ def _check_stack(spec) -> None:
         check_choice("stack", spec.stack, [s for s in STACKS if s is not None])
     if spec.stack == "te":
         _check_te(spec)
+        return
+    if spec.stack == "quartet":
+        _check_quartet(spec)
         return
     if spec.stack == "ggml":
         _ggml.check_spec(spec)
@@ -405,6 +418,25 @@ def _check_te(spec) -> None:
                          + "; ".join(problems) + f" (got {spec.describe()})")
 
 
+def _check_quartet(spec) -> None:
+    problems = []
+    if not (spec.format.name == "float4_e2m1fn" and spec.scale_format is not None
+            and spec.scale_format.name == "float8_e4m3fn" and spec.granularity == "block"
+            and spec.block_size == 16 and spec.scale_rule == "amax" and spec.tensor_scale):
+        problems.append("NVFP4 (float4_e2m1fn, float8_e4m3fn scales, blocks of 16, "
+                        "tensor_scale=True)")
+    if spec.rounding != "stochastic" or not spec.saturate:
+        problems.append("rounding='stochastic' with saturate=True (the quantizers are "
+                        "unbiased by their randomness: in the elements for "
+                        "nvfp4_quartet2_sr, in the block scales for nvfp4_ms_eden)")
+    if spec.calibration != "max" or spec.amax is not None or not spec.symmetric:
+        problems.append("dynamic max scaling (calibration='max', no static amax, symmetric)")
+    if problems:
+        raise ValueError("stack='quartet' is Quartet II's unbiased NVFP4 quantizers "
+                         "(nvfp4_quartet2_sr, nvfp4_ms_eden); it needs "
+                         + "; ".join(problems) + f" (got {spec.describe()})")
+
+
 # ---- recipes --------------------------------------------------------------
 def _mx(elem):
     return dict(format=elem, granularity="block", block_size=32, scale_rule="floor",
@@ -431,6 +463,11 @@ RECIPES: dict[str, dict] = {
     "nvfp4_te_rht": dict(_NVFP4, stack="te", hadamard="te"),
     "nvfp4_4over6": dict(_NVFP4, stack="te", error="mae"),
     "nvfp4_4over6_2d": dict(_NVFP4, stack="te", error="mae", block_size=(16, 16)),
+    # Quartet II's unbiased gradient quantizers (fpsim.quant.quartet): stochastic rounding
+    # with the block max mapped to 6 * 16/17, and MS-EDEN (random Hadamard transform of 128,
+    # round-to-nearest elements, EDEN-corrected block scales rounded stochastically)
+    "nvfp4_quartet2_sr": dict(_NVFP4, stack="quartet", rounding="stochastic"),
+    "nvfp4_ms_eden": dict(_NVFP4, stack="quartet", rounding="stochastic", hadamard=128),
     # llama.cpp's block formats, bit for bit (fpsim.quant.ggml): ggml_q8_0 ... ggml_q6_k
     **{f"ggml_{t.name}": t.spec_fields() for t in _ggml.GGML_TYPES.values()},
     # integers
