@@ -300,7 +300,8 @@ class QuantContext:
                       act_spec=self.spec(f"{site}.input", layer),
                       rng=self.draw(site, layer, "awq"))
             qt, s_in = res.quantized, res.scales
-        self.installed[(site, layer)] = (qt, s_in, np.ascontiguousarray(qt.dequantize()))
+        wq = qt.dequantize().T if wspec.stack == "ggml" else qt.dequantize()  # (in, out)
+        self.installed[(site, layer)] = (qt, s_in, np.ascontiguousarray(wq))
         if self.on_calibrated is not None:
             self.on_calibrated(site, layer)
 

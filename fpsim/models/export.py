@@ -49,9 +49,9 @@ def _check_exportable(model) -> None:
     if cfg.rotation is not None:
         problems.append("rotation='hadamard' needs an online Hadamard transform llama.cpp's "
                         "Llama graph does not run")
-    if cfg.weight_algorithm is not None:
-        problems.append(f"weight_algorithm={cfg.weight_algorithm!r} (GPTQ/AWQ weights are not "
-                        "in llama.cpp's formats yet)")
+    if cfg.weight_algorithm == "awq":
+        problems.append("weight_algorithm='awq' (its per-linear input factors would have to be "
+                        "folded into the operations before the linears)")
     if problems:
         raise ValueError(f"cannot export config {cfg.name!r} to GGUF: " + "; ".join(problems)
                          + ". Use a weight-only preset in llama.cpp's formats (gguf_q8_0, "
@@ -189,14 +189,22 @@ def export_gguf(model, path, *, name: str | None = None) -> pathlib.Path:
     def f32(tname, a):
         writer.add_tensor(tname, np.ascontiguousarray(a, dtype=np.float32))
 
-    def linear(tname, rows, spec):  # rows: (out, in) as the file stores them
+    def linear(tname, rows, spec, key, heads=None):
+        """rows: (out, in) in Hugging Face's order; Q/K rows permuted (``heads``) as the
+        file stores them.  GPTQ's weights (installed in the context) are written as they
+        are; the others are quantized here."""
         if spec is None:
-            f32(tname, rows)
+            f32(tname, rows if heads is None else permute_qk(rows, heads))
             return
-        qt = quantize_tensor(np.ascontiguousarray(rows, np.float32), spec)
-        t = ggml_type(spec)
-        writer.add_tensor(tname, qt.to_ggml(),  # bytes (out, row bytes)
-                          raw_dtype=gguf.GGMLQuantizationType[t.name.upper()])
+        installed = model.ctx.installed.get(key)
+        if installed is not None:
+            packed = installed[0].to_ggml()  # bytes (out, row bytes)
+        else:
+            packed = quantize_tensor(np.ascontiguousarray(rows, np.float32), spec).to_ggml()
+        if heads is not None:  # whole rows move: a row's blocks and bytes stay together
+            packed = permute_qk(packed, heads)
+        writer.add_tensor(tname, np.ascontiguousarray(packed),
+                          raw_dtype=gguf.GGMLQuantizationType[ggml_type(spec).name.upper()])
 
     embed_spec = model.ctx.spec("embed", None)
     if embed_spec is not None:
@@ -210,16 +218,17 @@ def export_gguf(model, path, *, name: str | None = None) -> pathlib.Path:
         raise ValueError("cannot quantize the tied lm_head separately from the embedding "
                          "table in a GGUF file; leave lm_head in FP32")
     if not tied:
-        linear("output.weight", w.lm_head.T, head_spec)
+        linear("output.weight", w.lm_head.T, head_spec, ("lm_head", None))
     permuted = arch == "llama"
     for i, blk in enumerate(w.blocks):
         f32(f"blk.{i}.attn_norm.weight", blk.attn_norm)
         f32(f"blk.{i}.ffn_norm.weight", blk.ffn_norm)
         for field, tname in _BLOCK_NAMES.items():
-            rows = getattr(blk, field).T  # (out, in)
+            heads = None
             if permuted and field in ("wq", "wk"):
-                rows = permute_qk(rows, hp.n_head if field == "wq" else hp.n_head_kv)
-            linear(f"blk.{i}.{tname}.weight", rows, _weight_spec(model, _SITES[field], i))
+                heads = hp.n_head if field == "wq" else hp.n_head_kv
+            linear(f"blk.{i}.{tname}.weight", getattr(blk, field).T,
+                   _weight_spec(model, _SITES[field], i), (_SITES[field], i), heads)
         for field, tname, heads in (("bq", "attn_q", hp.n_head), ("bk", "attn_k", hp.n_head_kv),
                                     ("bv", "attn_v", None)):
             b = getattr(blk, field, None)

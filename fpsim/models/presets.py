@@ -105,6 +105,10 @@ PRESETS: dict[str, dict] = {
                          description=f"llama.cpp {t.upper()} weights (ggml_{t}), "
                                      "activations FP32")
        for t in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "mxfp4")},
+    "gguf_q4_0_gptq": dict(sites={s: "ggml_q4_0" for s in _LINEARS if s != "lm_head"},
+                           weight_algorithm="gptq", options=dict(act_order=True),
+                           description="llama.cpp Q4_0 weights by GPTQ (act_order), calibrated "
+                                       "on held-out shipped text; activations FP32"),
     # weight-only INT4 with groups of 128 inputs, the GPTQ/AWQ papers' setting (lm_head kept)
     "int4_g128": dict(sites={s: "int4_block128" for s in _LINEARS if s != "lm_head"},
                       description="INT4 weights, one scale per 128 inputs, rounded to nearest "

@@ -17,7 +17,12 @@ The algorithm (the paper's Algorithm 1, with its "lazy batch" updates of 128 row
 
 ``Q`` is any fpsim weight recipe whose scale groups run along the input axis (``axis=0``):
 per tensor, per output channel, blocks of ``block_size`` inputs (INT4 g128, MXFP4, NVFP4,
-DeepSeek's 128x128 tiles).  A block's scales are computed when its first row is reached,
+DeepSeek's 128x128 tiles), or one of llama.cpp's block formats (``ggml_q4_0``, the
+K-quants...; a block's scales and minima are then ggml's for the rows compensated so far,
+its elements are rounded as ``w / s`` with the block's stored scale ``s``, where ggml's
+own encoder multiplies by the reciprocal of the scale before rounding it to float16: with
+an identity Hessian about 0.5% of the codes differ from ggml's round-to-nearest; the
+ternary formats are not supported).  A block's scales are computed when its first row is reached,
 from the rows as compensated so far (the paper's ``groupsize`` behaviour); with
 ``act_order`` they are computed beforehand from the original weight (AutoGPTQ's
 ``static_groups``), since fpsim's blocks are contiguous runs of inputs.  NVFP4's tensor
@@ -71,9 +76,18 @@ def _check(w, h, spec, damp, block):
         raise ValueError(f"damp must be a number in [0, 1), got {damp!r}")
     if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
         raise ValueError(f"block must be a positive int, got {block!r}")
-    if spec.stack is not None or spec.hadamard is not None:
-        raise ValueError(f"gptq takes fpsim's own recipes (stack=None, no hadamard); "
-                         f"got stack={spec.stack!r}, hadamard={spec.hadamard!r}")
+    if spec.stack not in (None, "ggml") or spec.hadamard is not None:
+        raise ValueError(f"gptq takes fpsim's own recipes and llama.cpp's (stack=None or "
+                         f"'ggml', no hadamard); got stack={spec.stack!r}, "
+                         f"hadamard={spec.hadamard!r}")
+    if spec.stack == "ggml":  # blocks along a row of the (out, in) weight: w's axis 0
+        if spec.format.name in ("int2", "int2_symmetric"):
+            raise ValueError(f"gptq does not take llama.cpp's ternary formats (tq1_0, tq2_0); "
+                             f"got {spec.name}")
+        if w.shape[0] % spec.block_size:
+            raise ValueError(f"{spec.name}: w's input axis ({w.shape[0]}) must be a multiple "
+                             f"of the ggml block size {spec.block_size}")
+        return w, h
     if spec.rounding == "stochastic":
         raise ValueError("gptq rounds to nearest: rounding='stochastic' is not supported")
     if spec.granularity != "tensor":
@@ -139,7 +153,9 @@ def gptq(w, hessian, spec, *, act_order: bool = False, damp: float = 0.01,
     Returns
     -------
     QuantizedTensor
-        Codes and scales of ``spec``; ``.dequantize()`` is the GPTQ weight.
+        Codes and scales of ``spec``; ``.dequantize()`` is the GPTQ weight.  For llama.cpp's
+        formats (``ggml_q4_0``...: blocks along the input axis) it is the ``(out, in)``
+        tensor a GGUF file stores (``.to_ggml()`` packs it), ``.dequantize().T`` the weight.
 
     Examples
     --------
@@ -182,16 +198,20 @@ def gptq(w, hessian, spec, *, act_order: bool = False, damp: float = 0.01,
     scale = np.empty((K, N))
     zp = None
 
+    ggml = spec.stack == "ggml"  # a ggml tensor is (out, in): its blocks run along a row
+
     def group(g: int, src: np.ndarray) -> None:
         nonlocal zp
-        qt = quantize_tensor(src[g * r:(g + 1) * r].astype(np.float32), fixed)
+        rows = src[g * r:(g + 1) * r].astype(np.float32)
+        qt = quantize_tensor(np.ascontiguousarray(rows.T) if ggml else rows, fixed)
         groups[g] = qt
-        scale[g * r:(g + 1) * r] = qt.element_scale()
+        t = (lambda a: a.T) if ggml else (lambda a: a)  # noqa: E731
+        scale[g * r:(g + 1) * r] = t(qt.element_scale())
         z = qt.element_zero_point()
         if z is not None:
             if zp is None:
                 zp = np.zeros((K, N))
-            zp[g * r:(g + 1) * r] = z
+            zp[g * r:(g + 1) * r] = t(z)
 
     if act_order or r == K:
         for g in range(-(-K // r)):
@@ -213,11 +233,14 @@ def gptq(w, hessian, spec, *, act_order: bool = False, damp: float = 0.01,
             Wp[i + 1:i2] -= np.outer(U[i, i + 1:i2], e)
             err[i - i1] = e
         Wp[i2:] -= U[i1:i2, i2:].T @ err
+    if ggml:
+        return _assemble(groups, np.ascontiguousarray(codes.T), spec, w.shape[::-1], axis=1)
     return _assemble(groups, codes, spec, w.shape)
 
 
-def _assemble(groups, codes, spec, shape) -> QuantizedTensor:
-    """One QuantizedTensor of the whole weight from the per-block quantizations."""
+def _assemble(groups, codes, spec, shape, axis=0) -> QuantizedTensor:
+    """One QuantizedTensor of the whole weight from the per-block quantizations (their
+    scales joined along ``axis``: the input axis, 1 for ggml's (out, in) tensors)."""
     parts = [groups[g] for g in sorted(groups)]
     first = parts[0]
     if len(parts) == 1:
@@ -227,7 +250,7 @@ def _assemble(groups, codes, spec, shape) -> QuantizedTensor:
         arrs = [getattr(p, name) for p in parts]
         if arrs[0] is None:
             return None
-        return np.concatenate([np.atleast_2d(a) for a in arrs], axis=0)
+        return np.concatenate([np.atleast_2d(a) for a in arrs], axis=axis)
 
     return QuantizedTensor(codes=codes, scales=cat("scales"), zero_points=cat("zero_points"),
                            spec=spec, shape=shape, tensor_scale=first.tensor_scale,

@@ -117,3 +117,24 @@ def test_a_hugging_face_folder_exports_with_its_tokenizer(smollm2, tmp_path):
     (res,) = evaluate(str(out), ["int8"], max_tokens=32, progress=False, n_boot=10)
     assert res.model == str(out) and np.isfinite(res.metrics["ppl"])
     assert str(out) in res.description  # which weights the FP32 baseline is
+
+
+def test_gptq_weights_in_a_ggml_format_export_as_gptq_made_them(smollm2, tmp_path):
+    from test_hf import smol_config, smol_tensors, write_folder
+
+    from fpsim.models.gguf_io import bpe_tokenizer
+
+    folder = write_folder(tmp_path / "hf", smol_config(smollm2, n_layer=2),
+                          smol_tensors(smollm2, n_layer=2),
+                          bpe_tokenizer(smollm2.tokenizer_spec))
+    cfg = QuantConfig(sites={s: "ggml_q4_0" for s in ("q", "k", "v", "o", "gate", "up", "down")},
+                      weight_algorithm="gptq", options={"calibration_tokens": 512})
+    model = fpsim.models.load(folder, quant=cfg)
+    rtn = fpsim.models.load(folder, quant="gguf_q4_0")
+    ids = smollm2.tokenize("Alice was beginning to get very tired")
+    assert not np.array_equal(model.logits(ids), rtn.logits(ids))  # GPTQ's, not RTN's
+    back = fpsim.models.load(export_gguf(model, tmp_path / "gptq.gguf"))
+    assert np.array_equal(back.logits(ids), model.logits(ids))
+    with pytest.raises(ValueError, match="weight_algorithm='awq'"):
+        export_gguf(fpsim.models.load(folder, quant=QuantConfig(
+            sites={"down": "int4_block32"}, weight_algorithm="awq")), tmp_path / "a.gguf")

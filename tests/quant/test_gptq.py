@@ -115,6 +115,31 @@ def test_the_result_is_a_valid_quantized_tensor(name, kw):
     assert qt.nbytes == fpsim.quantize_tensor(w, spec).nbytes
 
 
+GGML = ["ggml_q8_0", "ggml_q4_0", "ggml_q4_1", "ggml_q5_1", "ggml_mxfp4", "ggml_q4_k",
+        "ggml_q6_k"]
+
+
+@pytest.mark.parametrize("name", GGML)
+def test_gptq_in_llama_cpp_formats(name):
+    """llama.cpp's blocks run along the (out, in) rows: GPTQ returns that tensor, packed by
+    to_ggml() and read back by from_ggml(); with an identity Hessian it is ggml's own
+    round-to-nearest up to the codes where ggml's reciprocal-then-float16 scale decides a
+    near tie differently (well under 1%)."""
+    from fpsim.quant.ggml import from_ggml
+
+    x, w = _problem(seed=5, K=256, N=48)
+    spec = resolve_spec(name)
+    qt = gptq(w, hessian(x), spec, act_order=True)
+    assert qt.shape == (48, 256)
+    back = from_ggml(qt.to_ggml(), spec, qt.shape)
+    assert np.array_equal(back.dequantize(), qt.dequantize())
+    rtn = fpsim.fake_quantize(np.ascontiguousarray(w.T), spec)
+    err = lambda v: np.sum((x @ (v.T.astype(np.float64) - w)) ** 2)  # noqa: E731
+    assert err(qt.dequantize()) < 0.8 * err(rtn)
+    same = gptq(w, np.eye(256), spec).dequantize() == rtn
+    assert np.mean(same) > 0.99
+
+
 def test_lazy_batches_do_not_change_the_result():
     """Batches aligned with the scale blocks see the same compensated rows."""
     x, w = _problem(seed=3)
@@ -147,6 +172,9 @@ def test_hessian_accumulates():
     (dict(damp=True), ValueError, "damp"),
     (dict(block=0), ValueError, "block"),
     (dict(spec="nvfp4_te"), ValueError, "stack"),
+    (dict(spec="ggml_tq2_0"), ValueError, "ternary"),
+    (dict(spec="ggml_q4_0", w=np.ones((40, 4), np.float32), hessian=np.eye(40)), ValueError,
+     "multiple of the ggml block size 32"),
     (dict(spec=resolve_spec("int4_block32")), ValueError, "axis=0"),
     (dict(spec=resolve_spec("int8_channel", axis=0, rounding="stochastic")), ValueError,
      "stochastic"),
