@@ -1,4 +1,4 @@
-"""Command-line front end: ``fpsim formats | values | verify | bench | eval | qat``.
+"""Command-line front end: ``fpsim formats | values | verify | bench | eval | qat | sweep``.
 
 A thin argparse layer over the library. User errors (an unknown format name,
 a bad option value) print one line to stderr and exit with status 2; a
@@ -207,9 +207,12 @@ def cmd_verify(args) -> int:
             )
         if fmt.name not in names:
             names.append(fmt.name)
+    if args.scheduler and not args.exhaustive:
+        raise UserError("argument --scheduler: a Dask cluster runs --exhaustive only (the "
+                        "sample runs locally in seconds)")
     return run_verify(names, exhaustive=args.exhaustive, sample=args.sample,
                       chunk=args.chunk, seed=args.seed, max_shown=args.show,
-                      stochastic=args.stochastic)
+                      stochastic=args.stochastic, scheduler=args.scheduler)
 
 
 def cmd_bench(args) -> int:
@@ -385,6 +388,26 @@ def cmd_qat(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import require_dask, summary, sweep
+    from ..models import QuantConfig
+
+    require_dask()
+    _writable_file("--out", args.out)
+    presets = list(args.preset or []) + [QuantConfig.load(f) for f in (args.config or [])]
+    sentences = args.sentences
+    rows = sweep(models=args.model or (), presets=presets, seeds=args.seeds,
+                 tensors=args.tensor or (), recipes=args.recipe or (), size=args.size,
+                 out=args.out, scheduler=args.scheduler, n_workers=args.workers,
+                 sentences=sentences, max_tokens=args.max_tokens,
+                 retry_errors=args.retry_errors, progress=not args.quiet)
+    print(summary(rows))
+    counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "error", "lost")}
+    print(f"{len(rows)} cells: {counts['ok']} ok, {counts['error']} error, {counts['lost']} "
+          f"lost (rerun to retry them); table: {args.out}")
+    return 0 if counts["ok"] == len(rows) else 1
+
+
 # ---- parser --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Bit-exact simulation of low-precision number formats.")
@@ -529,7 +552,54 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the random sample (default 0)")
     s.add_argument("--show", type=int, default=5, metavar="K",
                    help="mismatching inputs to print per format (default 5)")
+    s.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --exhaustive: run the chunks as tasks on this Dask scheduler "
+                        "(e.g. tcp://10.0.0.5:8786; pip install 'fpsim[sweep]')")
     s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser(
+        "sweep", help="run a grid of models x presets x seeds (or tensors x recipes) on Dask",
+        description="Run every cell of a grid as a Dask task, on a local cluster of worker "
+                    "processes or on --scheduler ADDRESS, and keep one row per cell in the "
+                    "table --out (.parquet or .jsonl). A rerun skips the cells already in "
+                    "the table; a cell that raised is recorded with its error, one whose "
+                    "worker died as 'lost' (retried by the next run). Needs "
+                    "pip install 'fpsim[sweep]'. Examples: fpsim sweep --model minilm "
+                    "--preset int8 mxfp8 --seeds 0 1 --out runs.parquet; fpsim sweep --tensor "
+                    "gaussian student_t3 --recipe int8 mxfp4_e2m1 nvfp4 --out synth.jsonl",
+        epilog="Exit status 1 if a cell is not 'ok'. Columns: key, kind, model, preset, "
+               "tensor, size, recipe, seed, status, error_type, error, the metrics (as "
+               "fpsim eval / fpsim.error_report), details (JSON), seconds, worker.")
+    g = s.add_argument_group("model cells (model x preset x seed)")
+    g.add_argument("--model", nargs="+", metavar="M",
+                   help="minilm, smollm2, or a checkpoint path (see fpsim.models.load)")
+    g.add_argument("--preset", nargs="+", metavar="P", help="preset names (fpsim.models.PRESETS)")
+    g.add_argument("--config", nargs="+", metavar="FILE", help="QuantConfig files (.json, .toml)")
+    g.add_argument("--sentences", type=_positive_int, default=None, metavar="N",
+                   help="minilm: the first N shipped sentences (default: all)")
+    g.add_argument("--max-tokens", type=_positive_int, default=1024,
+                   help="smollm2: tokens of the evaluation text (default 1024)")
+    g = s.add_argument_group("tensor cells (synthetic tensor x recipe x seed)")
+    g.add_argument("--tensor", nargs="+", metavar="D",
+                   help="distributions: gaussian, laplace, uniform, student_t3, student_t4, "
+                        "lognormal")
+    g.add_argument("--recipe", nargs="+", metavar="R",
+                   help="recipes measured with fpsim.error_report (int8, mxfp8_e4m3, nvfp4...)")
+    g.add_argument("--size", type=_positive_int, default=1 << 16,
+                   help="elements per tensor, a multiple of 256 (default 65536)")
+    s.add_argument("--seeds", nargs="+", type=_seed_arg, default=[0], metavar="S",
+                   help="seeds of stochastic rounding and of the data (default 0)")
+    s.add_argument("--out", required=True, metavar="FILE",
+                   help="the table: .parquet (pyarrow) or .jsonl (JSON lines)")
+    s.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local "
+                        "cluster of worker processes)")
+    s.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="workers of the local cluster (default: the CPUs, at most 4)")
+    s.add_argument("--retry-errors", action="store_true",
+                   help="run again the cells recorded with an error")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser(
         "bench", help="time encode/decode/quantize against ml_dtypes and memcpy",

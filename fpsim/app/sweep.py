@@ -182,7 +182,7 @@ def cells(*, models=(), presets=(), seeds=(0,), tensors=(), recipes=(),
 # ---- the work on a worker ----------------------------------------------------------------
 #: per worker process: FP32 models and their reference outputs, loaded once
 _WORKER_CACHE: dict = {}
-_CACHE_LOCK = threading.Lock()
+_CACHE_LOCK = threading.RLock()
 
 
 def _cached(key, make):

@@ -275,8 +275,103 @@ class _Progress:
             print(file=sys.stderr)
 
 
+def _check_chunk(x, fmts, stats, codes, *, seed, max_shown, ml) -> None:
+    """Compare fpsim with the reference on the float32 inputs ``x``, adding to ``stats``;
+    ``ml`` is (ml_dtypes types by name, quirks), or None for the stochastic check."""
+    from ..codec import encode
+
+    stochastic = ml is None
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # ml_dtypes' casts of NaN/Inf
+        for fmt in fmts:
+            st = stats[fmt.name]
+            t0 = time.perf_counter()
+            if stochastic:
+                got = encode(x, fmt, rounding="stochastic", rng=seed,
+                             out=codes[fmt.name][: x.size])
+                t1 = time.perf_counter()
+                ref = encode(x.astype(np.float64), fmt, rounding="stochastic", rng=seed)
+            else:
+                got = encode(x, fmt, out=codes[fmt.name][: x.size])
+                t1 = time.perf_counter()
+                ref = (int_reference(x, fmt) if _is_plain_int(fmt)
+                       else x.astype(ml[0][fmt.name]).view(np.uint8))
+            t2 = time.perf_counter()
+            st.t_fpsim += t1 - t0
+            st.t_ml += t2 - t1
+            st.checked += x.size
+            bad = np.flatnonzero(got != ref)
+            if bad.size:
+                known = (np.zeros(bad.size, dtype=bool) if stochastic
+                         else known_ml_dtypes_bug(fmt, x[bad], got[bad], ref[bad],
+                                                   quirks=ml[1]))
+                st.known += int(known.sum())
+                unexplained = bad[~known]
+                st.mismatches += unexplained.size
+                for i in unexplained[: max(0, max_shown - len(st.examples))]:
+                    st.examples.append((int(x[i:i + 1].view(np.uint32)[0]), float(x[i]),
+                                        int(got[i]), int(ref[i])))
+                if st.known_example is None and known.any():
+                    i = bad[known][0]
+                    st.known_example = (int(x[i:i + 1].view(np.uint32)[0]), float(x[i]),
+                                        int(got[i]), int(ref[i]))
+
+
+def _exhaustive_chunk(start: int, stop: int, names, stochastic: bool, seed: int,
+                      max_shown: int) -> dict:
+    """The stats of the float32 bit patterns [start, stop) (a Dask task of ``--scheduler``)."""
+    fmts = [get_format(n) for n in names]
+    ml = None
+    if not stochastic:
+        floats = [f for f in fmts if not _is_plain_int(f)]
+        ml_dtypes = require_ml_dtypes(*(f.name for f in floats))
+        ml = ({f.name: getattr(ml_dtypes, f.name) for f in floats}, ml_dtypes_quirks(ml_dtypes))
+    stats = {f.name: _Stats(f.name) for f in fmts}
+    codes = {f.name: np.empty(stop - start, dtype=f.code_dtype) for f in fmts}
+    x = np.arange(start, stop, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    _check_chunk(x, fmts, stats, codes, seed=seed, max_shown=max_shown, ml=ml)
+    return stats
+
+
+def _run_on_dask(scheduler, stats, names, total, chunk, stochastic, seed, max_shown) -> None:
+    """The exhaustive check's chunks as tasks on the Dask cluster at ``scheduler`` (an
+    address or a ``distributed.Client``); partial stats merged in input order."""
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError("--scheduler runs on dask.distributed: pip install "
+                          "'fpsim[sweep]'") from None
+    own = not isinstance(scheduler, distributed.Client)
+    client = distributed.Client(scheduler) if own else scheduler
+    try:
+        futures = [client.submit(_exhaustive_chunk, a, min(a + chunk, total), list(names),
+                                 stochastic, seed, max_shown, pure=False)
+                   for a in range(0, total, chunk)]
+        progress = _Progress(total, "verify") if len(futures) > 1 else None
+        for f in distributed.as_completed(futures):
+            if progress is not None:
+                progress.update(sum(s.checked for s in f.result().values()) // len(names))
+        if progress is not None:
+            progress.close()
+        for f in futures:  # in input order: the same examples as the local run
+            for name, part in f.result().items():
+                st = stats[name]
+                st.checked += part.checked
+                st.mismatches += part.mismatches
+                st.known += part.known
+                st.t_fpsim += part.t_fpsim
+                st.t_ml += part.t_ml
+                st.examples.extend(part.examples[: max(0, max_shown - len(st.examples))])
+                if st.known_example is None:
+                    st.known_example = part.known_example
+    finally:
+        if own:
+            client.close()
+
+
 def run_verify(names, *, exhaustive: bool = False, sample: int = 1 << 24, chunk: int = 1 << 24,
-               seed: int = 0, max_shown: int = 5, stochastic: bool = False, file=None) -> int:
+               seed: int = 0, max_shown: int = 5, stochastic: bool = False, file=None,
+               scheduler=None) -> int:
     """Compare fpsim.encode with ml_dtypes on float32 inputs; print a report.
 
     With ``stochastic``, compare instead fpsim's stochastic rounding of float32 inputs
@@ -284,11 +379,17 @@ def run_verify(names, *, exhaustive: bool = False, sample: int = 1 << 24, chunk:
     bit kernel, itself tested against ``fpsim.reference``), random bits keyed by the
     element's index in its chunk with seed ``seed``; any format.
 
+    With ``scheduler`` (a Dask scheduler address or ``distributed.Client``; needs
+    ``exhaustive``), the chunks run as tasks on that cluster (``fpsim verify --exhaustive
+    --scheduler ADDRESS``); the report is the same.
+
     Returns the exit status: 0 if every mismatch is a known ml_dtypes bug, else 1.
     """
-    from ..codec import encode
     from .tables import format_table
 
+    if scheduler is not None and not exhaustive:
+        raise ValueError("scheduler: a Dask cluster runs the exhaustive check only "
+                         "(exhaustive=True, --exhaustive); the sample runs locally")
     out = file if file is not None else sys.stdout
     fmts = [get_format(n) for n in names]
     if stochastic:
@@ -325,50 +426,21 @@ def run_verify(names, *, exhaustive: bool = False, sample: int = 1 << 24, chunk:
     print(f"{intro}, on {what}; numpy {np.__version__}", file=out, flush=True)
 
     stats = {f.name: _Stats(f.name) for f in fmts}
-    codes = {f.name: np.empty(min(chunk, total), dtype=f.code_dtype) for f in fmts}
     n_chunks = -(-total // chunk)
-    progress = _Progress(total, "verify") if n_chunks > 1 else None
     t_start = time.perf_counter()
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # ml_dtypes' casts of NaN/Inf
+    if scheduler is not None:
+        _run_on_dask(scheduler, stats, names, total, chunk, stochastic, seed, max_shown)
+    else:
+        codes = {f.name: np.empty(min(chunk, total), dtype=f.code_dtype) for f in fmts}
+        progress = _Progress(total, "verify") if n_chunks > 1 else None
+        ctx = None if stochastic else (ml_types, quirks)
         for start in range(0, total, chunk):
             x = source(start, min(start + chunk, total)).view(np.float32)
-            for fmt in fmts:
-                st = stats[fmt.name]
-                t0 = time.perf_counter()
-                if stochastic:
-                    got = encode(x, fmt, rounding="stochastic", rng=seed,
-                                 out=codes[fmt.name][: x.size])
-                    t1 = time.perf_counter()
-                    ref = encode(x.astype(np.float64), fmt, rounding="stochastic", rng=seed)
-                else:
-                    got = encode(x, fmt, out=codes[fmt.name][: x.size])
-                    t1 = time.perf_counter()
-                    ref = (int_reference(x, fmt) if _is_plain_int(fmt)
-                           else x.astype(ml_types[fmt.name]).view(np.uint8))
-                t2 = time.perf_counter()
-                st.t_fpsim += t1 - t0
-                st.t_ml += t2 - t1
-                st.checked += x.size
-                bad = np.flatnonzero(got != ref)
-                if bad.size:
-                    known = (np.zeros(bad.size, dtype=bool) if stochastic
-                             else known_ml_dtypes_bug(fmt, x[bad], got[bad], ref[bad],
-                                                       quirks=quirks))
-                    st.known += int(known.sum())
-                    unexplained = bad[~known]
-                    st.mismatches += unexplained.size
-                    for i in unexplained[: max(0, max_shown - len(st.examples))]:
-                        st.examples.append((int(x[i:i + 1].view(np.uint32)[0]), float(x[i]),
-                                            int(got[i]), int(ref[i])))
-                    if st.known_example is None and known.any():
-                        i = bad[known][0]
-                        st.known_example = (int(x[i:i + 1].view(np.uint32)[0]), float(x[i]),
-                                            int(got[i]), int(ref[i]))
+            _check_chunk(x, fmts, stats, codes, seed=seed, max_shown=max_shown, ml=ctx)
             if progress is not None:
                 progress.update(x.size)
-    if progress is not None:
-        progress.close()
+        if progress is not None:
+            progress.close()
 
     header = ["format", "inputs", "mismatches", "known ml_dtypes bug", "fpsim s", f"{ref_label} s",
               "result"]
