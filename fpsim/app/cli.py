@@ -404,7 +404,7 @@ def cmd_sweep(args) -> int:
     print(summary(rows))
     counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "error", "lost")}
     print(f"{len(rows)} cells: {counts['ok']} ok, {counts['error']} error, {counts['lost']} "
-          f"lost (rerun to retry them); table: {args.out}")
+          f"lost (a rerun retries them); table: {args.out}")
     return 0 if counts["ok"] == len(rows) else 1
 
 
@@ -577,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", nargs="+", metavar="FILE", help="QuantConfig files (.json, .toml)")
     g.add_argument("--sentences", type=_positive_int, default=None, metavar="N",
                    help="minilm: the first N shipped sentences (default: all)")
-    g.add_argument("--max-tokens", type=_positive_int, default=1024,
+    g.add_argument("--max-tokens", type=_positive_int, default=1024, metavar="N",
                    help="smollm2: tokens of the evaluation text (default 1024)")
     g = s.add_argument_group("tensor cells (synthetic tensor x recipe x seed)")
     g.add_argument("--tensor", nargs="+", metavar="D",
@@ -585,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "lognormal")
     g.add_argument("--recipe", nargs="+", metavar="R",
                    help="recipes measured with fpsim.error_report (int8, mxfp8_e4m3, nvfp4...)")
-    g.add_argument("--size", type=_positive_int, default=1 << 16,
+    g.add_argument("--size", type=_positive_int, default=1 << 16, metavar="N",
                    help="elements per tensor, a multiple of 256 (default 65536)")
     s.add_argument("--seeds", nargs="+", type=_seed_arg, default=[0], metavar="S",
                    help="seeds of stochastic rounding and of the data (default 0)")
