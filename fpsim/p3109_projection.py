@@ -72,8 +72,12 @@ SATURATION = MappingProxyType({
 STOCHASTIC = ("StochasticA", "StochasticB", "StochasticC")
 
 _SATURATION_ALIASES = {"OvfInf": "SatNone"}
-#: the most random bits: nu * 2**(N + 1) must be exact in float64
+#: the most random bits: nu of a float64 input has at most 52 bits after the point, so more
+#: bits give the same P(away); 52 keeps every integer of the tests on nu within int64
 _MAX_RANDOM_BITS = 52
+#: float64 holds every value of a P3109 format with at most 11 exponent bits (2**1023 at most)
+_MAX_EXPONENT_BITS = 11
+_NAME = re.compile(r"(?:binary|p3109_k)(\d+)p(\d+)([su])([ef])")
 
 
 # ---- argument checks -------------------------------------------------------
@@ -90,6 +94,8 @@ def _check_name(value, allowed, argument: str, aliases=()) -> str:
     fpsim_names = {v: k for k, v in ROUNDING.items() if v is not None}
     if value in fpsim_names:
         hint = f" (fpsim's {value!r} is P3109's {fpsim_names[value]!r})"
+    elif value == "stochastic" and argument == "rounding":
+        hint = " (fpsim's 'stochastic' is P3109's 'StochasticA' with random_bits=32)"
     else:
         by_lower = {a.lower(): a for a in list(allowed) + list(dict(aliases))}
         close = difflib.get_close_matches(value.lower(), list(by_lower), n=1, cutoff=0.5)
@@ -101,15 +107,48 @@ def _check_name(value, allowed, argument: str, aliases=()) -> str:
 def _p3109_format(fmt) -> FloatFormat:
     """The P3109 format named or given by ``fmt`` (``Binary8p4se`` spellings included)."""
     if isinstance(fmt, str):
-        m = re.fullmatch(r"binary(\d+)p(\d+)([su])([ef])", fmt.strip().lower())
+        m = _NAME.fullmatch(fmt.strip().lower())
         if m:
-            return p3109(int(m[1]), int(m[2]), signed=m[3] == "s",
-                         domain="extended" if m[4] == "e" else "finite")
+            k, p, signed, extended = int(m[1]), int(m[2]), m[3] == "s", m[4] == "e"
+            _check_parameters(fmt, k, p, signed)
+            return p3109(k, p, signed=signed, domain="extended" if extended else "finite")
+        if fmt.strip().lower().startswith(("binary", "p3109_k")):
+            raise ValueError(f"fmt {fmt!r} is not a P3109 format name: write "
+                             "Binary{K}p{P}{s|u}{e|f} (e.g. 'Binary8p4se') or "
+                             "p3109_k{K}p{P}{s|u}{e|f} (e.g. 'p3109_k8p4se')")
+    elif not isinstance(fmt, FloatFormat):
+        raise TypeError(f"fmt must be a P3109 format name ('Binary8p4se', 'p3109_k8p4se') or "
+                        f"a FloatFormat from fpsim.p3109(); got {type(fmt).__name__}")
     f = get_format(fmt)
     if not (isinstance(f, FloatFormat) and f.specials in ("p3109_extended", "p3109_finite")):
+        hint = ""
+        if (isinstance(f, FloatFormat) and f.specials == "fnuz" and f.signed
+                and f.bias == 2 ** (f.exponent_bits - 1)):
+            hint = (f" ({f.name} is bit for bit 'Binary{f.bits}p{f.mantissa_bits + 1}sf': "
+                    "pass that)")
         raise ValueError(f"fmt must be an IEEE P3109 format (e.g. 'p3109_k8p4se' or "
-                         f"'Binary8p4se'), got {f.name}")
+                         f"'Binary8p4se'), got {f.name}{hint}")
+    _check_parameters(fmt if isinstance(fmt, str) else f.name, f.bits,
+                      f.mantissa_bits + 1, f.signed)
     return f
+
+
+def _check_parameters(name: str, k: int, p: int, signed: bool) -> None:
+    """ValueError unless P3109 defines Binary{k}p{p} and float64 holds all its values."""
+    top = k - 1 if signed else k
+    if not 3 <= k <= 16:
+        raise ValueError(f"fmt {name!r} has K = {k} bits: P3109 formats have K >= 3 and "
+                         "fpsim's have at most 16; allowed: K from 3 to 16")
+    if not 1 <= p <= top:
+        raise ValueError(f"fmt {name!r} has precision P = {p}: {'a ' if signed else 'an un'}"
+                         f"signed P3109 format of K = {k} bits has 1 <= P <= {top}")
+    ebits = k - p + (not signed)
+    if ebits > _MAX_EXPONENT_BITS:
+        raise ValueError(
+            f"fmt {name!r} has {ebits} exponent bits: its values reach 2**{2 ** (ebits - 1) - 1}, "
+            f"beyond float64, which fpsim computes in; allowed: at most {_MAX_EXPONENT_BITS} "
+            f"exponent bits, that is P >= {k - _MAX_EXPONENT_BITS + (not signed)} for "
+            f"{'' if signed else 'un'}signed formats of K = {k} bits")
 
 
 def _check_random(rounding, random_bits, rng, random_ints, shape):
@@ -161,7 +200,7 @@ def _round_stochastic(a, fmt: FloatFormat, variant: str, n: int, r):
     lo_val = codec.decode(lo, fmt, dtype=np.float64)
     step = np.where(lo >= top, ulp_top,  # 2**Q, exact: neighbouring values of one binade
                     codec.decode(np.minimum(lo + 1, top), fmt, dtype=np.float64) - lo_val)
-    nu = np.where(beyond, 0.0, (a - lo_val) / step)  # exact, in [0, 1)
+    nu = np.divide(a - lo_val, step, out=np.zeros_like(a), where=~beyond)  # exact, in [0, 1)
     if variant == "StochasticA":
         away = np.floor(np.ldexp(nu, n)).astype(np.int64) + r >= 2**n
     elif variant == "StochasticB":
