@@ -315,7 +315,7 @@ def table_projections(name: str):
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param(n, marks=[pytest.mark.slow] if e["k"] > 8 else [])
+    pytest.param(n, marks=[pytest.mark.slow] if e["k"] > 5 else [])
     for n, e in FORMATS.items() if e["float64"]])
 def test_projections_match_the_p3109_tables(name):
     """Every format the repository ships that float64 holds, every rounding and saturation
@@ -374,7 +374,8 @@ def check_against_oracle(name, rnd, xs, n=None, r=None):
 
 
 @pytest.mark.parametrize("rnd", DETERMINISTIC)
-@pytest.mark.parametrize("name", SMALL + [pytest.param(n, marks=pytest.mark.slow) for n in SOME])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if FORMATS[n]["k"] > 4
+                                               else []) for n in SMALL + SOME])
 def test_deterministic_projections_match_the_oracle(name, rnd):
     """Every value, midpoint, quarter point, float64 neighbour, out-of-range value, +-Inf,
     NaN and -0 (a sample of them beyond 8 bits), under the three saturation modes."""
@@ -414,7 +415,7 @@ def expected_fraction(variant, nu: Fraction, n: int) -> Fraction:
 
 @pytest.mark.parametrize("variant", pp.STOCHASTIC)
 @pytest.mark.parametrize("name", ["Binary8p4se", "Binary6p1se", "Binary7p3uf", "Binary5p2sf"])
-@pytest.mark.parametrize("n", [1, 3, 5])
+@pytest.mark.parametrize("n", [1, 3, pytest.param(5, marks=pytest.mark.slow)])
 def test_stochastic_expectation_is_exact(variant, name, n):
     """Over all 2**N values of R, every result is lo or hi, and hi comes up exactly
     2**N * P(away) times, P(away) counted from the definition; so E[project(x)] is exactly
