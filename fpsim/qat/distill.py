@@ -29,7 +29,8 @@ import numpy as np
 
 from ..rounding import seed_of
 
-__all__ = ["Adam", "QATResult", "hidden_state_loss", "qat_config", "train"]
+__all__ = ["Adam", "QAT_PRESETS", "QATResult", "hidden_state_loss", "minilm_data", "qat_config",
+           "split_sentences", "train"]
 
 
 class Adam:
