@@ -379,8 +379,8 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
     """
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    config = qat_config(preset)  # refuse a bad preset before loading the model
     name, base = _load(model)
-    config = qat_config(preset)
     settings = dict(steps=int(steps), lr=lr, batch_size=batch_size, rng=seed_of(rng), ste=ste,
                     lsq=lsq, clip=clip, time_limit=time_limit, hidden_weight=hidden_weight,
                     augment=augment)
