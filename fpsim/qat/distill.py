@@ -77,6 +77,19 @@ def _clip(grads: dict, max_norm: float) -> float:
     return norm
 
 
+def _update(opt, params: dict, scales: dict, grads: dict, *, step: int, steps: int,
+            lr: float, warmup: int, clip: float) -> None:
+    """One optimiser step of both training loops: clip the gradient norm, then Adam at the
+    learning rate of ``step`` (linear warm-up, cosine decay to a tenth); learned scales stay
+    positive."""
+    _clip(grads, clip)
+    ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    cosine = 0.5 * (1 + math.cos(math.pi * step / steps))
+    opt.step({**params, **scales}, grads, lr=lr * ramp * (0.1 + 0.9 * cosine))
+    for s in scales.values():
+        np.maximum(s, np.float32(1e-8), out=s)
+
+
 @dataclass
 class QATResult:
     """What :func:`train` returns.
@@ -266,13 +279,9 @@ def _train_minilm(model, config, *, steps, lr, batch_size, rng, ste, lsq, progre
             loss += extra
         grads = backward(dpooled, cache, params, model.cfg, embeddings=train_embeddings,
                          dstates=dstates)
-        grads.update({k: v for k, v in qz.grads.items()})
-        _clip(grads, clip)
-        scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
-        cosine = 0.5 * (1 + math.cos(math.pi * step / steps))
-        opt.step({**params, **qz.scales}, grads, lr=lr * scale * (0.1 + 0.9 * cosine))
-        for s in qz.scales.values():
-            np.maximum(s, np.float32(1e-8), out=s)
+        grads.update(qz.grads)
+        _update(opt, params, qz.scales, grads, step=step, steps=steps, lr=lr, warmup=warmup,
+                clip=clip)
         losses.append(loss)
         if bar is not None:
             bar.update(1)

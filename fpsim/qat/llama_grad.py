@@ -216,7 +216,7 @@ def llama_data(model, *, seq_len: int = 128, held_out_tokens: int = 1024):
 
 def train_llama(model, config, *, steps, lr, batch_size, rng, ste, lsq, progress, clip,
                 time_limit, warmup, seq_len, eval_every, held_out_tokens=1024):
-    from .distill import Adam, _clip, _progress
+    from .distill import Adam, _progress, _update
 
     windows, test = llama_data(model, seq_len=seq_len, held_out_tokens=held_out_tokens)
     params = params_of(model)
@@ -254,12 +254,8 @@ def train_llama(model, config, *, steps, lr, batch_size, rng, ste, lsq, progress
         grads = backward(dz.reshape(logits.shape), cache, params, hp)
         del cache, logits
         grads.update(qz.grads)
-        _clip(grads, clip)
-        scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
-        cosine = 0.5 * (1 + math.cos(math.pi * step / steps))
-        opt.step({**params, **qz.scales}, grads, lr=lr * scale * (0.1 + 0.9 * cosine))
-        for s in qz.scales.values():
-            np.maximum(s, np.float32(1e-8), out=s)
+        _update(opt, params, qz.scales, grads, step=step, steps=steps, lr=lr, warmup=warmup,
+                clip=clip)
         losses.append(loss)
         if bar is not None:
             bar.update(1)
