@@ -1,5 +1,9 @@
 """Read llama.cpp's GGUF model files: hyper-parameters, tokenizer and float32 tensors.
 
+Two families are read: Llama-style decoders (``general.architecture`` ``llama`` or
+``qwen2``, :class:`LlamaHParams`) and BERT encoders (``bert``, :class:`BertHParams`, with
+llama.cpp's WordPiece vocabulary, :func:`wordpiece_tokenizer`).
+
 The file is parsed with ``gguf.GGUFReader`` (llama.cpp's own Python package) and every
 tensor is dequantized to float32 with ``gguf.quants.dequantize`` (F32, F16, Q8_0, Q4_1,
 ...).  Quantized GGUF weights are therefore *already* on a low-precision grid: every
@@ -53,20 +57,49 @@ from .weights import (
 
 __all__ = [
     "ARCHITECTURES",
+    "BERT_TENSORS",
+    "BertHParams",
     "GGUFModel",
     "LlamaHParams",
     "TokenizerSpec",
     "bpe_tokenizer",
     "describe_gguf",
+    "gguf_architecture",
     "load_gguf",
     "permute_qk",
     "read_gguf",
     "unpermute_qk",
+    "wordpiece_tokenizer",
 ]
 
-#: the GGUF architectures fpsim reads (``general.architecture``): Llama-style decoders;
-#: ``llama`` files have llama.cpp's Q/K row permutation, ``qwen2`` files have Q/K/V biases
-ARCHITECTURES = ("llama", "qwen2")
+#: the GGUF architectures fpsim reads (``general.architecture``): Llama-style decoders
+#: (``llama`` files have llama.cpp's Q/K row permutation, ``qwen2`` files have Q/K/V
+#: biases) and BERT encoders (``bert``: MiniLM, BERT, sentence-transformers models)
+ARCHITECTURES = ("llama", "qwen2", "bert")
+
+#: the Llama-style decoders among :data:`ARCHITECTURES` (what :func:`load_gguf` reads
+#: unless told otherwise)
+_LLAMA_ARCHITECTURES = ("llama", "qwen2")
+
+#: llama.cpp's BERT tensors (``gguf.constants.TENSOR_NAMES`` of ``MODEL_ARCH.BERT``) by
+#: fpsim's names: the embeddings (:class:`fpsim.models.bert.Embeddings` fields), then
+#: every layer's, after ``blk.{i}.`` (:class:`fpsim.models.bert.EncoderLayer` fields)
+BERT_TENSORS = {
+    "token": "token_embd.weight", "position": "position_embd.weight",
+    "segment": "token_types.weight", "norm_g": "token_embd_norm.weight",
+    "norm_b": "token_embd_norm.bias",
+}
+BERT_LAYER_TENSORS = {
+    "wq": "attn_q.weight", "bq": "attn_q.bias", "wk": "attn_k.weight", "bk": "attn_k.bias",
+    "wv": "attn_v.weight", "bv": "attn_v.bias", "wo": "attn_output.weight",
+    "bo": "attn_output.bias", "attn_norm_g": "attn_output_norm.weight",
+    "attn_norm_b": "attn_output_norm.bias", "w_in": "ffn_up.weight", "b_in": "ffn_up.bias",
+    "w_out": "ffn_down.weight", "b_out": "ffn_down.bias",
+    "ffn_norm_g": "layer_output_norm.weight", "ffn_norm_b": "layer_output_norm.bias",
+}
+
+#: ``{arch}.pooling_type`` (llama.cpp's ``enum llama_pooling_type``) -> its name
+POOLING_TYPES = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 
 #: bump when the cache layout changes (old caches are then ignored, not misread)
 _CACHE_VERSION = 1
@@ -107,6 +140,27 @@ class LlamaHParams:
 
 
 @dataclass(frozen=True)
+class BertHParams:
+    """Hyper-parameters of a BERT encoder, read from ``bert.*`` GGUF keys.
+
+    Examples
+    --------
+    >>> hp = BertHParams(n_layer=6, n_embd=384, n_ff=1536, n_head=12, n_ctx=512, eps=1e-12,
+    ...                  pooling="mean")
+    >>> hp.n_embd // hp.n_head                               # head width
+    32
+    """
+
+    n_layer: int        # bert.block_count
+    n_embd: int         # bert.embedding_length
+    n_ff: int           # bert.feed_forward_length
+    n_head: int         # bert.attention.head_count
+    n_ctx: int          # bert.context_length (the position table's rows)
+    eps: float          # bert.attention.layer_norm_epsilon
+    pooling: str        # bert.pooling_type: "none", "mean", "cls", "last" or "rank"
+
+
+@dataclass(frozen=True)
 class TokenizerSpec:
     """The tokenizer stored in a GGUF file (``tokenizer.ggml.*`` keys).
 
@@ -119,16 +173,20 @@ class TokenizerSpec:
     (3, ('a b',))
     """
 
-    model: str                  # "gpt2": byte-level BPE
+    model: str                  # "gpt2": byte-level BPE; "bert": WordPiece
     pre: str                    # pre-tokenizer name, e.g. "smollm"
-    tokens: tuple               # id -> token string (byte-level alphabet)
+    tokens: tuple               # id -> token string (byte-level alphabet; "bert": phantom
+                                # space, "\u2581word" starts a word, "ing" continues one)
     token_types: tuple          # id -> TOKEN_NORMAL, TOKEN_CONTROL, ...
     merges: tuple               # "left right" strings, highest priority first
-    bos_id: int | None
+    bos_id: int | None          # "bert": [CLS]
     eos_id: int | None
     unk_id: int | None
     pad_id: int | None
     add_bos: bool
+    sep_id: int | None = None   # tokenizer.ggml.seperator_token_id ("bert": [SEP])
+    mask_id: int | None = None  # tokenizer.ggml.mask_token_id
+    add_eos: bool = False       # tokenizer.ggml.add_eos_token
 
 
 @dataclass(frozen=True)
@@ -145,7 +203,7 @@ class GGUFModel:
 
     path: pathlib.Path
     architecture: str
-    hparams: LlamaHParams
+    hparams: LlamaHParams | BertHParams
     tokenizer: TokenizerSpec
     #: GGUF name -> float32 array of shape (ne1, ne0) ((out, in) for a linear); read-only
     tensors: dict
@@ -208,6 +266,37 @@ def _hparams(reader, arch: str, n_tokens: int) -> LlamaHParams:
     )
 
 
+def _short_float(v) -> float:
+    """A float32 metadata value as the double its shortest repr names (``1e-12``, not
+    ``9.9999999600419720025e-13``): the value the checkpoint's config wrote."""
+    return float(str(np.float32(v)))
+
+
+def _bert_hparams(reader, arch: str) -> BertHParams:
+    def get(name, default=None):
+        v = _field(reader, f"{arch}.{name}", default)
+        if v is None:
+            raise KeyError(f"{arch}.{name}")
+        return v
+
+    if bool(_field(reader, f"{arch}.attention.causal", False)):
+        raise UnsupportedModelError(f"{arch}.attention.causal is true: fpsim's BERT encoder "
+                                    "attends both ways (causal false)")
+    pooling = int(_field(reader, f"{arch}.pooling_type", 0))
+    if pooling not in POOLING_TYPES:
+        raise KeyError(f"{arch}.pooling_type = {pooling}, not one of llama.cpp's "
+                       f"{sorted(POOLING_TYPES)}")
+    return BertHParams(
+        n_layer=int(get("block_count")),
+        n_embd=int(get("embedding_length")),
+        n_ff=int(get("feed_forward_length")),
+        n_head=int(get("attention.head_count")),
+        n_ctx=int(get("context_length")),
+        eps=_short_float(get("attention.layer_norm_epsilon")),
+        pooling=POOLING_TYPES[pooling],
+    )
+
+
 def _tokenizer_spec(reader) -> TokenizerSpec:
     def opt_int(key):
         v = _field(reader, f"tokenizer.ggml.{key}")
@@ -228,6 +317,9 @@ def _tokenizer_spec(reader) -> TokenizerSpec:
         unk_id=opt_int("unknown_token_id"),
         pad_id=opt_int("padding_token_id"),
         add_bos=bool(_field(reader, "tokenizer.ggml.add_bos_token", False)),
+        sep_id=opt_int("seperator_token_id"),  # sic: gguf's spelling
+        mask_id=opt_int("mask_token_id"),
+        add_eos=bool(_field(reader, "tokenizer.ggml.add_eos_token", False)),
     )
 
 
@@ -248,18 +340,29 @@ def _open(path: pathlib.Path, model: str | None):
     return reader
 
 
-def _read_meta(reader, path, model):
+def _check_architecture(arch: str, path, architectures) -> None:
+    if arch in architectures:
+        return
+    if arch in ARCHITECTURES:  # a family the caller does not load
+        raise UnsupportedModelError(
+            f"{path} holds a {arch!r} model (general.architecture), not one of "
+            f"{', '.join(architectures)}; load it with fpsim.models.load(path)")
+    raise UnsupportedModelError(
+        f"{path} holds a {arch!r} model (general.architecture); fpsim reads GGUF files of "
+        f"the architectures {', '.join(ARCHITECTURES)} (Llama-style decoders and BERT "
+        "encoders)")
+
+
+def _read_meta(reader, path, model, architectures=_LLAMA_ARCHITECTURES):
     try:
         arch = str(_field(reader, "general.architecture"))
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise _bad_file(path, f"missing or malformed metadata {e}", model) from e
-    if arch not in ARCHITECTURES:
-        raise UnsupportedModelError(
-            f"{path} holds a {arch!r} model (general.architecture); fpsim reads Llama GGUF "
-            f"files only, of the architectures {', '.join(ARCHITECTURES)}")
+    _check_architecture(arch, path, architectures)
     try:
         tok = _tokenizer_spec(reader)
-        hp = _hparams(reader, arch, len(tok.tokens))
+        hp = (_bert_hparams(reader, arch) if arch == "bert"
+              else _hparams(reader, arch, len(tok.tokens)))
     except UnsupportedModelError:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as e:
@@ -281,8 +384,9 @@ def _dequantize(reader_tensor, path, model) -> np.ndarray:
     return a
 
 
-def read_gguf(path, *, model: str | None = None) -> GGUFModel:
-    """Read a Llama GGUF file and dequantize all its tensors to float32 (no cache).
+def read_gguf(path, *, model: str | None = None,
+              architectures=_LLAMA_ARCHITECTURES) -> GGUFModel:
+    """Read a GGUF file and dequantize all its tensors to float32 (no cache).
 
     Parameters
     ----------
@@ -291,6 +395,9 @@ def read_gguf(path, *, model: str | None = None) -> GGUFModel:
     model : str, optional
         fpsim's name for the model (e.g. ``"smollm2"``), so that errors name the
         ``python -m fpsim fetch`` command that repairs the file.
+    architectures : tuple of str
+        The ``general.architecture`` values accepted (default: the Llama-style
+        decoders ``llama``, ``qwen2``; pass ``("bert",)`` for BERT encoders).
 
     Returns
     -------
@@ -299,7 +406,9 @@ def read_gguf(path, *, model: str | None = None) -> GGUFModel:
     Raises
     ------
     ModelFilesError
-        The file is missing, truncated or corrupted, or holds no Llama model.
+        The file is missing, truncated or corrupted.
+    UnsupportedModelError
+        Another architecture than ``architectures``.
     ImportError
         The ``gguf`` package is not installed.
 
@@ -315,7 +424,7 @@ def read_gguf(path, *, model: str | None = None) -> GGUFModel:
     """
     path = pathlib.Path(path)
     reader = _open(path, model)
-    arch, hp, tok = _read_meta(reader, path, model)
+    arch, hp, tok = _read_meta(reader, path, model, architectures)
     tensors = {t.name: _dequantize(t, path, model) for t in reader.tensors}
     for a in tensors.values():
         a.flags.writeable = False
@@ -364,7 +473,8 @@ def _load_cache(path, npy, index, sha256) -> GGUFModel | None:
         tok = meta["tokenizer"]
         tok["tokens"], tok["token_types"], tok["merges"] = (
             tuple(tok["tokens"]), tuple(tok["token_types"]), tuple(tok["merges"]))
-        return GGUFModel(path, meta["architecture"], LlamaHParams(**meta["hparams"]),
+        hp_class = BertHParams if meta["architecture"] == "bert" else LlamaHParams
+        return GGUFModel(path, meta["architecture"], hp_class(**meta["hparams"]),
                          TokenizerSpec(**tok), tensors, types)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -388,7 +498,7 @@ def _reserve(f, size: int) -> None:
                 raise
 
 
-def _write_cache(path, npy, index, sha256, model) -> None:
+def _write_cache(path, npy, index, sha256, model, architectures=_LLAMA_ARCHITECTURES) -> None:
     """Dequantize every tensor into a float32 ``.npy`` (plain writes), then its index.
 
     Raises ModelFilesError if ``path``'s SHA-256 is not ``sha256`` (nothing is written),
@@ -400,7 +510,7 @@ def _write_cache(path, npy, index, sha256, model) -> None:
     if got != sha256:
         raise _bad_file(path, f"SHA-256 {got}, expected {sha256}", model)
     reader = _open(path, model)
-    arch, hp, tok = _read_meta(reader, path, model)
+    arch, hp, tok = _read_meta(reader, path, model, architectures)
     offsets, n_floats = {}, 0
     for t in reader.tensors:
         shape = [int(n) for n in reversed(t.shape.tolist())]
@@ -439,7 +549,7 @@ def _write_cache(path, npy, index, sha256, model) -> None:
 
 
 def _ensure_cache(path: pathlib.Path, sha256: str, *, model: str | None = None,
-                  rebuild: bool = False) -> GGUFModel:
+                  rebuild: bool = False, architectures=_LLAMA_ARCHITECTURES) -> GGUFModel:
     """The cached model, building it (under the folder's lock) if absent, stale or damaged.
 
     ``rebuild`` first deletes every float32 cache of ``path`` (any checksum, any version).
@@ -454,7 +564,7 @@ def _ensure_cache(path: pathlib.Path, sha256: str, *, model: str | None = None,
             got = _load_cache(path, npy, index, sha256)  # another process may have built it
             if got is not None:
                 return got
-        _write_cache(path, npy, index, sha256, model)
+        _write_cache(path, npy, index, sha256, model, architectures)
     got = _load_cache(path, npy, index, sha256)
     if got is None:  # pragma: no cover - damaged between writing and reading
         raise ModelFilesError(f"the float32 cache {npy} of {path} could not be read back")
@@ -462,8 +572,8 @@ def _ensure_cache(path: pathlib.Path, sha256: str, *, model: str | None = None,
 
 
 def load_gguf(path, *, sha256: str | None = None, model: str | None = None,
-              cache: bool = True) -> GGUFModel:
-    """Read a Llama GGUF file through a memory-mapped float32 cache kept next to it.
+              cache: bool = True, architectures=_LLAMA_ARCHITECTURES) -> GGUFModel:
+    """Read a GGUF file through a memory-mapped float32 cache kept next to it.
 
     The first load dequantizes every tensor into ``<file>.<sha256[:16]>.f32v1.npy`` (with
     a ``.json`` index); later loads memory-map it.  A stale or damaged cache (checked by
@@ -482,6 +592,8 @@ def load_gguf(path, *, sha256: str | None = None, model: str | None = None,
         fpsim's name for the model, for error messages (see :func:`read_gguf`).
     cache : bool
         False reads and dequantizes the file without touching the cache.
+    architectures : tuple of str
+        The ``general.architecture`` values accepted (see :func:`read_gguf`).
 
     Returns
     -------
@@ -492,6 +604,8 @@ def load_gguf(path, *, sha256: str | None = None, model: str | None = None,
     ------
     ModelFilesError
         The file is missing, truncated or corrupted, or its SHA-256 is not ``sha256``.
+    UnsupportedModelError
+        Another architecture than ``architectures``.
 
     Examples
     --------
@@ -502,20 +616,64 @@ def load_gguf(path, *, sha256: str | None = None, model: str | None = None,
     """
     path = pathlib.Path(path)
     if not cache:
-        return read_gguf(path, model=model)
+        return read_gguf(path, model=model, architectures=architectures)
     if not path.exists():
         _open(path, model)  # raises the missing-file error
     sha256 = sha256 or _sha256(path)
     npy, index = _cache_paths(path, sha256)
     got = _load_cache(path, npy, index, sha256)
     if got is not None:
+        _check_architecture(got.architecture, path, architectures)
         return got
     try:
-        return _ensure_cache(path, sha256, model=model)
+        got = _ensure_cache(path, sha256, model=model, architectures=architectures)
+        _check_architecture(got.architecture, path, architectures)  # a cache built earlier
+        return got
     except OSError as e:  # read-only folder, disk full: work without the cache
         warnings.warn(f"fpsim: not using a float32 cache for {path.name}: {e}; reading it into "
                       "memory instead", stacklevel=2)
-    return read_gguf(path, model=model)
+    return read_gguf(path, model=model, architectures=architectures)
+
+
+def gguf_architecture(path) -> str:
+    """A GGUF file's ``general.architecture``, read from its header alone.
+
+    GGUF writers (gguf's ``GGUFWriter``, so llama.cpp's converters) put it first, and only
+    the first key is parsed; a file with another first key is opened with
+    ``gguf.GGUFReader``.
+
+    Raises
+    ------
+    ModelFilesError
+        The file is missing, not GGUF, or has no ``general.architecture``.
+
+    Examples
+    --------
+    >>> from fpsim.models.weights import model_path
+    >>> gguf_architecture(model_path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    'llama'
+    """
+    import struct
+
+    path = pathlib.Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)  # magic, version u32, n_tensors u64, n_kv u64 (little-endian)
+            if len(head) == 24 and head[:4] == b"GGUF" and struct.unpack("<Q", head[16:])[0]:
+                (n,) = struct.unpack("<Q", f.read(8))
+                key = f.read(n) if n < 256 else b""
+                (vtype,) = struct.unpack("<I", f.read(4))
+                if key == b"general.architecture" and vtype == 8:  # GGUFValueType.STRING
+                    (n,) = struct.unpack("<Q", f.read(8))
+                    if n < 256:
+                        return f.read(n).decode("utf-8")
+    except (OSError, struct.error, UnicodeDecodeError):
+        pass
+    reader = _open(path, None)  # raises if missing or not GGUF
+    try:
+        return str(_field(reader, "general.architecture"))
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise _bad_file(path, f"missing or malformed metadata {e}", None) from e
 
 
 def describe_gguf(g: GGUFModel) -> str:
@@ -597,6 +755,83 @@ def bpe_tokenizer(spec: TokenizerSpec):
     special = [AddedToken(spec.tokens[i], special=(t == TOKEN_CONTROL), normalized=False)
                for i, t in enumerate(spec.token_types) if t in (TOKEN_CONTROL, TOKEN_USER_DEFINED)]
     tk.add_special_tokens(special)
+    return tk
+
+
+def wordpiece_tokenizer(spec: TokenizerSpec, *, lowercase: bool | None = None):
+    """A ``tokenizers.Tokenizer`` for a GGUF WordPiece vocabulary (``model == "bert"``).
+
+    llama.cpp's converter stores BERT's vocabulary in "phantom space" form: a word-initial
+    piece ``the`` as ``"\u2581the"``, a continuation ``##ing`` as ``"ing"``, special
+    (CONTROL) tokens as they are; this undoes it and builds what a BERT ``tokenizer.json``
+    holds: ``BertNormalizer``, ``BertPreTokenizer``, ``WordPiece`` (``##`` prefix, the
+    file's unknown token), ``[CLS] $A [SEP]`` from the file's BOS (or ``[CLS]``) and
+    separator (or EOS, or ``[SEP]``), a WordPiece decoder, CONTROL tokens as special tokens.
+
+    Parameters
+    ----------
+    spec : TokenizerSpec
+    lowercase : bool, optional
+        Lowercase (and strip accents from) the text first.  A GGUF file does not say (and
+        llama.cpp always lowercases): by default, True when no NORMAL token of the
+        vocabulary has an upper-case letter (an uncased vocabulary, as MiniLM's).
+
+    Raises
+    ------
+    ValueError
+        ``spec`` is not a WordPiece vocabulary, or has no unknown or [CLS]/[SEP] tokens.
+
+    Examples
+    --------
+    >>> spec = TokenizerSpec(model="bert", pre="default",
+    ...                      tokens=("[PAD]", "[UNK]", "[CLS]", "[SEP]", "\u2581play", "ing"),
+    ...                      token_types=(3, 3, 3, 3, 1, 1), merges=(), bos_id=2, eos_id=3,
+    ...                      unk_id=1, pad_id=0, add_bos=True, sep_id=3)
+    >>> wordpiece_tokenizer(spec).encode("Playing").ids
+    [2, 4, 5, 3]
+    """
+    try:
+        from tokenizers import (AddedToken, Tokenizer, decoders, models, normalizers,
+                                pre_tokenizers, processors)
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("tokenizing needs the `tokenizers` package: "
+                          "pip install 'fpsim[models]'") from e
+    if spec.model != "bert":
+        raise ValueError(f"tokenizer model {spec.model!r} is not WordPiece ('bert')")
+    if len(spec.token_types) != len(spec.tokens):
+        raise ValueError(f"tokenizer.ggml.token_type has {len(spec.token_types)} entries for "
+                         f"{len(spec.tokens)} tokens")
+    control = [t == TOKEN_CONTROL for t in spec.token_types]
+    pieces = [tok if c else tok[1:] if tok.startswith("\u2581") else "##" + tok
+              for tok, c in zip(spec.tokens, control)]
+    vocab = {}
+    for i, piece in enumerate(pieces):
+        vocab.setdefault(piece, i)  # the first id of a duplicate, as a tokenizer.json loads
+
+    def special(i, name, fallback):
+        if i is not None and 0 <= i < len(pieces):
+            return pieces[i]
+        if fallback in vocab:
+            return fallback
+        raise ValueError(f"the GGUF vocabulary has no {name} token (tokenizer.ggml.*_token_id "
+                         f"or {fallback})")
+
+    unk = special(spec.unk_id, "unknown", "[UNK]")
+    cls = special(spec.bos_id, "[CLS] (BOS)", "[CLS]")
+    sep = special(spec.sep_id if spec.sep_id is not None else spec.eos_id, "[SEP]", "[SEP]")
+    if lowercase is None:
+        lowercase = not any(p != p.lower() for p, c in zip(pieces, control) if not c)
+    tk = Tokenizer(models.WordPiece(vocab=vocab, unk_token=unk, continuing_subword_prefix="##",
+                                    max_input_chars_per_word=100))
+    tk.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                               strip_accents=None, lowercase=bool(lowercase))
+    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tk.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
+    tk.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    tk.add_special_tokens([AddedToken(pieces[i], special=True, normalized=False)
+                           for i, c in enumerate(control) if c])
     return tk
 
 

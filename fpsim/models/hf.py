@@ -12,8 +12,11 @@
   - BERT (``model_type`` ``bert``: BERT, MiniLM, sentence-transformers models) -> a
     :class:`~fpsim.models.bert.MiniLM`, pooled as the folder's ``modules.json`` says;
 
-* a **GGUF file** of the ``llama`` or ``qwen2`` architecture (see
-  :mod:`fpsim.models.gguf_io`; BERT GGUF files are not read).
+* a **GGUF file** (see :mod:`fpsim.models.gguf_io`) of the ``llama`` or ``qwen2``
+  architecture -> a :class:`~fpsim.models.llama.Llama`, or of the ``bert`` architecture
+  (llama.cpp's converter's layout, or :func:`fpsim.models.export.export_gguf`'s) -> a
+  :class:`~fpsim.models.bert.MiniLM`, its WordPiece tokenizer built from the file's
+  vocabulary (:func:`~fpsim.models.gguf_io.wordpiece_tokenizer`).
 
 Weights are stored as float32 whatever the file holds (F32 tensors are memory-mapped; BF16
 and F16 are widened exactly; F64 is rounded), in fpsim's readable names and ``(in, out)``
@@ -492,6 +495,69 @@ def _load_bert(folder, cfg, quant, trace):
     return MiniLM(emb, layers, bc, tokenizer, ctx, weights_source=_source(st, used, folder))
 
 
+def _load_bert_gguf(path: pathlib.Path, quant, trace, cache, tokenizer):
+    """A ``bert`` GGUF file -> :class:`~fpsim.models.bert.MiniLM`.
+
+    The pooling is the file's ``bert.pooling_type`` (mean or CLS; ``none``, as llama.cpp's
+    converter leaves a model without sentence-transformers' ``modules.json``, pools by
+    mean), the embedding L2-normalised (a GGUF file does not say; llama.cpp's
+    ``llama-embedding`` normalises by default, as sentence-transformers' MiniLM does);
+    texts are cut at ``bert.context_length`` tokens.
+    """
+    from .bert import BertConfig, Embeddings, EncoderLayer, MiniLM, SITES
+    from .context import QuantContext
+    from .gguf_io import (BERT_LAYER_TENSORS, BERT_TENSORS, describe_gguf, load_gguf,
+                          wordpiece_tokenizer)
+
+    g = load_gguf(path, cache=cache, architectures=("bert",))
+    hp, t = g.hparams, g.tensors
+    if hp.pooling not in ("none", "mean", "cls"):
+        raise UnsupportedModelError(f"{path}: bert.pooling_type {hp.pooling!r} is not "
+                                    "supported; only mean, cls (or none: mean)")
+    if hp.n_embd % hp.n_head:
+        raise ModelFilesError(f"{path}: bert.embedding_length {hp.n_embd} is not a multiple "
+                              f"of bert.attention.head_count {hp.n_head}")
+    d, f = hp.n_embd, hp.n_ff
+    n_vocab = t["token_embd.weight"].shape[0] if "token_embd.weight" in t else None
+    n_types = t["token_types.weight"].shape[0] if "token_types.weight" in t else None
+    shapes = {"token": (n_vocab, d), "position": (hp.n_ctx, d), "segment": (n_types, d),
+              "wq": (d, d), "wk": (d, d), "wv": (d, d), "wo": (d, d), "w_in": (f, d),
+              "b_in": (f,), "w_out": (d, f)}  # (out, in) as stored; the rest (d,)
+
+    def tensor(name, field):
+        if name not in t:
+            raise ModelFilesError(f"{path} has no tensor {name!r}: not a complete BERT GGUF "
+                                  "file (llama.cpp's bert layout)")
+        a, want = t[name], shapes.get(field, (d,))
+        if a.shape != want:
+            raise ModelFilesError(f"tensor {name!r} in {path} has shape {a.shape}; the bert.* "
+                                  f"metadata implies {want}")
+        # the file's (out, in) rows -> the forward pass's (in, out), as for a checkpoint
+        return np.ascontiguousarray(a.T) if field.startswith("w") else np.asarray(a)
+
+    emb = Embeddings(**{field: tensor(name, field) for field, name in BERT_TENSORS.items()})
+    layers = [EncoderLayer(**{field: tensor(f"blk.{i}.{name}", field)
+                              for field, name in BERT_LAYER_TENSORS.items()})
+              for i in range(hp.n_layer)]
+    bc = BertConfig(n_layers=hp.n_layer, n_heads=hp.n_head, d_model=d, d_ffn=f,
+                    n_positions=hp.n_ctx, eps=hp.eps,
+                    pooling="cls" if hp.pooling == "cls" else "mean", normalize=True,
+                    max_seq_length=hp.n_ctx)
+    if tokenizer is None:
+        if g.tokenizer.model != "bert":
+            raise UnsupportedModelError(
+                f"{path}: tokenizer.ggml.model {g.tokenizer.model!r} is not WordPiece "
+                "('bert'); pass tokenizer= (the model's tokenizer.json)")
+        try:
+            tokenizer = wordpiece_tokenizer(g.tokenizer)
+        except ValueError as e:
+            raise ModelFilesError(f"{path}: {e}") from None
+    ctx = QuantContext(quant, n_layers=bc.n_layers, trace=trace, sites=SITES)
+    model = MiniLM(emb, layers, bc, tokenizer, ctx, weights_source=describe_gguf(g))
+    model.tokenizer_spec = g.tokenizer  # what export_gguf writes back
+    return model
+
+
 # ---- entry points ----------------------------------------------------------------------
 def load_folder(folder, quant=None, *, trace: bool = False):
     """Load a Hugging Face model folder into a :class:`~fpsim.models.llama.Llama` or a
@@ -553,8 +619,14 @@ def load_path(path, quant=None, *, trace: bool = False, cache: bool = True, toke
         (:func:`fpsim.models.gguf_io.load_gguf`); False reads it into memory.
     tokenizer : path-like, optional
         GGUF only: a ``tokenizer.json`` to use instead of the file's own vocabulary (fpsim
-        builds byte-level BPE tokenizers from GGUF; others, such as Llama 2's
+        builds byte-level BPE and WordPiece tokenizers from GGUF; others, such as Llama 2's
         SentencePiece, need this).
+
+    Returns
+    -------
+    Llama or MiniLM
+        A ``bert`` GGUF file gives a MiniLM pooled as its ``bert.pooling_type`` says (mean
+        for ``none``), L2-normalised, cut at ``bert.context_length`` tokens.
 
     Raises
     ------
@@ -575,7 +647,10 @@ def load_path(path, quant=None, *, trace: bool = False, cache: bool = True, toke
     if path.suffix.lower() != ".gguf":
         raise ModelFilesError(f"{path} is a file but not a .gguf file: pass a .gguf file or the "
                               "Hugging Face folder that holds config.json")
+    from .gguf_io import gguf_architecture
     from .llama import Llama
 
     tk = None if tokenizer is None else _tokenizer(pathlib.Path(tokenizer))
+    if gguf_architecture(path) == "bert":
+        return _load_bert_gguf(path, quant, trace, cache, tk)
     return Llama.from_gguf(path, quant, trace=trace, cache=cache, tokenizer=tk)

@@ -17,6 +17,11 @@ No network: the checkpoints are written here, in tmp_path, from the packaged mod
 * MiniLM: the packaged safetensors written as a sentence-transformers folder (modules.json,
   1_Pooling, 2_Normalize) equals the packaged model bitwise; a plain folder pools without
   normalising; CLS pooling; sharded; BF16 and F16 files against ml_dtypes / NumPy rounding.
+* BERT GGUF files as llama.cpp's converter writes them (phantom-space WordPiece vocabulary,
+  F16 linears and token embedding, F32 position/token-type tables, norms and biases): the
+  packaged MiniLM's, equal bitwise to MiniLM with those weights rounded to float16, with
+  the shipped tokenizer's ids; a tiny one for clear errors (missing tensor or key, shape,
+  causal, pooling).
 * The safetensors reader against the ``safetensors`` package; clear errors (table-driven).
 """
 
@@ -652,12 +657,166 @@ def test_path_errors(tmp_path):
         fpsim.models.load(3)
     import gguf
 
-    w = gguf.GGUFWriter(str(tmp_path / "bert.gguf"), "bert")  # BERT GGUF files: not read
+    w = gguf.GGUFWriter(str(tmp_path / "gpt2.gguf"), "gpt2")  # an architecture not read
     w.add_block_count(1)
     w.add_tensor("token_embd.weight", np.zeros((4, 4), np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(UnsupportedModelError, match=r"holds a 'bert' model .* llama, qwen2"):
-        fpsim.models.load(tmp_path / "bert.gguf")
+    with pytest.raises(UnsupportedModelError,
+                       match=r"holds a 'gpt2' model .* llama, qwen2, bert"):
+        fpsim.models.load(tmp_path / "gpt2.gguf")
+
+
+# ---- BERT GGUF files (llama.cpp's bert layout) ------------------------------------------
+def phantom_vocab(tokenizer_json):
+    """The vocabulary and token types llama.cpp's converter writes for a WordPiece
+    tokenizer.json: special tokens CONTROL and as they are, ``##x`` -> ``x``, ``x`` ->
+    ``"\u2581x"`` (its ``BertModel.set_vocab``)."""
+    tj = json.loads(pathlib.Path(tokenizer_json).read_text())
+    vocab = tj["model"]["vocab"]
+    special = {t["id"] for t in tj["added_tokens"] if t["special"]}
+    tokens, types = [None] * len(vocab), [1] * len(vocab)
+    for tok, i in vocab.items():
+        if i in special:
+            tokens[i], types[i] = tok, 3
+        else:
+            tokens[i] = tok[2:] if tok.startswith("##") else "\u2581" + tok
+    return tokens, types
+
+
+def write_bert_gguf(path, tensors, tokens, types, *, n_layer, n_head, n_ctx, arch="bert",
+                    eps=1e-12, causal=False, pooling=1, skip=(), half=()):
+    """A BERT GGUF file with gguf's GGUFWriter, keys and tensor names as llama.cpp's
+    converter writes them; ``tensors``: GGUF name -> float32 array (out, in); the names in
+    ``half`` stored as F16, those in ``skip`` (tensors or keys) left out."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), arch)
+    d, f = tensors["blk.0.ffn_up.weight"].shape[::-1]
+    meta = {"block_count": n_layer, "context_length": n_ctx, "embedding_length": d,
+            "feed_forward_length": f, "head_count": n_head, "layer_norm_eps": eps}
+    for key, v in meta.items():
+        if key not in skip:
+            getattr(w, f"add_{key}")(v)
+    w.add_causal_attention(causal)
+    w.add_pooling_type(gguf.PoolingType(pooling))
+    w.add_tokenizer_model("bert")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_type_count(2)
+    for key, tok in (("bos", "[CLS]"), ("eos", "[SEP]"), ("unk", "[UNK]"), ("sep", "[SEP]"),
+                     ("pad", "[PAD]")):
+        getattr(w, f"add_{key}_token_id")(tokens.index(tok))
+    for name, a in tensors.items():
+        if name not in skip:
+            w.add_tensor(name, np.ascontiguousarray(a.astype(np.float16 if name in half
+                                                               else np.float32)))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return pathlib.Path(path)
+
+
+#: Hugging Face BERT name -> llama.cpp's (the converter's tensor map)
+HF_TO_GGUF = {
+    "embeddings.word_embeddings.weight": "token_embd.weight",
+    "embeddings.position_embeddings.weight": "position_embd.weight",
+    "embeddings.token_type_embeddings.weight": "token_types.weight",
+    "embeddings.LayerNorm.weight": "token_embd_norm.weight",
+    "embeddings.LayerNorm.bias": "token_embd_norm.bias",
+    **{f"{hf}.{wb}": f"{gg}.{wb}" for hf, gg in (
+        ("attention.self.query", "attn_q"), ("attention.self.key", "attn_k"),
+        ("attention.self.value", "attn_v"), ("attention.output.dense", "attn_output"),
+        ("attention.output.LayerNorm", "attn_output_norm"), ("intermediate.dense", "ffn_up"),
+        ("output.dense", "ffn_down"), ("output.LayerNorm", "layer_output_norm"))
+       for wb in ("weight", "bias")},
+}
+
+
+def test_minilm_gguf_as_llama_cpp_converts_it(minilm, tmp_path):
+    """The packaged MiniLM as ``convert_hf_to_gguf.py --outtype f16`` writes it: 2-D
+    weights F16 except the position and token-type tables.  Loading it gives MiniLM with
+    those weights rounded to float16, bit for bit, and the shipped tokenizer's ids."""
+    tensors = safetensors_numpy.load_file(str(model_path("minilm", "model.safetensors")))
+    gg = {}
+    for key, a in tensors.items():
+        layer = key.startswith("encoder.layer.")
+        short = key.split(".", 3)[3] if layer else key
+        if short in HF_TO_GGUF:
+            gg[("blk." + key.split(".")[2] + "." if layer else "") + HF_TO_GGUF[short]] = a
+    assert len(gg) == 5 + 16 * 6
+    half = {n for n, a in gg.items() if a.ndim == 2 and n not in ("position_embd.weight",
+                                                                  "token_types.weight")}
+    tokens, types = phantom_vocab(model_path("minilm", "tokenizer.json"))
+    path = write_bert_gguf(tmp_path / "minilm-f16.gguf", gg, tokens, types, n_layer=6,
+                           n_head=12, n_ctx=512, half=half)
+    model = fpsim.models.load(path, cache=False)
+    assert type(model) is MiniLM and model.weights_source.startswith("GGUF bert file ")
+    assert model.cfg == dataclasses.replace(minilm.cfg, max_seq_length=512)
+    texts = fpsim.data.sentences()
+    assert model.tokenize(texts) == minilm.tokenize(texts)
+    from fpsim.models.bert import weights_from_checkpoint
+
+    def r(key):
+        a = tensors[key]
+        return a.astype(np.float16).astype(np.float32) if (
+            a.ndim == 2 and "position" not in key and "token_type" not in key) else a
+
+    emb, layers = weights_from_checkpoint(r, minilm.cfg)
+    ref = MiniLM(emb, layers, minilm.cfg, minilm.tokenizer, QuantContext(None))
+    np.testing.assert_array_equal(model.embed(SENTENCES), ref.embed(SENTENCES))
+
+
+def tiny_bert_tensors(n_vocab=7, d=8, f=16, n_ctx=16, seed=0):
+    """A random one-layer BERT's tensors by GGUF name, (out, in)."""
+    shapes = {"token_embd.weight": (n_vocab, d), "position_embd.weight": (n_ctx, d),
+              "token_types.weight": (2, d), "token_embd_norm.weight": (d,),
+              "token_embd_norm.bias": (d,)}
+    for name, out, inp in (("attn_q", d, d), ("attn_k", d, d), ("attn_v", d, d),
+                           ("attn_output", d, d), ("attn_output_norm", d, None),
+                           ("ffn_up", f, d), ("ffn_down", d, f), ("layer_output_norm", d, None)):
+        shapes[f"blk.0.{name}.weight"] = (out,) if inp is None else (out, inp)
+        shapes[f"blk.0.{name}.bias"] = (out,)
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+
+TINY_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "\u2581a", "\u2581cat", "s"]
+TINY_TYPES = [3, 3, 3, 3, 1, 1, 1]
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(skip=("blk.0.ffn_down.weight",)), ModelFilesError,
+     r"has no tensor 'blk.0.ffn_down.weight': not a complete BERT GGUF"),
+    (dict(skip=("feed_forward_length",)), ModelFilesError,
+     r"missing or malformed metadata 'bert.feed_forward_length'"),
+    (dict(n_head=3), ModelFilesError, r"not a multiple of bert.attention.head_count 3"),
+    (dict(n_ctx=32), ModelFilesError,
+     r"'position_embd.weight' .* has shape \(16, 8\); the bert.\* metadata implies \(32, 8\)"),
+    (dict(causal=True), UnsupportedModelError, r"bert.attention.causal is true"),
+    (dict(pooling=3), UnsupportedModelError, r"pooling_type 'last' is not supported"),
+    (dict(arch="nomic-bert"), UnsupportedModelError,
+     r"holds a 'nomic-bert' model .* llama, qwen2, bert"),
+])
+def test_bert_gguf_errors_name_what_is_wrong(change, error, match, tmp_path):
+    kw = dict(n_layer=1, n_head=2, n_ctx=16) | change
+    path = write_bert_gguf(tmp_path / "tiny.gguf", tiny_bert_tensors(), TINY_TOKENS,
+                           TINY_TYPES, **kw)
+    with pytest.raises(error, match=match):
+        fpsim.models.load(path, cache=False)
+
+
+def test_tiny_bert_gguf_loads_and_a_decoder_loader_refuses_it(tmp_path):
+    path = write_bert_gguf(tmp_path / "tiny.gguf", tiny_bert_tensors(), TINY_TOKENS,
+                           TINY_TYPES, n_layer=1, n_head=2, n_ctx=16, pooling=0)
+    model = fpsim.models.load(path)  # through the float32 cache
+    assert model.tokenize(["A cats", ""]) == [[2, 4, 5, 6, 3], [2, 3]]
+    assert model.cfg.pooling == "mean" and model.embed(["a cat"]).shape == (1, 8)
+    assert fpsim.models.load(path).cfg == model.cfg  # from the cache
+    with pytest.raises(UnsupportedModelError, match=r"holds a 'bert' model .*, not one of "
+                                                    r"llama, qwen2; load it with"):
+        Llama.from_gguf(path)
