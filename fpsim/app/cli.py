@@ -502,13 +502,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "export", help="write a quantized model as a GGUF file (llama.cpp's block formats)",
-        description="Quantize a Llama-family model's weights with a preset in llama.cpp's "
-                    "formats (gguf_q8_0, gguf_q4_0, gguf_q4_1, gguf_q5_0, gguf_q5_1, "
-                    "gguf_mxfp4) and write a GGUF file that llama.cpp, gguf.GGUFReader and "
-                    "fpsim.models.load read; loading it gives the fake-quantized model's "
+        description="Quantize a model's weights with a preset in llama.cpp's formats "
+                    "(gguf_q8_0, gguf_q4_0, gguf_q4_1, gguf_q5_0, gguf_q5_1, gguf_mxfp4) and "
+                    "write a GGUF file that llama.cpp, gguf.GGUFReader and fpsim.models.load "
+                    "read: Llama-family decoders as llama.cpp's llama/qwen2, BERT encoders "
+                    "(MiniLM) as its bert; loading it gives the fake-quantized model's "
                     "outputs bit for bit (fpsim.models.export.export_gguf).")
     s.add_argument("--model", default="smollm2", type=_model_or_path_arg,
-                   help="smollm2, or the path of a Llama-family GGUF file or folder")
+                   help="smollm2, minilm, or the path of a Llama-family or BERT GGUF file "
+                        "or Hugging Face folder")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--preset", metavar="P", help="a weight-only gguf_* preset, or fp32")
     g.add_argument("--config", metavar="FILE", help="a QuantConfig file (.json or .toml)")
