@@ -143,6 +143,16 @@ def bootstrap_ci(diff_fn: Callable[[np.ndarray], float], n: int, *, n_boot: int 
     return float(lo), float(hi)
 
 
+_CHUNK = 64  # rows of logits per step of lm_metrics (64 x 49152 float64: 25 MB)
+
+
+def _losses(lg, targets):  # [c, V] float64, [c] -> [c] cross-entropy (NaN for a row with Inf)
+    m = lg.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        lse = np.log(np.exp(lg - m).sum(axis=1)) + m[:, 0]
+    return lse - lg[np.arange(lg.shape[0]), targets]
+
+
 def lm_metrics(logits_ref: np.ndarray, logits_q: np.ndarray, targets: np.ndarray, *,
                n_boot: int = 1000, rng=0) -> dict:
     """Perplexities, their difference with a paired bootstrap CI, mean KL and top-1 agreement.
@@ -158,17 +168,19 @@ def lm_metrics(logits_ref: np.ndarray, logits_q: np.ndarray, targets: np.ndarray
     >>> m["tokens"], round(m["ppl_fp32"], 4), round(m["ppl"], 4), m["top1_agreement"]
     (2, 1.2707, 1.4851, 1.0)
     """
-    def losses(logits):
-        lg = logits.astype(np.float64)
-        m = lg.max(axis=1, keepdims=True)
-        lse = np.log(np.exp(lg - m).sum(axis=1)) + m[:, 0]
-        return lse - lg[np.arange(lg.shape[0]), targets]
-
-    l_ref, l_q = losses(logits_ref), losses(logits_q)
+    n = np.shape(logits_ref)[0]
+    l_ref, l_q, kl = np.empty(n), np.empty(n), np.empty(n)
+    top1 = np.empty(n, bool)
+    for s in range(0, n, _CHUNK):  # rows in chunks: float64 temporaries stay small
+        a = np.asarray(logits_ref[s:s + _CHUNK], np.float64)  # [c, V]
+        b = np.asarray(logits_q[s:s + _CHUNK], np.float64)  # [c, V]
+        t = np.asarray(targets[s:s + _CHUNK])
+        l_ref[s:s + len(a)], l_q[s:s + len(a)] = _losses(a, t), _losses(b, t)
+        kl[s:s + len(a)] = kl_divergence(a, b, axis=-1, from_logits=True)
+        top1[s:s + len(a)] = np.argmax(a, 1) == np.argmax(b, 1)
     ppl_ref, ppl_q = float(np.exp(l_ref.mean())), float(np.exp(l_q.mean()))
     lo, hi = bootstrap_ci(lambda i: float(np.exp(l_q[i].mean()) - np.exp(l_ref[i].mean())),
                           l_ref.size, n_boot=n_boot, rng=rng)
-    kl = kl_divergence(logits_ref, logits_q, axis=-1, from_logits=True)
     return {
         "tokens": int(l_ref.size),
         "ppl_fp32": ppl_ref,
@@ -176,7 +188,7 @@ def lm_metrics(logits_ref: np.ndarray, logits_q: np.ndarray, targets: np.ndarray
         "ppl_delta": ppl_q - ppl_ref,
         "ppl_delta_ci95": [lo, hi],
         "kl_mean": float(np.mean(kl)),
-        "top1_agreement": float(np.mean(np.argmax(logits_ref, 1) == np.argmax(logits_q, 1))),
+        "top1_agreement": float(np.mean(top1)),
     }
 
 
@@ -226,6 +238,7 @@ def weight_storage(weights: dict, config, *, quantized: dict | None = None) -> d
     fp32_bytes = 0
     q_bytes = 0
     count = 0
+    sizes: dict = {}
     layers = [layer for _, layer in weights if isinstance(layer, (int, np.integer))]
     n_layers = max(layers) + 1 if layers else None
     for (site, layer), w in weights.items():
@@ -240,7 +253,19 @@ def weight_storage(weights: dict, config, *, quantized: dict | None = None) -> d
         if spec is None:
             q_bytes += 4 * n
             continue
-        q_bytes += quantize_tensor(w, spec).nbytes
+        # a QuantizedTensor's nbytes depends on its spec and shape only: one per pair
+        try:
+            key = (spec, np.shape(w))
+            hash(key)
+        except TypeError:  # pragma: no cover - specs are frozen dataclasses
+            key = None
+        if key is None or key not in sizes:
+            nb = quantize_tensor(w, spec).nbytes
+            if key is None:
+                q_bytes += nb
+                continue
+            sizes[key] = nb
+        q_bytes += sizes[key]
     return {
         "weights": count,
         "bytes": int(q_bytes),
@@ -338,12 +363,35 @@ def _progress(iterable, desc, enabled):
         return items
 
 
+def _load_traced(ref, model, cfg, seed):
+    """``model`` under ``cfg`` (sharing the FP32 ``ref``'s weights where the model can),
+    recording the weights' statistics as they are quantized: as ``load(model, cfg,
+    rng=seed)``."""
+    from ..models import load
+
+    if hasattr(ref, "with_quant"):
+        m = ref.with_quant(cfg)
+        m.ctx.reseed(seed)
+    else:
+        m = load(model, quant=cfg, rng=seed)
+    m.ctx.trace_weights = True
+    return m
+
+
+def _window_logits(model, windows) -> np.ndarray:
+    """The next-token logits of every window but its last position, stacked: (T, V)."""
+    out = np.empty((sum(len(w) - 1 for w in windows), model.hparams.n_vocab), np.float32)
+    at = 0
+    for w in windows:
+        out[at:at + len(w) - 1] = model.logits(w)[:-1]
+        at += len(w) - 1
+    return out
+
+
 def _start_trace(model) -> None:
-    """Record per-site statistics from now on (weights re-quantized with tracing)."""
-    ctx = model.ctx
-    ctx.tracing = True
-    ctx.trace.clear()
-    ctx._weights.clear()
+    """Record the activations' statistics too from now on (the weights' are recorded once,
+    when first quantized: see :func:`_load_traced`)."""
+    model.ctx.tracing = True
 
 
 def _trace_rows(ctx) -> list[dict]:
@@ -414,7 +462,7 @@ def evaluate(model="minilm", presets: Iterable[str] | None = None, *,
         for name in _progress(names, "minilm presets", progress):
             t0 = time.perf_counter()
             cfg = preset(name)
-            m = load(model, quant=cfg, rng=seed)
+            m = _load_traced(ref, model, cfg, seed)
             e_q = m.embed(texts, batch_size=batch_size)
             metrics = embedding_metrics(e_ref, e_q)
             _start_trace(m)  # statistics from the probe batch only: tracing costs time
@@ -434,15 +482,14 @@ def evaluate(model="minilm", presets: Iterable[str] | None = None, *,
     if ids.size < 2:
         raise ValueError("the evaluation text gives fewer than 2 tokens")
     windows = [ids[i:i + window] for i in range(0, ids.size - 1, window) if ids[i:i + window].size > 1]
-    ref_logits = [ref.logits(w) for w in windows]
     targets = np.concatenate([w[1:] for w in windows])
-    lr = np.concatenate([lg[:-1] for lg in ref_logits])
+    lr = _window_logits(ref, windows)
     h_ref = ref.hidden_states(windows[0][:128])
     for name in _progress(names, "smollm2 presets", progress):
         t0 = time.perf_counter()
         cfg = preset(name)
-        m = load(model, quant=cfg, rng=seed)
-        lq = np.concatenate([m.logits(w)[:-1] for w in windows])
+        m = _load_traced(ref, model, cfg, seed)
+        lq = _window_logits(m, windows)
         metrics = lm_metrics(lr, lq, targets, n_boot=n_boot)
         _start_trace(m)
         h_q = m.hidden_states(windows[0][:128])

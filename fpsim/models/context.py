@@ -19,6 +19,9 @@ from .presets import preset
 
 __all__ = ["QuantContext", "SiteStats"]
 
+#: Elements per step of the traced statistics (float64 temporaries of a few MB).
+_STATS_CHUNK = 1 << 18
+
 
 @dataclass
 class SiteStats:
@@ -90,6 +93,10 @@ class QuantContext:
                                     n_layers=n_layers)
         self.n_layers = n_layers
         self.tracing = trace
+        #: record the weights' statistics when they are first quantized even while
+        #: ``tracing`` is off (an evaluation traces activations on a probe batch only,
+        #: and the weights, quantized once, need not be quantized again for their stats)
+        self.trace_weights = False
         self.trace: dict[tuple[str, int | None], SiteStats] = {}
         self.rng = rng
         self.seed = seed_of(rng)
@@ -142,35 +149,50 @@ class QuantContext:
         """
         from ..quant.blocks import mx_fake_quantize
 
-        x64 = x.astype(np.float64, copy=False)
-        fin = np.isfinite(x64)
         if spec.is_mx:
             xq, scale_codes = mx_fake_quantize(
                 x, spec.format, axis=spec.axis, block_size=spec.block_size,
                 scale_rule=spec.scale_rule, rounding=spec.rounding,
                 rng=self.draw(site, layer, operand), return_details=True)
             xq = xq.astype(x.dtype, copy=False)
-            k = spec.block_size
-            n = x.shape[spec.axis]
-            scale = np.ldexp(1.0, scale_codes.astype(np.int64) - 127)
-            scale = np.repeat(scale, k, axis=spec.axis).take(np.arange(n), axis=spec.axis)
-            with np.errstate(invalid="ignore"):
-                saturated = int(np.count_nonzero(np.abs(x64) > scale * spec.format.max))
+            # rows along the block axis, and each block's largest magnitude beside them
+            k, n = spec.block_size, x.shape[spec.axis]
+            rows = np.moveaxis(x, spec.axis, -1).reshape(-1, n)
+            rows_q = np.moveaxis(xq, spec.axis, -1).reshape(-1, n)
+            limit = np.moveaxis(np.ldexp(spec.format.max, scale_codes.astype(np.int64) - 127),
+                                spec.axis, -1).reshape(rows.shape[0], -1)
+            top = None
         else:
             xq = fake_quantize(x, spec, rng=self.draw(site, layer, operand))
-            top = float(np.max(np.abs(xq[np.isfinite(xq)]))) if np.isfinite(xq).any() else 0.0
-            saturated = int(np.count_nonzero(np.abs(x64[fin]) > top)) + int(
-                np.count_nonzero(np.isinf(x64)))
+            fq = np.isfinite(xq)
+            top = float(np.max(np.abs(xq[fq]))) if fq.any() else 0.0
+            rows, rows_q = x.reshape(1, -1), xq.reshape(1, -1)
+            limit = None
         st = self.trace.setdefault((site, layer), SiteStats())
-        err = xq.astype(np.float64) - x64
         st.calls += 1
         st.elements += x.size
-        if fin.any():
-            st.amax = max(st.amax, float(np.abs(x64[fin]).max()))
-        st.signal += float(np.sum(x64[fin] ** 2))
-        st.noise += float(np.sum(err[fin] ** 2))
-        st.underflow += int(np.count_nonzero((x64 != 0) & (xq == 0)))
-        st.saturated += saturated
+        # bounded float64 temporaries: whole rows (MX: their blocks' limits beside them) or
+        # column spans of one row
+        cols = max(rows.shape[1], 1) if limit is not None else _STATS_CHUNK
+        step = max(1, _STATS_CHUNK // max(rows.shape[1], 1))
+        for r0 in range(0, rows.shape[0], step):
+            for c0 in range(0, rows.shape[1], cols):
+                x64 = rows[r0:r0 + step, c0:c0 + cols].astype(np.float64)
+                q64 = rows_q[r0:r0 + step, c0:c0 + cols].astype(np.float64)
+                fin = np.isfinite(x64)
+                if limit is None:
+                    st.saturated += int(np.count_nonzero(np.abs(x64[fin]) > top)) + int(
+                        np.count_nonzero(np.isinf(x64)))
+                else:
+                    lim = np.repeat(limit[r0:r0 + step], k, axis=1)[:, :x64.shape[1]]
+                    with np.errstate(invalid="ignore"):
+                        st.saturated += int(np.count_nonzero(np.abs(x64) > lim))
+                xf = x64[fin]
+                if xf.size:
+                    st.amax = max(st.amax, float(np.abs(xf).max()))
+                st.signal += float(np.sum(xf ** 2))
+                st.noise += float(np.sum((q64[fin] - xf) ** 2))
+                st.underflow += int(np.count_nonzero((x64 != 0) & (q64 == 0)))
         return xq
 
     def quantize(self, site: str, layer: int | None, x: np.ndarray) -> np.ndarray:
@@ -213,7 +235,11 @@ class QuantContext:
         key = (site, layer, id(w))
         self.weight_specs[(site, layer)] = spec
         if key not in self._weights:
-            self._weights[key] = self.quantize(site, layer, w)
+            tracing, self.tracing = self.tracing, self.tracing or self.trace_weights
+            try:
+                self._weights[key] = self.quantize(site, layer, w)
+            finally:
+                self.tracing = tracing
         return self._weights[key]
 
     def matmul(self, site: str, layer: int | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -313,8 +339,8 @@ class QuantContext:
         self.weight_specs[(site, layer)] = spec
         if key not in self._weights:
             wt = w.T if spec.stack == "ggml" else w  # ggml: quantize the (out, in) rows
-            wq = (self._traced(site, layer, wt, spec, "weight") if self.tracing
-                  else fake_quantize(wt, spec, rng=self.draw(site, layer, "weight")))
+            wq = (self._traced(site, layer, wt, spec, "weight")
+                  if self.tracing or self.trace_weights else fake_quantize(wt, spec, rng=self.draw(site, layer, "weight")))
             wq = wq.T if spec.stack == "ggml" else wq
             self._weights[key] = np.ascontiguousarray(wq)  # BLAS is fastest on C order
         return self._weights[key]

@@ -53,6 +53,19 @@ def test_lm_metrics_on_synthetic_logits():
     assert lo <= worse["ppl_delta"] <= hi and worse["kl_mean"] > 0
 
 
+def test_lm_metrics_do_not_depend_on_the_chunking(monkeypatch):
+    # the rows are processed in chunks (bounded float64 temporaries): results are exact
+    rng = np.random.default_rng(2)
+    ref = rng.standard_normal((150, 40)).astype(np.float32) * 3
+    q = ref + rng.standard_normal(ref.shape).astype(np.float32)
+    q[7, 3] = np.inf  # a broken row stays its own
+    targets = rng.integers(0, 40, 150)
+    monkeypatch.setattr(ev, "_CHUNK", 10**6)
+    whole = ev.lm_metrics(ref, q, targets, n_boot=50)
+    monkeypatch.setattr(ev, "_CHUNK", 7)
+    np.testing.assert_equal(ev.lm_metrics(ref, q, targets, n_boot=50), whole)  # NaN == NaN
+
+
 def test_weight_storage():
     w = {("q", 0): np.ones((64, 32), np.float32), ("up", 0): np.ones((64, 128), np.float32)}
     cfg = fpsim.models.QuantConfig(sites={"q": "int8_channel", "up": "mxfp4_e2m1"})

@@ -80,6 +80,63 @@ def test_trace_records_sites():
     assert set(d) >= {"amax", "saturated", "underflow", "sqnr_db"}
 
 
+def _stats_by_hand(x, xq, limit):
+    """SiteStats fields from whole float64 arrays (``limit``: the saturation threshold)."""
+    x64, q64 = x.astype(np.float64), xq.astype(np.float64)
+    fin = np.isfinite(x64)
+    with np.errstate(invalid="ignore"):
+        sat = int(np.count_nonzero(np.abs(x64) > limit))
+    return dict(elements=x.size, amax=float(np.abs(x64[fin]).max()), saturated=sat,
+                underflow=int(np.count_nonzero((x64 != 0) & (q64 == 0))),
+                signal=float(np.sum(x64[fin] ** 2)),
+                noise=float(np.sum((q64[fin] - x64[fin]) ** 2)))
+
+
+@pytest.mark.parametrize("spec", ["int8_channel", "float8_e4m3fn", "mxfp4_e2m1", "nvfp4"])
+@pytest.mark.parametrize("chunk", [7, 1 << 18])
+def test_traced_statistics_do_not_depend_on_the_chunking(spec, chunk, monkeypatch):
+    # the statistics are accumulated over chunks of bounded size: the same as one pass
+    from fpsim.models import context
+    from fpsim.quant import fake_quantize, recipe as make_spec
+    from fpsim.quant.blocks import mx_fake_quantize
+
+    monkeypatch.setattr(context, "_STATS_CHUNK", chunk)
+    x = (np.random.default_rng(2).standard_normal((40, 64))
+         * np.exp(np.random.default_rng(3).standard_normal((40, 64)) * 3)).astype(np.float32)
+    x[0, :3] = [np.inf, np.nan, 1e-30]
+    s = make_spec(spec)
+    ctx = QuantContext(QuantConfig(sites={"up.input": spec}), trace=True)
+    xq = ctx._traced("up.input", 0, x, s)
+    st = ctx.trace[("up.input", 0)]
+    if s.is_mx:  # each block's range: its scale times the largest element
+        _, codes = mx_fake_quantize(x, s.format, block_size=s.block_size,
+                                    scale_rule=s.scale_rule, rng=0, return_details=True)
+        limit = np.repeat(np.ldexp(s.format.max, codes.astype(np.int64) - 127), s.block_size, -1)
+    else:  # the largest finite magnitude of the quantized tensor, and infinities
+        np.testing.assert_array_equal(xq, fake_quantize(x, s, rng=0))
+        limit = np.where(np.isinf(x), -1.0, np.max(np.abs(xq[np.isfinite(xq)])))
+    want = _stats_by_hand(x, xq, limit)
+    for f in ("elements", "amax", "saturated", "underflow"):
+        assert getattr(st, f) == want[f], f
+    assert st.signal == pytest.approx(want["signal"], rel=1e-12)
+    assert st.noise == pytest.approx(want["noise"], rel=1e-12)
+
+
+def test_trace_weights_records_the_weights_once_without_tracing_activations():
+    ctx = QuantContext("int8")
+    ctx.trace_weights = True
+    y = ctx.linear("up", 0, X, W)
+    assert set(ctx.trace) == {("up", 0)}  # the weight only
+    st = ctx.trace[("up", 0)]
+    ctx.tracing = True  # from now on the activations too; the weight is not quantized again
+    np.testing.assert_array_equal(ctx.linear("up", 0, X, W), y)
+    assert ctx.trace[("up", 0)] is st and st.calls == 1
+    assert ctx.trace[("up.input", 0)].calls == 1
+    full = QuantContext("int8", trace=True)  # the same statistics as tracing from the start
+    full.linear("up", 0, X, W)
+    assert full.trace[("up", 0)] == st
+
+
 def test_delayed_scaling_uses_history():
     ctx = QuantContext("fp8_e4m3_delayed", trace=True)
     big = X * 100
