@@ -57,10 +57,12 @@ from .weights import (
 
 __all__ = [
     "ARCHITECTURES",
+    "BERT_LAYER_TENSORS",
     "BERT_TENSORS",
     "BertHParams",
     "GGUFModel",
     "LlamaHParams",
+    "POOLING_TYPES",
     "TokenizerSpec",
     "bpe_tokenizer",
     "describe_gguf",
