@@ -351,7 +351,8 @@ def export_gguf(model, path, *, name: str | None = None) -> pathlib.Path:
         if tok is None or not tok.tokens:  # loaded from a Hugging Face folder
             tok = _spec_from_tokenizer(model)
     cfg = model.ctx.config
-    writer = gguf.GGUFWriter(str(path), arch)
+    writer = gguf.GGUFWriter(str(path), arch)  # holds the tensors until written below
+    writing = False
     try:
         writer.add_name(name or (cfg.name if cfg is not None else "fp32"))
         writer.add_file_type(gguf.LlamaFileType.ALL_F32)
@@ -363,12 +364,14 @@ def export_gguf(model, path, *, name: str | None = None) -> pathlib.Path:
             writer.add_tensor(tname, np.ascontiguousarray(a, dtype=np.float32))
 
         (_write_bert if bert else _write_llama)(writer, model, f32, _linear_writer(writer, model))
+        writing = True
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
     except BaseException:
         writer.close()
-        path.unlink(missing_ok=True)
+        if writing:  # a partial file; a refused model leaves the folder as it was
+            path.unlink(missing_ok=True)
         raise
     writer.close()
     return path
