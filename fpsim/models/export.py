@@ -324,8 +324,7 @@ def export_gguf(model, path, *, name: str | None = None) -> pathlib.Path:
     >>> bool((back.logits(ids) == model.logits(ids)).all())
     True
 
-    A sentence encoder: the file llama.cpp's ``llama-embedding`` runs, and the same
-    embeddings back in fpsim:
+    A sentence encoder, in llama.cpp's ``bert`` layout; the same embeddings back in fpsim:
 
     >>> minilm = fpsim.models.load("minilm", quant="gguf_q4_0")   # after `fpsim fetch minilm`
     >>> out = export_gguf(minilm, pathlib.Path(tempfile.mkdtemp()) / "minilm-q4_0.gguf")
