@@ -222,6 +222,17 @@ def cmd_bench(args) -> int:
     return run_bench(names, log2_size=args.log2_size, repeat=args.repeat, seed=args.seed)
 
 
+def cmd_warmup(args) -> int:
+    from .warmup import DEFAULT_TASKS, TASKS, warmup
+
+    res = warmup(jobs=args.jobs, tasks=list(TASKS) if args.all else list(DEFAULT_TASKS))
+    for name, s in res.items():
+        if name != "total":
+            print(f"{name:42s} {s:7.1f} s")
+    print(f"{'wall time':42s} {res['total']:7.1f} s")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import REPORT_PRESETS, check_prerequisites, make_report
 
@@ -441,6 +452,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--saturate", action="store_true", help="clamp overflow to +-max")
     s.add_argument("--seed", type=int, default=None, help="seed for --rounding stochastic")
     s.set_defaults(func=cmd_encode)
+
+    s = sub.add_parser(
+        "warmup", help="compile the Numba kernels now, on every core (once per machine)",
+        description="Compile the kernels the common calls need (the README's casts, "
+                    "stochastic rounding, the block recipes, the standard presets) in "
+                    "parallel processes and cache them, so later runs start at once.")
+    s.add_argument("--jobs", type=_positive_int, default=None,
+                   help="processes (default: the number of CPUs)")
+    s.add_argument("--all", action="store_true",
+                   help="also float16 and float64 inputs (other loops)")
+    s.set_defaults(func=cmd_warmup)
 
     s = sub.add_parser(
         "report", help="the main report: standard recipes on synthetic data and MiniLM",

@@ -28,7 +28,7 @@ def load(name, quant=None, *, rng=None, **kwargs):
     name : {"minilm", "smollm2"}, str or os.PathLike
         A packaged model, or the path of a Hugging Face folder (``config.json``,
         ``*.safetensors``, ``tokenizer.json``; Llama/Mistral/Qwen2 or BERT) or of a
-        ``.gguf`` file (``llama``, ``qwen2``): see :mod:`fpsim.models.hf`.  A folder
+        ``.gguf`` file (``llama``, ``qwen2``, ``bert``): see :mod:`fpsim.models.hf`.  A folder
         called ``minilm`` is ``"./minilm"``.
     quant : QuantConfig, preset name or None
     rng : int seed, numpy.random.Generator or None

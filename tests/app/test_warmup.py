@@ -1,0 +1,30 @@
+"""fpsim.app.warmup: compiling the kernels ahead of use."""
+
+import pytest
+
+from fpsim.app import warmup as wu
+
+
+def test_warmup_runs_the_tasks_and_times_them():
+    res = wu.warmup(jobs=1, tasks=["casts"], progress=False)
+    assert set(res) == {"casts", "total"} and 0 < res["casts"] <= res["total"]
+
+
+def test_warmup_in_processes_fills_the_shared_cache():
+    # spawned processes run the tasks; their results come back by name
+    res = wu.warmup(jobs=2, tasks=["MX float elements", "standard presets"], progress=False)
+    assert set(res) == {"MX float elements", "standard presets", "total"}
+
+
+def test_default_tasks_are_the_float32_paths():
+    assert set(wu.DEFAULT_TASKS) < set(wu.TASKS)
+    assert "float16 and float64 inputs" not in wu.DEFAULT_TASKS
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(tasks=["nope"]), "unknown warmup task"),
+    (dict(jobs=0), "jobs must be at least 1"),
+])
+def test_warmup_refuses_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        wu.warmup(progress=False, **kwargs)
