@@ -546,7 +546,7 @@ def test_truncated_or_foreign_gguf_raises_model_files_error(tiny, tmp_path):
         load_gguf(tmp_path / "nothing.gguf", model="smollm2")
     other = tmp_path / "other.gguf"
     write_tiny_gguf(other, arch="gpt2")
-    with pytest.raises(ModelFilesError, match="Llama GGUF files only"):
+    with pytest.raises(ModelFilesError, match="architectures llama, qwen2, bert"):
         read_gguf(other)
 
 
