@@ -378,6 +378,30 @@ def _load_traced(ref, model, cfg, seed):
     return m
 
 
+#: a preset's cost in FP32 passes (its pass, the weights' quantization, the traced probe and
+#: the metrics), measured on 2 cores; presets on a matrix instruction or with GPTQ/AWQ cost more
+_PRESET_COST = 1.6
+
+
+def _estimate(t_ref: float, names, model: str, enabled: bool) -> None:
+    """Say on stderr about how long the presets will take (from the FP32 pass's time)."""
+    if not enabled:
+        return
+    from ..models import preset
+
+    slow = [n for n in names if isinstance(n, str) and (
+        preset(n).weight_algorithm is not None or "hopper" in n)]
+    est = t_ref * _PRESET_COST * len(names)
+    more = (f"; {len(slow)} of them ({', '.join(slow)}) emulate a matrix instruction or run "
+            "GPTQ/AWQ and take longer" if slow else "")
+    print(f"fpsim eval: {model}'s FP32 pass took {t_ref:.0f} s; {len(names)} preset(s), about "
+          f"{_duration(est)}{more}", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 def _window_logits(model, windows) -> np.ndarray:
     """The next-token logits of every window but its last position, stacked: (T, V)."""
     out = np.empty((sum(len(w) - 1 for w in windows), model.hparams.n_vocab), np.float32)
@@ -455,7 +479,9 @@ def evaluate(model="minilm", presets: Iterable[str] | None = None, *,
     results = []
     if isinstance(ref, MiniLM):
         texts = data.sentences() if sentences is None else list(sentences)
+        t_ref = time.perf_counter()
         e_ref = ref.embed(texts, batch_size=batch_size)
+        _estimate(time.perf_counter() - t_ref, names, "minilm", progress)
         probe = texts[:16]
         h_ref = ref.hidden_states(probe)
         mask = ref.attention_mask(probe) if hasattr(ref, "attention_mask") else None
@@ -483,7 +509,9 @@ def evaluate(model="minilm", presets: Iterable[str] | None = None, *,
         raise ValueError("the evaluation text gives fewer than 2 tokens")
     windows = [ids[i:i + window] for i in range(0, ids.size - 1, window) if ids[i:i + window].size > 1]
     targets = np.concatenate([w[1:] for w in windows])
+    t_ref = time.perf_counter()
     lr = _window_logits(ref, windows)
+    _estimate(time.perf_counter() - t_ref, names, "smollm2", progress)
     h_ref = ref.hidden_states(windows[0][:128])
     for name in _progress(names, "smollm2 presets", progress):
         t0 = time.perf_counter()

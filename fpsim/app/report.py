@@ -124,11 +124,14 @@ def make_report(out_dir="fpsim-report", *, presets=REPORT_PRESETS, quick: bool =
     from .evaluate import evaluate, results_markdown, run_info, strict_json
 
     check_prerequisites(out_dir)
+    presets = tuple(presets)
     t_start = time.perf_counter()
     out = pathlib.Path(out_dir)
     figures: list[tuple[str, str]] = []
 
-    _log("fpsim report: synthetic data", quiet)
+    _log(f"fpsim report: synthetic data, then {len(presets)} presets on MiniLM (a time "
+         "estimate follows MiniLM's FP32 pass; a first run on a machine also compiles the "
+         "kernels, which `fpsim warmup` does on every core)", quiet)
     syn_rows, syn_data = synthetic_table(n=1 << (14 if quick else 18))
     syn_md = _md_table(["recipe", "Gaussian SQNR (dB)", "Student-t(4) SQNR (dB)",
                         "Laplace SQNR (dB)"],
