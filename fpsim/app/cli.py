@@ -386,7 +386,8 @@ def cmd_qat(args) -> int:
     res = train(args.model, args.preset, steps=args.steps, lr=args.lr,
                 batch_size=args.batch_size, rng=args.seed, ste=args.ste, lsq=args.lsq,
                 progress=not args.quiet, time_limit=args.time_limit,
-                hidden_weight=args.hidden_weight, augment=args.augment)
+                hidden_weight=args.hidden_weight, augment=args.augment,
+                small_lr=args.small_lr)
     print(res.summary())
     if args.plot:
         res.plot().savefig(args.plot, dpi=120)
@@ -504,16 +505,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset name (e.g. mxfp4, nvfp4, int8) or w4a8, w4, w4g32")
     s.add_argument("--steps", type=_positive_int, default=200, help="Adam steps (default 200)")
     s.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default 2e-5 minilm, 5e-6 smollm2)")
+                   help="peak learning rate (default 2e-4 minilm, 5e-6 smollm2)")
     s.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="sentences (minilm, default 32) or windows (smollm2, default 4) per step")
+                   help="texts (minilm, default 48) or windows (smollm2, default 4) per step")
     s.add_argument("--ste", choices=("clipped", "plain"), default="clipped",
                    help="straight-through estimator (default clipped)")
     s.add_argument("--lsq", action="store_true", help="learn the weight scales (LSQ)")
-    s.add_argument("--hidden-weight", type=float, default=0.0, metavar="W",
-                   help="minilm: weight of the hidden-state distillation loss (default 0)")
-    s.add_argument("--augment", type=float, default=0.0, metavar="SHARE",
-                   help="minilm: share of each batch drawn as random prose windows (default 0)")
+    s.add_argument("--hidden-weight", type=float, default=None, metavar="W",
+                   help="minilm: weight of the hidden-state distillation loss (default 1)")
+    s.add_argument("--augment", type=float, default=None, metavar="SHARE",
+                   help="minilm: share of each batch drawn as fresh synthetic texts "
+                        "(default 0.75)")
+    s.add_argument("--small-lr", type=float, default=None, metavar="X",
+                   help="minilm: learning rate of norms and biases as a multiple of --lr "
+                        "(default 10)")
     s.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="stop training after this many seconds")
     s.add_argument("--seed", type=_seed_arg, default=0, help="seed (default 0)")

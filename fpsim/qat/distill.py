@@ -29,8 +29,9 @@ import numpy as np
 
 from ..rounding import seed_of
 
-__all__ = ["Adam", "QAT_PRESETS", "QATResult", "hidden_state_loss", "minilm_data", "qat_config",
-           "split_sentences", "train"]
+__all__ = ["Adam", "QAT_PRESETS", "QATResult", "SYNTHETIC_KINDS", "hidden_state_loss",
+           "minilm_data", "qat_config", "split_sentences", "synthetic_texts", "train",
+           "vocab_words"]
 
 
 class Adam:
@@ -53,9 +54,13 @@ class Adam:
         self.m: dict = {}
         self.v: dict = {}
 
-    def step(self, params: dict, grads: dict, *, lr: float | None = None) -> None:
+    def step(self, params: dict, grads: dict, *, lr: float | None = None,
+             lr_scale: dict | None = None) -> None:
+        """One update of every ``params[k]`` that has a ``grads[k]``; ``lr_scale`` maps some
+        keys to a multiplier of the learning rate."""
         self.t += 1
         lr = self.lr if lr is None else lr
+        lr_scale = lr_scale or {}
         c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
         for k, g in grads.items():
             if k not in self.m:
@@ -66,7 +71,8 @@ class Adam:
             m += (1 - self.b1) * g
             v *= self.b2
             v += (1 - self.b2) * (g * g)
-            params[k] -= (lr / c1 * m / (np.sqrt(v / c2) + self.eps)).astype(params[k].dtype)
+            step = lr * lr_scale.get(k, 1.0) / c1
+            params[k] -= (step * m / (np.sqrt(v / c2) + self.eps)).astype(params[k].dtype)
 
 
 def _clip(grads: dict, max_norm: float) -> float:
@@ -78,14 +84,15 @@ def _clip(grads: dict, max_norm: float) -> float:
 
 
 def _update(opt, params: dict, scales: dict, grads: dict, *, step: int, steps: int,
-            lr: float, warmup: int, clip: float) -> None:
+            lr: float, warmup: int, clip: float, lr_scale: dict | None = None) -> None:
     """One optimiser step of both training loops: clip the gradient norm, then Adam at the
-    learning rate of ``step`` (linear warm-up, cosine decay to a tenth); learned scales stay
-    positive."""
+    learning rate of ``step`` (linear warm-up, cosine decay to a tenth; times
+    ``lr_scale[k]`` for the keys it names); learned scales stay positive."""
     _clip(grads, clip)
     ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
     cosine = 0.5 * (1 + math.cos(math.pi * step / steps))
-    opt.step({**params, **scales}, grads, lr=lr * ramp * (0.1 + 0.9 * cosine))
+    opt.step({**params, **scales}, grads, lr=lr * ramp * (0.1 + 0.9 * cosine),
+             lr_scale=lr_scale)
     for s in scales.values():
         np.maximum(s, np.float32(1e-8), out=s)
 
@@ -227,9 +234,88 @@ def hidden_state_loss(student, teacher, *, weight=1.0):
     return weight * total / n, grads
 
 
+def vocab_words(tokenizer) -> list[str]:
+    """The whole lower-case words (two letters or more) of a WordPiece tokenizer's vocabulary,
+    in the order of their ids (BERT's vocabulary lists the common words first).
+
+    Examples
+    --------
+    >>> from fpsim.models.bert import MiniLM
+    >>> words = vocab_words(MiniLM.load().tokenizer)           # after `fpsim fetch minilm`
+    >>> words[:4], len(words) > 20000
+    (['the', 'of', 'and', 'in'], True)
+    """
+    get = getattr(tokenizer, "get_vocab", None)
+    if get is None:
+        return []
+    vocab = get()
+    return sorted((t for t in vocab if re.fullmatch(r"[a-z]{2,}", t)), key=vocab.__getitem__)
+
+
+#: the kinds of text :func:`synthetic_texts` draws (with equal probability)
+SYNTHETIC_KINDS = ("window", "substitute", "vocab")
+
+
+def synthetic_texts(n: int, *, sentences, words, vocab=(), rng, max_words: int = 20,
+                    substitute: float = 0.3) -> list[str]:
+    """``n`` fresh distillation inputs for a sentence encoder (data-free distillation: the
+    teacher labels any text), each drawn at random from one of :data:`SYNTHETIC_KINDS`:
+
+    * ``"window"``: 3 to ``max_words`` consecutive words of ``words`` (the prose);
+    * ``"substitute"``: one of ``sentences`` with a share ``substitute`` of its words
+      replaced by words of ``vocab``;
+    * ``"vocab"``: 2 to ``max_words`` words of ``vocab``.
+
+    Words of ``vocab`` are drawn with probability proportional to ``1 / (rank + 10)``
+    (``vocab`` lists common words first, as :func:`vocab_words` does).  Without a
+    ``vocab`` every text is a window.  Only ``sentences`` and ``words`` are read: give
+    them no held-out text.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> texts = synthetic_texts(3, sentences=["a cat sat on the mat"],
+    ...                         words="it was the best of times".split(),
+    ...                         vocab=["dog", "ran", "red"], rng=rng, max_words=5)
+    >>> len(texts), all(isinstance(t, str) and t for t in texts)
+    (3, True)
+    """
+    words = list(words)
+    if len(words) < max_words + 1:
+        raise ValueError(f"words must hold more than max_words={max_words} words")
+    if max_words < 3:
+        raise ValueError(f"max_words must be >= 3, got {max_words!r}")
+    gen = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    vocab = list(vocab)
+    if vocab:
+        p = 1.0 / (np.arange(len(vocab)) + 10.0)
+        p /= p.sum()
+    kinds = gen.integers(0, len(SYNTHETIC_KINDS) if vocab and sentences else 1, n)
+    out = []
+    for kind in kinds:
+        if kind == 0:  # a window of the prose
+            k = int(gen.integers(3, max_words + 1))
+            a = int(gen.integers(0, len(words) - k + 1))
+            out.append(" ".join(words[a:a + k]))
+        elif kind == 1:  # a sentence with some words replaced
+            ws = sentences[int(gen.integers(len(sentences)))].split()
+            swap = gen.random(len(ws)) < substitute
+            new = gen.choice(len(vocab), size=len(ws), p=p)
+            out.append(" ".join(vocab[j] if s else w for w, s, j in zip(ws, swap, new)))
+        else:  # common words at random
+            k = int(gen.integers(2, max_words + 1))
+            out.append(" ".join(vocab[j] for j in gen.choice(len(vocab), size=k, p=p)))
+    return out
+
+
+def _small_params(params) -> list[str]:
+    """The names of the norms' gains and biases and the linears' biases (not the weights)."""
+    return [k for k, v in params.items() if v.ndim == 1]
+
+
 def _train_minilm(model, config, *, steps, lr, batch_size, rng, ste, lsq, progress, clip,
                   train_embeddings, held_out, time_limit, warmup, eval_every,
-                  hidden_weight=0.0, augment=0.0):
+                  hidden_weight=0.0, augment=0.0, small_lr=1.0, max_words=20):
     from .. import data
     from .bert_grad import backward, forward, params_of, quantizer
     from .backward import cosine_loss
@@ -240,10 +326,13 @@ def _train_minilm(model, config, *, steps, lr, batch_size, rng, ste, lsq, progre
     params = params_of(model)  # the student's, trained in place
     teacher = params_of(model)  # the FP32 teacher's, frozen
     fp32 = quantizer(None, model.cfg)
-    teacher_train = _minilm_embed(teacher, train_ids, model, fp32)  # [n, D]
+    on_the_fly = bool(augment or hidden_weight)
+    teacher_train = None if on_the_fly else _minilm_embed(teacher, train_ids, model, fp32)
     teacher_test = _minilm_embed(teacher, test_ids, model, fp32)  # [m, D]
     words = data.public_domain_text().split() if augment else []
+    vocab = vocab_words(model.tokenizer) if augment else []
     qz = quantizer(config, model.cfg, ste=ste, lsq=lsq, rng=rng)
+    lr_scale = {k: small_lr for k in _small_params(params)} if small_lr != 1 else None
 
     def metrics():
         eval_qz = quantizer(config, model.cfg, lsq=lsq, rng=rng)
@@ -260,28 +349,27 @@ def _train_minilm(model, config, *, steps, lr, batch_size, rng, ste, lsq, progre
         n_aug = int(round(augment * batch_size))
         pick = gen.choice(len(train_ids), size=min(batch_size - n_aug, len(train_ids)),
                           replace=False)
-        batch = [train_ids[j] for j in pick] + [
-            model.tokenize([" ".join(words[a:a + n])])[0]
-            for a, n in zip(gen.integers(0, len(words) - 40, n_aug),
-                            gen.integers(4, 41, n_aug))]  # random windows of the prose
+        extra = synthetic_texts(n_aug, sentences=train_texts, words=words,
+                                vocab=vocab, rng=gen, max_words=max_words) if n_aug else []
+        batch = [train_ids[j] for j in pick] + (model.tokenize(extra) if extra else [])
         ids, lengths = model.pad(batch)
         qz.zero_grad()
         pooled, cache = forward(params, ids, lengths, model.cfg, qz)
-        target = teacher_train[pick]  # [B, D]
-        if n_aug or hidden_weight:
-            t_pooled, t_cache = forward(teacher, ids, lengths, model.cfg, fp32)
-            target = t_pooled
+        if on_the_fly:  # the teacher labels the batch
+            target, t_cache = forward(teacher, ids, lengths, model.cfg, fp32)
+        else:
+            target = teacher_train[pick]  # [B, D]
         loss, dpooled = cosine_loss(pooled, target)
         dstates = None
         if hidden_weight:
-            states = t_cache["states"]
-            extra, dstates = hidden_state_loss(cache["states"], states, weight=hidden_weight)
-            loss += extra
+            extra_loss, dstates = hidden_state_loss(cache["states"], t_cache["states"],
+                                                    weight=hidden_weight)
+            loss += extra_loss
         grads = backward(dpooled, cache, params, model.cfg, embeddings=train_embeddings,
                          dstates=dstates)
         grads.update(qz.grads)
         _update(opt, params, qz.scales, grads, step=step, steps=steps, lr=lr, warmup=warmup,
-                clip=clip)
+                clip=clip, lr_scale=lr_scale)
         losses.append(loss)
         if bar is not None:
             bar.update(1)
@@ -328,7 +416,8 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
           clip: float = 1.0, train_embeddings: bool = False, held_out: float = 0.25,
           time_limit: float | None = None, warmup: int = 10, eval_every: int = 0,
           seq_len: int = 128, held_out_tokens: int = 1024,
-          hidden_weight: float = 0.0, augment: float = 0.0) -> QATResult:
+          hidden_weight: float | None = None, augment: float | None = None,
+          small_lr: float | None = None, max_words: int = 20) -> QATResult:
     """Distil a quantized student from the FP32 model (quantization-aware training).
 
     Parameters
@@ -342,10 +431,10 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
     steps : int
         Adam steps.
     lr : float, optional
-        Peak learning rate (default 2e-5 for MiniLM, 5e-6 for Llama); warmed up over
+        Peak learning rate (default 2e-4 for MiniLM, 5e-6 for Llama); warmed up over
         ``warmup`` steps, then cosine-decayed to a tenth.
     batch_size : int, optional
-        Sentences (MiniLM, default 32) or windows of ``seq_len`` tokens (Llama, default 4)
+        Texts (MiniLM, default 48) or windows of ``seq_len`` tokens (Llama, default 4)
         per step.
     rng : int seed or numpy.random.Generator
         Seeds the data split, the batches and any stochastic rounding.
@@ -369,13 +458,19 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
         Llama: tokens per training window.
     held_out_tokens : int
         Llama: the last tokens of the prose held out for the perplexity.
-    hidden_weight : float
+    hidden_weight : float, optional
         MiniLM: add this times the hidden-state distillation loss
-        (:func:`hidden_state_loss`, every layer's output against the teacher's).
-    augment : float
-        MiniLM: the share of each batch replaced by random windows of 4 to 40 words of
-        the public-domain prose (fresh inputs every step against over-fitting the ~480
-        training sentences; the teacher runs on them each step).
+        (:func:`hidden_state_loss`, every layer's output against the teacher's; default 1).
+    augment : float, optional
+        MiniLM: the share of each batch replaced by fresh synthetic texts
+        (:func:`synthetic_texts`: windows of the prose, training sentences with words
+        replaced, runs of vocabulary words; default 0.75) against over-fitting the ~480
+        training sentences; the teacher labels every batch.
+    small_lr : float, optional
+        MiniLM: the learning rate of the norms' gains and biases and of the linears' biases,
+        as a multiple of ``lr`` (default 10: they adapt fast and generalise well).
+    max_words : int
+        MiniLM: the longest synthetic text, in words.
 
     Returns
     -------
@@ -390,16 +485,24 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     config = qat_config(preset)  # refuse a bad preset before loading the model
     name, base = _load(model)
+    if name == "minilm":  # the defaults measured best (docs/qat.md)
+        lr = 2e-4 if lr is None else lr
+        batch_size = batch_size or 48
+        hidden_weight = 1.0 if hidden_weight is None else hidden_weight
+        augment = 0.75 if augment is None else augment
+        small_lr = 10.0 if small_lr is None else small_lr
+        if not 0 <= augment <= 1:
+            raise ValueError(f"augment must be in [0, 1], got {augment!r}")
     settings = dict(steps=int(steps), lr=lr, batch_size=batch_size, rng=seed_of(rng), ste=ste,
                     lsq=lsq, clip=clip, time_limit=time_limit, hidden_weight=hidden_weight,
-                    augment=augment)
+                    augment=augment, small_lr=small_lr)
     if name == "minilm":
-        out = _train_minilm(base, config, steps=int(steps), lr=2e-5 if lr is None else lr,
-                            batch_size=batch_size or 32, rng=rng, ste=ste, lsq=lsq,
-                            progress=progress, clip=clip, train_embeddings=train_embeddings,
-                            held_out=held_out, time_limit=time_limit, warmup=warmup,
-                            eval_every=eval_every, hidden_weight=hidden_weight,
-                            augment=augment)
+        out = _train_minilm(base, config, steps=int(steps), lr=lr, batch_size=batch_size,
+                            rng=rng, ste=ste, lsq=lsq, progress=progress, clip=clip,
+                            train_embeddings=train_embeddings, held_out=held_out,
+                            time_limit=time_limit, warmup=warmup, eval_every=eval_every,
+                            hidden_weight=hidden_weight, augment=augment, small_lr=small_lr,
+                            max_words=max_words)
     else:
         from .llama_grad import train_llama
 

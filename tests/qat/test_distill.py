@@ -26,6 +26,49 @@ def test_split_and_data_are_seeded_and_disjoint():
     assert tr.minilm_data(rng=1)[1] != a_test
 
 
+def test_adam_lr_scale_multiplies_the_step():
+    p = {"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float32)}
+    g = {"a": np.ones(2, np.float32), "b": np.ones(2, np.float32)}
+    tr.Adam(lr=0.1).step(p, g, lr_scale={"b": 10.0})
+    np.testing.assert_allclose(p["a"], -0.1, rtol=1e-6)
+    np.testing.assert_allclose(p["b"], -1.0, rtol=1e-6)
+
+
+def test_synthetic_texts_are_seeded_and_never_held_out():
+    train, test = tr.minilm_data(rng=0)
+    from fpsim import data
+
+    words = data.public_domain_text().split()
+    vocab = [f"w{i}" for i in range(50)]
+    kw = dict(sentences=train, words=words, vocab=vocab, max_words=12)
+    a = tr.synthetic_texts(300, rng=np.random.default_rng(3), **kw)
+    assert a == tr.synthetic_texts(300, rng=np.random.default_rng(3), **kw)
+    assert a != tr.synthetic_texts(300, rng=np.random.default_rng(4), **kw)
+    assert not set(a) & set(test)
+    assert all(1 <= len(t.split()) <= 60 for t in a)
+    windows = [t for t in a if t in " ".join(words)]  # each kind occurs
+    swapped = [t for t in a if any(w in vocab for w in t.split())
+               and not all(w in vocab for w in t.split())]
+    runs = [t for t in a if all(w in vocab for w in t.split())]
+    assert min(len(windows), len(swapped), len(runs)) > 50
+    assert all(2 <= len(t.split()) <= 12 for t in runs)
+    # no vocabulary: windows only
+    assert all(t in " ".join(words) for t in tr.synthetic_texts(
+        20, sentences=train, words=words, rng=0, max_words=12))
+    with pytest.raises(ValueError, match="max_words"):
+        tr.synthetic_texts(1, sentences=train, words=words[:5], rng=0)
+
+
+def test_vocab_words(model_files):
+    model_files("minilm")
+    from fpsim.models.bert import MiniLM
+
+    words = tr.vocab_words(MiniLM.load().tokenizer)
+    assert words[:3] == ["the", "of", "and"]
+    assert all(w.isalpha() and w.islower() and len(w) > 1 for w in words)
+    assert tr.vocab_words(object()) == []
+
+
 def test_qat_configs():
     cfg = tr.qat_config("w4a8")
     assert cfg.spec_for("q", 0).format.name == "int4"
@@ -197,3 +240,11 @@ def test_train_minilm_with_hidden_states(tiny_minilm):
                    lr=1e-3, hidden_weight=1.0, augment=0.5)
     assert len(res.losses) == 2 and all(np.isfinite(res.losses))
     assert res.settings["augment"] == 0.5
+
+
+def test_train_minilm_defaults(tiny_minilm):
+    res = tr.train(tiny_minilm, "w4a8", steps=1, batch_size=4, rng=0, progress=False)
+    s = res.settings
+    assert (s["lr"], s["hidden_weight"], s["augment"], s["small_lr"]) == (2e-4, 1.0, 0.75, 10.0)
+    with pytest.raises(ValueError, match="augment"):
+        tr.train(tiny_minilm, "w4a8", steps=1, progress=False, augment=1.5)
