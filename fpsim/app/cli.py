@@ -261,6 +261,10 @@ def cmd_eval(args) -> int:
     if args.json:
         _writable_file("--json", args.json)
     presets = list(args.preset or [])
+    if "all" in presets:
+        from ..models import PRESETS
+
+        presets = [p for p in presets if p != "all"] + [p for p in PRESETS if p not in presets]
     configs = [QuantConfig.load(path) for path in (args.config or [])]
     if args.model in weights.MODELS:
         sites = {"minilm": bert.SITES, "smollm2": llama.SITES}[args.model]
@@ -483,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="minilm", type=_model_or_path_arg,
                    help="minilm, smollm2, or the path of your own checkpoint (a Hugging "
                         "Face folder or a GGUF file)")
-    s.add_argument("--preset", nargs="+", metavar="P", help="preset names (default: all)")
+    s.add_argument("--preset", nargs="+", metavar="P",
+                   help="preset names, or 'all' (default: every preset but those that emulate "
+                        "a matrix instruction or run GPTQ/AWQ, which take several times longer)")
     s.add_argument("--config", nargs="+", metavar="FILE",
                    help="QuantConfig files (.json or .toml) to evaluate too")
     s.add_argument("--max-tokens", type=_positive_int, default=1024,

@@ -35,6 +35,7 @@ __all__ = [
     "weight_storage",
     "layer_sqnr",
     "evaluate",
+    "default_presets",
     "EvalResult",
     "results_markdown",
 ]
@@ -378,6 +379,30 @@ def _load_traced(ref, model, cfg, seed):
     return m
 
 
+def default_presets() -> list[str]:
+    """The presets :func:`evaluate` runs when none are named: every preset of
+    :data:`fpsim.models.PRESETS` but those that emulate a matrix instruction or an accumulator
+    (``fp8_hopper*``, ``fp8_attention_hopper*``, ``fp8_deepseek``: bit-exact GEMMs, 5 to 10
+    times a plain preset's time) and those that calibrate weights with GPTQ or AWQ.  Name
+    them, or pass ``presets="all"``, to run them too.
+
+    Examples
+    --------
+    >>> names = default_presets()
+    >>> "int8" in names, "fp8_hopper" in names, "int4_g128_gptq" in names
+    (True, False, False)
+    """
+    from ..models import PRESETS, preset
+
+    out = []
+    for name in PRESETS:
+        cfg = preset(name)
+        if cfg.accumulator or cfg.accumulators or cfg.weight_algorithm:
+            continue
+        out.append(name)
+    return out
+
+
 #: a preset's cost in FP32 passes (its pass, the weights' quantization, the traced probe and
 #: the metrics), measured on 2 cores; presets on a matrix instruction or with GPTQ/AWQ cost more
 _PRESET_COST = 1.6
@@ -433,8 +458,9 @@ def evaluate(model="minilm", presets: Iterable[str] | None = None, *,
     model : "minilm", "smollm2" or a path
         A packaged model, or your own checkpoint (a Hugging Face folder or GGUF file, see
         :func:`fpsim.models.load`): encoders are measured as MiniLM, decoders as SmolLM2.
-    presets : iterable of str or QuantConfig
-        Default: every preset in :data:`fpsim.models.PRESETS`.
+    presets : iterable of str or QuantConfig, or "all"
+        Default: :func:`default_presets`; ``"all"``: every preset in
+        :data:`fpsim.models.PRESETS`.
     sentences : list of str
         MiniLM inputs (default: :func:`fpsim.data.sentences`).
     text : str
@@ -469,7 +495,13 @@ def evaluate(model="minilm", presets: Iterable[str] | None = None, *,
 
     from ..rounding import seed_of
 
-    names = list(PRESETS) if presets is None else list(presets)
+    if isinstance(presets, str) and presets == "all":
+        names = list(PRESETS)
+    elif isinstance(presets, str):
+        raise TypeError(f"presets must be a list of preset names or QuantConfigs, or 'all'; "
+                        f"got the string {presets!r} (write [{presets!r}] for one preset)")
+    else:
+        names = default_presets() if presets is None else list(presets)
     seed = seed_of(rng)
     from ..models.bert import MiniLM
     from ..models.llama import Llama

@@ -88,6 +88,18 @@ def test_evaluate_minilm_small(model_files):
     json.loads(ev.results_json(res))
 
 
+def test_default_presets_leave_out_the_slow_ones():
+    from fpsim.models import PRESETS, preset
+
+    names = ev.default_presets()
+    slow = [n for n in PRESETS if preset(n).accumulator or preset(n).accumulators
+            or preset(n).weight_algorithm]
+    assert set(names) == set(PRESETS) - set(slow) and "fp8_hopper" in slow
+    assert "int4_g128_awq" in slow and "mxfp4" in names and "fp32" in names
+    with pytest.raises(TypeError, match="write \\['int8'\\] for one preset"):
+        ev.evaluate("minilm", "int8")
+
+
 def test_evaluate_says_how_long_it_will_take(model_files, capsys):
     model_files("minilm")
     ev.evaluate("minilm", ["int8"], sentences=fpsim.data.sentences()[:8])
