@@ -54,6 +54,13 @@ class SiteStats:
         return d
 
 
+def _compact(a: np.ndarray) -> np.ndarray:
+    """``a`` (float64) as float32 when that holds every value exactly (half the memory of a
+    model's cached weight operands), else ``a`` itself."""
+    a32 = a.astype(np.float32)
+    return a32 if np.array_equal(a32, a, equal_nan=True) else a
+
+
 class QuantContext:
     """The runtime a forward pass calls at every site (FP32 when ``config`` is None).
 
@@ -420,7 +427,7 @@ class QuantContext:
                                  f"the instruction's {inst.b_type} ({want})")
             qw = self.installed[(site, layer)][0] if (site, layer) in self.installed else \
                 quantize_tensor(w, wspec, rng=self.draw(site, layer, "weight"))
-            self._weights[key] = (qw.element_values(), qw.element_scale())
+            self._weights[key] = (_compact(qw.element_values()), _compact(qw.element_scale()))
         vb, sb = self._weights[key]
         total = self.mma_product(inst, site, va, sa, vb, sb)
         y = total if b is None else (total + b).astype(np.float32)

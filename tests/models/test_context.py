@@ -5,7 +5,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from fpsim.models import numerics
+from fpsim.models import context, numerics
 from fpsim.models import PRESETS, SITES, QuantConfig, QuantContext, preset
 from fpsim.models.config import LINEAR_SITES, MATMUL_SITES
 
@@ -135,6 +135,24 @@ def test_trace_weights_records_the_weights_once_without_tracing_activations():
     full = QuantContext("int8", trace=True)  # the same statistics as tracing from the start
     full.linear("up", 0, X, W)
     assert full.trace[("up", 0)] == st
+
+
+def test_instruction_weights_are_cached_in_float32_exactly():
+    # a matrix instruction's weight operands are kept as float32 where that is exact (half the
+    # memory of float64): the product is the one the float64 operands give
+    from fpsim.quant import quantize_tensor
+
+    ctx = QuantContext("fp8_hopper")
+    y = ctx.linear("up", 0, X, W)
+    (vb, sb), = [v for k, v in ctx._weights.items() if k[-1] == "mma"]
+    assert vb.dtype == np.float32 and sb.dtype == np.float32
+    inst = ctx.instruction("up", 0)
+    qw = quantize_tensor(W, ctx.weight_spec(ctx.spec("up", 0)))
+    va, sa = ctx.mma_operand(inst, "up", "up.input", 0, X, "A")
+    want = ctx.mma_product(inst, "up", va, sa, qw.element_values(), qw.element_scale())
+    np.testing.assert_array_equal(y, want)
+    wide = np.array([1.0, 1 + 2.0**-40])  # not float32: kept as it is
+    assert context._compact(wide) is wide
 
 
 def test_delayed_scaling_uses_history():
