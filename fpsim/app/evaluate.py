@@ -394,18 +394,17 @@ def default_presets() -> list[str]:
     """
     from ..models import PRESETS, preset
 
-    out = []
-    for name in PRESETS:
-        cfg = preset(name)
-        if cfg.accumulator or cfg.accumulators or cfg.weight_algorithm:
-            continue
-        out.append(name)
-    return out
+    return [name for name in PRESETS if not _is_slow(preset(name))]
+
+
+def _is_slow(cfg) -> bool:
+    """An emulated accumulator or matrix instruction, or a weight algorithm (GPTQ/AWQ)."""
+    return bool(cfg.accumulator or cfg.accumulators or cfg.weight_algorithm)
 
 
 #: a preset's cost in FP32 passes (its pass, the weights' quantization, the traced probe and
 #: the metrics), measured on 2 cores; presets on a matrix instruction or with GPTQ/AWQ cost more
-_PRESET_COST = 1.6
+_PRESET_COST = 2.7
 
 
 def _estimate(t_ref: float, names, model: str, enabled: bool) -> None:
@@ -414,8 +413,7 @@ def _estimate(t_ref: float, names, model: str, enabled: bool) -> None:
         return
     from ..models import preset
 
-    slow = [n for n in names if isinstance(n, str) and (
-        preset(n).weight_algorithm is not None or "hopper" in n)]
+    slow = [n for n in names if isinstance(n, str) and _is_slow(preset(n))]
     est = t_ref * _PRESET_COST * len(names)
     more = (f"; {len(slow)} of them ({', '.join(slow)}) emulate a matrix instruction or run "
             "GPTQ/AWQ and take longer" if slow else "")
