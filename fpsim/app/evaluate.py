@@ -147,11 +147,24 @@ def bootstrap_ci(diff_fn: Callable[[np.ndarray], float], n: int, *, n_boot: int 
 _CHUNK = 64  # rows of logits per step of lm_metrics (64 x 49152 float64: 25 MB)
 
 
-def _losses(lg, targets):  # [c, V] float64, [c] -> [c] cross-entropy (NaN for a row with Inf)
+def _lse(lg):  # [c, V] float64 -> [c] log-sum-exp (NaN for a row with Inf)
     m = lg.max(axis=1, keepdims=True)
     with np.errstate(invalid="ignore"):
-        lse = np.log(np.exp(lg - m).sum(axis=1)) + m[:, 0]
-    return lse - lg[np.arange(lg.shape[0]), targets]
+        return np.log(np.exp(lg - m).sum(axis=1)) + m[:, 0]
+
+
+def _chunk_stats(a, b, t):
+    """Cross-entropies of a and b (float64 logits [c, V]) at targets t, and KL(a || b)."""
+    lse_a, lse_b = _lse(a), _lse(b)
+    rows = np.arange(a.shape[0])
+    l_a, l_b = lse_a - a[rows, t], lse_b - b[rows, t]
+    if np.isfinite(lse_a).all() and np.isfinite(lse_b).all():
+        lp_a = a - lse_a[:, None]  # [c, V] log-probabilities
+        kl = np.sum(np.exp(lp_a) * (lp_a - (b - lse_b[:, None])), axis=1)
+        kl = np.maximum(kl, 0.0)  # >= 0 in exact arithmetic
+    else:  # infinities: the documented rules of kl_divergence
+        kl = kl_divergence(a, b, axis=-1, from_logits=True)
+    return l_a, l_b, kl
 
 
 def lm_metrics(logits_ref: np.ndarray, logits_q: np.ndarray, targets: np.ndarray, *,
@@ -176,8 +189,7 @@ def lm_metrics(logits_ref: np.ndarray, logits_q: np.ndarray, targets: np.ndarray
         a = np.asarray(logits_ref[s:s + _CHUNK], np.float64)  # [c, V]
         b = np.asarray(logits_q[s:s + _CHUNK], np.float64)  # [c, V]
         t = np.asarray(targets[s:s + _CHUNK])
-        l_ref[s:s + len(a)], l_q[s:s + len(a)] = _losses(a, t), _losses(b, t)
-        kl[s:s + len(a)] = kl_divergence(a, b, axis=-1, from_logits=True)
+        l_ref[s:s + len(a)], l_q[s:s + len(a)], kl[s:s + len(a)] = _chunk_stats(a, b, t)
         top1[s:s + len(a)] = np.argmax(a, 1) == np.argmax(b, 1)
     ppl_ref, ppl_q = float(np.exp(l_ref.mean())), float(np.exp(l_q.mean()))
     lo, hi = bootstrap_ci(lambda i: float(np.exp(l_q[i].mean()) - np.exp(l_ref[i].mean())),

@@ -66,6 +66,17 @@ def test_lm_metrics_do_not_depend_on_the_chunking(monkeypatch):
     np.testing.assert_equal(ev.lm_metrics(ref, q, targets, n_boot=50), whole)  # NaN == NaN
 
 
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_lm_metrics_kl_is_the_metrics_kl_divergence(scale):
+    rng = np.random.default_rng(3)
+    ref = (rng.standard_normal((70, 300)) * scale).astype(np.float32)
+    q = ref + rng.standard_normal(ref.shape).astype(np.float32)
+    targets = rng.integers(0, 300, 70)
+    want = np.mean(fpsim.metrics.kl_divergence(ref, q, axis=-1, from_logits=True))
+    assert ev.lm_metrics(ref, q, targets, n_boot=20)["kl_mean"] == pytest.approx(want, rel=1e-10)
+    assert ev.lm_metrics(ref, ref, targets, n_boot=20)["kl_mean"] == 0.0
+
+
 def test_weight_storage():
     w = {("q", 0): np.ones((64, 32), np.float32), ("up", 0): np.ones((64, 128), np.float32)}
     cfg = fpsim.models.QuantConfig(sites={"q": "int8_channel", "up": "mxfp4_e2m1"})
