@@ -186,19 +186,22 @@ class QuantContext:
             for c0 in range(0, rows.shape[1], cols):
                 x64 = rows[r0:r0 + step, c0:c0 + cols].astype(np.float64)
                 q64 = rows_q[r0:r0 + step, c0:c0 + cols].astype(np.float64)
-                fin = np.isfinite(x64)
-                if limit is None:
-                    st.saturated += int(np.count_nonzero(np.abs(x64[fin]) > top)) + int(
-                        np.count_nonzero(np.isinf(x64)))
-                else:
-                    lim = np.repeat(limit[r0:r0 + step], k, axis=1)[:, :x64.shape[1]]
-                    with np.errstate(invalid="ignore"):
+                with np.errstate(invalid="ignore"):  # NaN is never beyond the range
+                    if limit is None:  # Inf is beyond the finite top
+                        st.saturated += int(np.count_nonzero(np.abs(x64) > top))
+                    else:
+                        lim = np.repeat(limit[r0:r0 + step], k, axis=1)[:, :x64.shape[1]]
                         st.saturated += int(np.count_nonzero(np.abs(x64) > lim))
-                xf = x64[fin]
+                if np.isfinite(x64).all():  # the usual case: no copies
+                    xf, qf = x64.ravel(), q64.ravel()
+                else:
+                    fin = np.isfinite(x64)
+                    xf, qf = x64[fin], q64[fin]
                 if xf.size:
-                    st.amax = max(st.amax, float(np.abs(xf).max()))
-                st.signal += float(np.sum(xf ** 2))
-                st.noise += float(np.sum((q64[fin] - xf) ** 2))
+                    st.amax = max(st.amax, float(xf.max()), -float(xf.min()))
+                d = qf - xf
+                st.signal += float(np.dot(xf, xf))
+                st.noise += float(np.dot(d, d))
                 st.underflow += int(np.count_nonzero((x64 != 0) & (q64 == 0)))
         return xq
 
