@@ -518,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="straight-through estimator (default clipped)")
     s.add_argument("--lsq", action="store_true", help="learn the weight scales (LSQ)")
     s.add_argument("--hidden-weight", type=float, default=None, metavar="W",
-                   help="minilm: weight of the hidden-state distillation loss (default 1)")
+                   help="minilm: weight of the hidden-state distillation loss (default 3)")
     s.add_argument("--augment", type=float, default=None, metavar="SHARE",
                    help="minilm: share of each batch drawn as fresh synthetic texts "
                         "(default 0.75)")

@@ -460,7 +460,7 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
         Llama: the last tokens of the prose held out for the perplexity.
     hidden_weight : float, optional
         MiniLM: add this times the hidden-state distillation loss
-        (:func:`hidden_state_loss`, every layer's output against the teacher's; default 1).
+        (:func:`hidden_state_loss`, every layer's output against the teacher's; default 3).
     augment : float, optional
         MiniLM: the share of each batch replaced by fresh synthetic texts
         (:func:`synthetic_texts`: windows of the prose, training sentences with words
@@ -488,7 +488,7 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
     if name == "minilm":  # the defaults measured best (docs/qat.md)
         lr = 2e-4 if lr is None else lr
         batch_size = batch_size or 48
-        hidden_weight = 1.0 if hidden_weight is None else hidden_weight
+        hidden_weight = 3.0 if hidden_weight is None else hidden_weight
         augment = 0.75 if augment is None else augment
         small_lr = 10.0 if small_lr is None else small_lr
         if not 0 <= augment <= 1:

@@ -245,6 +245,6 @@ def test_train_minilm_with_hidden_states(tiny_minilm):
 def test_train_minilm_defaults(tiny_minilm):
     res = tr.train(tiny_minilm, "w4a8", steps=1, batch_size=4, rng=0, progress=False)
     s = res.settings
-    assert (s["lr"], s["hidden_weight"], s["augment"], s["small_lr"]) == (2e-4, 1.0, 0.75, 10.0)
+    assert (s["lr"], s["hidden_weight"], s["augment"], s["small_lr"]) == (2e-4, 3.0, 0.75, 10.0)
     with pytest.raises(ValueError, match="augment"):
         tr.train(tiny_minilm, "w4a8", steps=1, progress=False, augment=1.5)
