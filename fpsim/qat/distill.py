@@ -5,10 +5,12 @@ straight-through gradients, optionally LSQ scales for the weights), the teacher 
 model in FP32; the data is fpsim's shipped text (:mod:`fpsim.data`).
 
 * MiniLM: the loss is the mean cosine distance between the student's and the teacher's
-  sentence embeddings (mean-pooled last hidden states); training sentences are the
-  public-domain prose split into sentences plus a seeded share of ``sentences.txt``, the
-  rest of ``sentences.txt`` is held out.  Metric: mean cosine between the quantized and
-  the FP32 embeddings of the held-out sentences.
+  sentence embeddings (mean-pooled last hidden states) plus a hidden-state loss on every
+  layer's output; training sentences are the public-domain prose split into sentences plus
+  a seeded share of ``sentences.txt``, the rest of ``sentences.txt`` is held out.  Most of
+  each batch is fresh synthetic text (:func:`synthetic_texts`) that the teacher labels on
+  the fly.  Metric: mean cosine between the quantized and the FP32 embeddings of the
+  held-out sentences.
 * SmolLM2 (any Llama): the loss is KL(teacher || student) of the next-token
   distributions on windows of the public-domain prose; the last sections are held out.
   Metric: perplexity of the held-out text.
