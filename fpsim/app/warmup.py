@@ -9,7 +9,7 @@ processes load the compiled kernels from the cache in milliseconds.
 
 What is compiled is what those calls need: the serial and the parallel loop of each kernel,
 for float32 inputs (``tasks=TASKS`` adds float16 and float64).  A kernel a task does not reach (e.g. a matrix
-instruction of :mod:`fpsim.mma` when ``mma=False``) still compiles on its first use.
+instruction of :mod:`fpsim.mma`) still compiles on its first use.
 """
 
 from __future__ import annotations
@@ -31,43 +31,43 @@ def _data(n, dtype=np.float32, cols=256):  # [n] and, when n allows, [n / cols, 
 
 
 def _casts(dtypes=(np.float32,)) -> None:  # encode / decode / quantize (the README's)
-    import fpsim
+    from .. import codec
 
     for dtype in dtypes:
         for n in (64, _BIG):
             x, _ = _data(n, dtype)
             for fmt in ("float8_e4m3fn", "int8"):
-                codes = fpsim.encode(x, fmt)
-                fpsim.decode(codes, fmt)
-                fpsim.quantize(x, fmt, saturate=True)
+                codes = codec.encode(x, fmt)
+                codec.decode(codes, fmt)
+                codec.quantize(x, fmt, saturate=True)
 
 
 def _stochastic(dtypes=(np.float32,)) -> None:  # stochastic rounding (its own kernels)
-    import fpsim
+    from .. import codec
 
     for dtype in dtypes:
         for n in (64, _BIG):
             x, _ = _data(n, dtype)
             for fmt in ("float8_e4m3fn", "float4_e2m1fn", "int8"):
-                fpsim.quantize(x, fmt, rounding="stochastic", rng=0)
+                codec.quantize(x, fmt, rounding="stochastic", rng=0)
 
 
 def _mx_float() -> None:  # OCP MX with float elements
-    import fpsim
+    from .. import quant
 
     for n in (256 * 32, _BIG):
         _, x = _data(n)
-        fpsim.fake_quantize(x, "mxfp4_e2m1")
-        fpsim.quantize_tensor(x, "mxfp8_e4m3")
+        quant.fake_quantize(x, "mxfp4_e2m1")
+        quant.quantize_tensor(x, "mxfp8_e4m3")
 
 
 def _mx_int_and_nvfp4() -> None:  # MX INT8 elements, NVFP4, DeepSeek tiles, scaled ints
-    import fpsim
+    from .. import quant
 
     for n in (256 * 32, _BIG):
         _, x = _data(n)
         for r in ("mxint8", "nvfp4", "fp8_deepseek_activation", "int8_channel", "int4_block128"):
-            fpsim.fake_quantize(x, r)
+            quant.fake_quantize(x, r)
 
 
 def _presets() -> None:  # the standard presets' linears (what fpsim report runs)
