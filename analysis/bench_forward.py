@@ -70,7 +70,7 @@ def bench(name: str, presets, repeat: int) -> list[list]:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description="Forward pass per preset next to FP32.")
     ap.add_argument("--model", nargs="+", default=["smollm2", "minilm"])
     ap.add_argument("--presets", nargs="+", default=list(BARS))
     ap.add_argument("--repeat", type=int, default=5)
