@@ -233,10 +233,9 @@ pjit = _parallel_decorator(nogil=True, parallel=True)
 #: LLVM, so that each loop is optimised as one function (a plain call costs ~10x), without
 #: Numba's IR-level inlining, which types every helper again at every call site and made
 #: first calls compile 3-10x longer (an MX cast: 8.5 s against 2 s).
+#: A ``prange`` loop must be in the parallel kernel itself: Numba's parallel transform runs
+#: before LLVM inlines anything.
 inline = _decorator(nogil=True, forceinline=True)
-#: For the few helpers that hold a ``prange`` loop: LLVM inlining would come too late for
-#: Numba's parallel transform, so these are inlined at the IR level.
-inline_ir = _decorator(nogil=True, inline="always")
 prange = numba.prange
 
 

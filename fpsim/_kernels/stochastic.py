@@ -43,7 +43,7 @@ Constants arrive as a tuple of uint32 (indices ``F_*`` and ``I_*``).
 import numpy as np
 
 from . import u32
-from ._util import inline, inline_ir, jit, pjit, prange
+from ._util import inline, jit, pjit, prange
 from .scalar import splitmix64_mix
 
 #: Elements per block (its random bits and flags stay in the L1 cache).
@@ -325,83 +325,79 @@ def _int_block(xb, out, r32, seed, blk, p, scale, values):
 
 
 @inline
-def _float_serial(xb, out, seed, p, values):
+def _float_range(xb, out, seed, p, values, b0, b1):
+    """Blocks ``b0 <= blk < b1``, with their own buffers."""
     r32 = np.empty(BLOCK, dtype=np.uint32)
     flags = np.zeros(BLOCK, dtype=np.uint8)
     mode = _FAST
-    for blk in range((xb.size + BLOCK - 1) // BLOCK):
+    for blk in range(b0, b1):
         mode = _float_block(xb, out, r32, flags, seed, blk, p, values, mode)
 
 
-@inline_ir
-def _float_parallel(xb, out, seed, p, values):
-    nblocks = (xb.size + BLOCK - 1) // BLOCK
-    nchunks = min(nblocks, 64)
-    for c in prange(nchunks):
-        r32 = np.empty(BLOCK, dtype=np.uint32)
-        flags = np.zeros(BLOCK, dtype=np.uint8)
-        mode = _FAST
-        for blk in range(c * nblocks // nchunks, (c + 1) * nblocks // nchunks):
-            mode = _float_block(xb, out, r32, flags, seed, blk, p, values, mode)
-
-
 @inline
-def _int_serial(xb, out, seed, p, scale, values):
+def _int_range(xb, out, seed, p, scale, values, b0, b1):
     r32 = np.empty(BLOCK, dtype=np.uint32)
-    for blk in range((xb.size + BLOCK - 1) // BLOCK):
+    for blk in range(b0, b1):
         _int_block(xb, out, r32, seed, blk, p, scale, values)
 
 
-@inline_ir
-def _int_parallel(xb, out, seed, p, scale, values):
-    nblocks = (xb.size + BLOCK - 1) // BLOCK
-    nchunks = min(nblocks, 64)
-    for c in prange(nchunks):
-        r32 = np.empty(BLOCK, dtype=np.uint32)
-        for blk in range(c * nblocks // nchunks, (c + 1) * nblocks // nchunks):
-            _int_block(xb, out, r32, seed, blk, p, scale, values)
+# The parallel entry points split the blocks into at most 64 chunks; their prange loop is
+# in the entry point itself (Numba parallelises only its own loops, before LLVM inlines).
+_CHUNKS = 64
 
 
 # The entry points pass ``values`` as a constant, so each compiles to branch-free loops.
 @jit
 def float_codes_serial(xb, out, seed, p):
     """Stochastic codes of the float32 bit patterns ``xb`` (uint32) into ``out``."""
-    _float_serial(xb, out, seed, p, False)
+    _float_range(xb, out, seed, p, False, 0, (xb.size + BLOCK - 1) // BLOCK)
 
 
 @pjit
 def float_codes_parallel(xb, out, seed, p):
-    _float_parallel(xb, out, seed, p, False)
+    nb = (xb.size + BLOCK - 1) // BLOCK
+    nc = min(nb, _CHUNKS)
+    for c in prange(nc):
+        _float_range(xb, out, seed, p, False, c * nb // nc, (c + 1) * nb // nc)
 
 
 @jit
 def float_values_serial(xb, out, seed, p):
     """The float32 bits (``out``: uint32) of the stochastically rounded values."""
-    _float_serial(xb, out, seed, p, True)
+    _float_range(xb, out, seed, p, True, 0, (xb.size + BLOCK - 1) // BLOCK)
 
 
 @pjit
 def float_values_parallel(xb, out, seed, p):
-    _float_parallel(xb, out, seed, p, True)
+    nb = (xb.size + BLOCK - 1) // BLOCK
+    nc = min(nb, _CHUNKS)
+    for c in prange(nc):
+        _float_range(xb, out, seed, p, True, c * nb // nc, (c + 1) * nb // nc)
 
 
 @jit
 def int_codes_serial(xb, out, seed, p):
     """Stochastically rounded integers of the float32 bit patterns ``xb``."""
-    _int_serial(xb, out, seed, p, np.float32(1.0), False)
+    _int_range(xb, out, seed, p, np.float32(1.0), False, 0, (xb.size + BLOCK - 1) // BLOCK)
 
 
 @pjit
 def int_codes_parallel(xb, out, seed, p):
-    _int_parallel(xb, out, seed, p, np.float32(1.0), False)
+    nb = (xb.size + BLOCK - 1) // BLOCK
+    nc = min(nb, _CHUNKS)
+    for c in prange(nc):
+        _int_range(xb, out, seed, p, np.float32(1.0), False, c * nb // nc, (c + 1) * nb // nc)
 
 
 @jit
 def int_values_serial(xb, out, seed, p, scale):
     """Their float32 values, ``n * scale``."""
-    _int_serial(xb, out, seed, p, scale, True)
+    _int_range(xb, out, seed, p, scale, True, 0, (xb.size + BLOCK - 1) // BLOCK)
 
 
 @pjit
 def int_values_parallel(xb, out, seed, p, scale):
-    _int_parallel(xb, out, seed, p, scale, True)
+    nb = (xb.size + BLOCK - 1) // BLOCK
+    nc = min(nb, _CHUNKS)
+    for c in prange(nc):
+        _int_range(xb, out, seed, p, scale, True, c * nb // nc, (c + 1) * nb // nc)

@@ -169,6 +169,12 @@ def _unblock(arr2d, moved_shape, axis):
     return np.moveaxis(out, -1, axis)
 
 
+#: The value table an integer element does not use: read-only like the float formats' tables,
+#: so that both kinds share one compiled MX kernel (Numba specialises on writability).
+_NO_LUT = np.zeros(1)
+_NO_LUT.setflags(write=False)
+
+
 def _run_mx(x, fmt, *, axis, block_size, scale_rule, rounding, rng, want_values):
     fmt = get_format(fmt)
     rule = _rule_number(scale_rule)
@@ -187,7 +193,7 @@ def _run_mx(x, fmt, *, axis, block_size, scale_rule, rounding, rng, want_values)
     else:
         fp, is_int = dispatch.float_params(E4M3), True
         ip = dispatch.int_params(fmt)[:4] + (0,)
-        lut = np.zeros(1)
+        lut = _NO_LUT
     if buf.size:
         k = kb.mx_parallel if use_parallel(buf.size) else kb.mx_serial
         with np.errstate(over="ignore"):
