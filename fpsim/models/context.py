@@ -61,6 +61,17 @@ def _compact(a: np.ndarray) -> np.ndarray:
     return a32 if np.array_equal(a32, a, equal_nan=True) else a
 
 
+def _in_order_of(w: np.ndarray, wq: np.ndarray) -> np.ndarray:
+    """``wq`` (w's quantized values) laid out in memory as ``w`` is: Fortran order for a
+    transposed view of an ``(out, in)`` checkpoint tensor, else C order.  BLAS may sum in
+    another order for another layout (OpenBLAS's AVX-512 small-matrix kernels do), so a
+    linear left in FP32 and one whose weights already lie on the grid (a GGUF of quantized
+    weights, loaded back) give the same bits only with the same layout."""
+    if w.flags.f_contiguous and not w.flags.c_contiguous:
+        return np.asfortranarray(wq)
+    return np.ascontiguousarray(wq)
+
+
 class QuantContext:
     """The runtime a forward pass calls at every site (FP32 when ``config`` is None).
 
@@ -337,7 +348,7 @@ class QuantContext:
                       rng=self.draw(site, layer, "awq"))
             qt, s_in = res.quantized, res.scales
         wq = qt.dequantize().T if wspec.stack == "ggml" else qt.dequantize()  # (in, out)
-        self.installed[(site, layer)] = (qt, s_in, np.ascontiguousarray(wq))
+        self.installed[(site, layer)] = (qt, s_in, _in_order_of(w, wq))
         if self.on_calibrated is not None:
             self.on_calibrated(site, layer)
 
@@ -352,7 +363,7 @@ class QuantContext:
             wq = (self._traced(site, layer, wt, spec, "weight")
                   if self.tracing or self.trace_weights else fake_quantize(wt, spec, rng=self.draw(site, layer, "weight")))
             wq = wq.T if spec.stack == "ggml" else wq
-            self._weights[key] = np.ascontiguousarray(wq)  # BLAS is fastest on C order
+            self._weights[key] = _in_order_of(w, wq)
         return self._weights[key]
 
     def instruction(self, site: str, layer: int | None):

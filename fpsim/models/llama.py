@@ -592,8 +592,8 @@ def weights_from_rows(embedding, norm, lm_head, blocks) -> LlamaWeights:
     Returns
     -------
     LlamaWeights
-        The block linears are C-contiguous ``(in, out)`` copies; the lm_head is a transposed
-        view (of the embedding when tied).
+        Q and K are contiguous ``(in, out)`` copies; the other linears are transposed views
+        (of memory-mapped files when the loader maps them).
 
     Examples
     --------
@@ -608,10 +608,10 @@ def weights_from_rows(embedding, norm, lm_head, blocks) -> LlamaWeights:
     out = []
     for b in blocks:
         fields = dict(b)
-        for name in _BLOCK_LINEARS:  # C order, as the quantized weights are: BLAS may
-            # sum in another order for another layout (OpenBLAS's AVX-512 small-matrix
-            # kernels do), and the same numbers must give the same outputs
+        for name in ("wq", "wk"):
             fields[name] = np.ascontiguousarray(fields[name].T)
+        for name in ("wv", "wo", "w_gate", "w_up", "w_down"):
+            fields[name] = fields[name].T
         out.append(LlamaBlock(**fields))
     head = embedding.T if lm_head is None else lm_head.T  # [d, V]
     return LlamaWeights(embedding, tuple(out), norm, head)
@@ -629,7 +629,7 @@ def _weights_from_gguf(g) -> LlamaWeights:
 
     For ``llama`` files, Q and K rows (and biases) are un-permuted back to HF's layout
     (llama.cpp's converter permuted them for its interleaved RoPE); ``qwen2`` files are
-    not permuted.
+    not permuted.  Other linears stay views of the (memory-mapped) tensors.
     """
     from .gguf_io import unpermute_qk
 

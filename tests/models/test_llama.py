@@ -500,20 +500,23 @@ def test_tiny_llama_matches_float64_reference(tiny):
     assert hs.shape == (TINY["n_layer"] + 1, len(ids), TINY["n_embd"])
 
 
-def test_linear_weights_are_c_ordered_as_quantized_ones_are(tiny):
-    """A linear that is not quantized multiplies by a C-order weight, like a fake-quantized
-    one: BLAS may sum in another order for another layout (OpenBLAS's AVX-512 small-matrix
-    kernels do), so a model loaded from a GGUF of already-quantized weights would otherwise
-    not reproduce the fake-quantized model bit for bit on such a machine."""
+def test_quantized_weights_keep_the_layout_of_the_fp32_ones(tiny):
+    """A fake-quantized weight is laid out in memory as the weight it replaces: BLAS may sum
+    in another order for another layout (OpenBLAS's AVX-512 small-matrix kernels do), so a
+    model loaded from a GGUF of already-quantized weights would otherwise not reproduce the
+    fake-quantized model bit for bit on such a machine."""
     path, _ = tiny
     model = Llama.from_gguf(path)
-    for key, w in model.linear_weights().items():
-        if key[0] != "lm_head":
-            assert w.flags.c_contiguous, key
+    base = model.linear_weights()
+    layouts = {(w.flags.c_contiguous, w.flags.f_contiguous) for w in base.values()}
+    assert (False, True) in layouts  # transposed views of the (out, in) tensors
     wq = model.with_quant("int8_weight_only")
-    ids = [1, 2, 3]
-    wq.logits(ids)  # quantizes the weights
-    assert all(a.flags.c_contiguous for a in wq.ctx._weights.values())
+    wq.logits([1, 2, 3])  # quantizes the weights
+    quantized = {k[:2]: v for k, v in wq.ctx._weights.items()}
+    assert quantized.keys() == base.keys()  # every linear, the lm_head too
+    for key, w in quantized.items():
+        assert (w.flags.c_contiguous, w.flags.f_contiguous) == \
+            (base[key].flags.c_contiguous, base[key].flags.f_contiguous), key
 
 
 def test_gguf_cache_is_memory_mapped_reused_and_rebuilt(tiny, tmp_path):
