@@ -28,3 +28,19 @@ def test_default_tasks_are_the_float32_paths():
 def test_warmup_refuses_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         wu.warmup(progress=False, **kwargs)
+
+
+def test_worker_processes_leave_progress_to_the_bar(tmp_path):
+    """With compiles announced at once (FPSIM_COMPILE_NOTICE=0), the spawned workers still
+    print no notice of their own: the progress bar speaks for them."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), FPSIM_COMPILE_NOTICE="0")
+    code = ("from fpsim.app.warmup import warmup\n"
+            "warmup(jobs=2, tasks=['casts', 'MX float elements'], progress=False)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "compiling the Numba kernel" not in proc.stderr
