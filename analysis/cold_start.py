@@ -4,8 +4,9 @@ fpsim's kernels are Numba functions, compiled on their first call and then cache
 (``NUMBA_CACHE_DIR``, else ``__pycache__`` beside the sources).  A fresh install pays for
 that once.  This script measures it the way a new user meets it: each step runs in a new
 Python process with an empty kernel cache, then again in a new process with the cache the
-first run filled.  The difference of the two wall times is the time spent compiling (and
-writing the cache); the warm run is the work itself.
+first run filled.  "Compiling" is the time Numba spent compiling in the cold run (its
+``numba:compile`` events, which fire for real compiles only, not for cache loads); the warm
+run's wall time is the work itself.
 
 Steps, in the order a newcomer takes them, sharing one cache folder:
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import doctest
+import json
 import os
 import pathlib
 import re
@@ -52,11 +54,52 @@ def readme_examples(readme: pathlib.Path = ROOT / "README.md") -> str:
     return "\n".join(parts)
 
 
-def timed_run(argv: list[str], env: dict, cwd: str) -> float:
-    """Wall seconds of a subprocess (which must succeed)."""
-    t0 = time.perf_counter()
-    subprocess.run(argv, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+#: Runs a script or module (argv[1]: "script" or "module") and writes to the file argv[2] the
+#: seconds Numba spent compiling (the outermost "numba:compile" events: real compiles, not
+#: cache loads) and the wall time.
+_TIMED = """
+import json, runpy, sys, time
+from numba.core import event
+
+compiling, depth, start = [0.0], [0], [0.0]
+
+
+class Listener(event.Listener):
+    def on_start(self, ev):
+        if depth[0] == 0:
+            start[0] = time.perf_counter()
+        depth[0] += 1
+
+    def on_end(self, ev):
+        depth[0] -= 1
+        if depth[0] == 0:
+            compiling[0] += time.perf_counter() - start[0]
+
+
+event.register("numba:compile", Listener())
+kind, out, target, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+sys.argv = [target] + args
+t0 = time.perf_counter()
+try:
+    if kind == "script":
+        runpy.run_path(target, run_name="__main__")
+    else:
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+except SystemExit as e:
+    if e.code not in (None, 0):
+        raise
+with open(out, "w") as f:
+    json.dump({"compiling": compiling[0], "wall": time.perf_counter() - t0}, f)
+"""
+
+
+def timed_run(kind: str, target: str, args: list[str], env: dict, cwd: str) -> dict:
+    """Wall and compiling seconds of a script or module run in a new process."""
+    out = os.path.join(cwd, "timing.json")
+    subprocess.run([sys.executable, "-c", _TIMED, kind, out, target, *args], env=env, cwd=cwd,
+                   check=True, stdout=subprocess.DEVNULL)
+    with open(out) as f:
+        return json.load(f)
 
 
 #: First calls of the public functions, each measured alone (its own empty cache).
@@ -107,16 +150,15 @@ def measure(with_report: bool) -> list[list]:
                    OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg")
         script = pathlib.Path(tmp, "readme_examples.py")
         script.write_text(readme_examples())
-        steps = [("README examples", [sys.executable, str(script)])]
+        steps = [("README examples", "script", str(script), [])]
         if with_report:
-            steps.append(("fpsim report", [sys.executable, "-m", "fpsim", "report",
-                                           "--out", os.path.join(tmp, "report")]))
-        for name, argv in steps:
-            cold = timed_run(argv, env, tmp)
-            warm = timed_run(argv, env, tmp)
-            rows.append([name, cold, warm, cold - warm])
-    total = sum(r[3] for r in rows)
-    rows.append(["all", sum(r[1] for r in rows), sum(r[2] for r in rows), total])
+            steps.append(("fpsim report", "module", "fpsim",
+                          ["report", "--out", os.path.join(tmp, "report")]))
+        for name, kind, target, args in steps:
+            cold = timed_run(kind, target, args, env, tmp)
+            warm = timed_run(kind, target, args, env, tmp)
+            rows.append([name, cold["wall"], warm["wall"], cold["compiling"]])
+    rows.append(["all"] + [sum(r[i] for r in rows) for i in (1, 2, 3)])
     return rows
 
 
