@@ -29,7 +29,8 @@ Run: ``python analysis/fp8_attention_long_context.py --contexts 512,1024,2048,40
 (the 8k point is a forward pass of about 10^12 bit-exact multiply-adds: about 20 minutes on
 two cores).  Without ``--contexts`` the script measures the 512 and 1024 points again and
 shows the stored full run (analysis/data/fp8_attention_long_context.json, written by the
-command above) after checking that its 512 and 1024 rows are what it measured.  Needs
+command above) after checking that its 512 and 1024 rows are what it measured (the PV
+errors to 0.1 %; the KL, which moves with the machine's BLAS kernels, to 50 %).  Needs
 ``python -m fpsim fetch smollm2``.
 """
 
@@ -57,6 +58,11 @@ HOPPER = mma.instruction("Hopper", "wgmma", "m64n256k32.f32.e4m3.e4m3")
 PRESETS = {"Hopper wgmma": "fp8_attention_hopper",
            "promoted every 128": "fp8_attention_hopper_promoted"}
 LAST = 64  # query rows / positions measured per context length
+#: The stored KL values are checked to within this relative tolerance: with per-tensor FP8
+#: scales, one float32 ulp of difference in the FP32 linears (OpenBLAS sums in another
+#: order on AVX-512 than on AVX2 machines) moves some roundings, and the KL at 512 tokens
+#: with them (measured: 0.0101 and 0.0124 for the same code on two machines).
+KL_RTOL = 0.5
 
 
 def tokens(model, n):
@@ -188,7 +194,9 @@ def main(argv=None):
     for new in again:
         old = next(r for r in stored["rows"] if r["context"] == new["context"])
         for key, value in new.items():
-            if not np.isclose(value, old[key], rtol=1e-3, atol=0):
+            # the KL is chaotic in the machine's BLAS (see the module doc): a looser check
+            rtol = KL_RTOL if key.startswith("kl") else 1e-3
+            if not np.isclose(value, old[key], rtol=rtol, atol=0):
                 raise SystemExit(f"stored {key} at {new['context']} is {old[key]}, measured "
                                  f"{value} now: rerun with --contexts")
     report(stored["rows"], f"Rows measured by `python analysis/fp8_attention_long_context.py "
