@@ -20,7 +20,8 @@ fpsim's NumPy GPTQ (:mod:`fpsim.quant.gptq`) and AWQ (:mod:`fpsim.quant.awq`) dr
 Run ``python analysis/ptq_smollm2.py --full`` to measure every row (about 15 minutes on two
 cores; it writes analysis/data/ptq_smollm2.json).  Without ``--full`` the script measures
 the FP32, INT4 RTN and INT4 GPTQ (act_order) rows again and shows the stored table after
-checking that those rows agree.  Needs ``python -m fpsim fetch smollm2``.
+checking that those rows agree (FP32 and RTN to 0.1 %; GPTQ, whose calibration moves with
+the machine's BLAS kernels, to 5 %).  Needs ``python -m fpsim fetch smollm2``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ ALGORITHMS = {"RTN": (None, {}), "GPTQ": ("gptq", {}),
               "GPTQ act_order": ("gptq", {"act_order": True}), "AWQ": ("awq", {})}
 QUICK = [("FP32", None), ("INT4 g128", "RTN"), ("INT4 g128", "GPTQ act_order")]
 TOKENS = 1024
+#: GPTQ's stored perplexity is checked to within this relative tolerance (FP32 and RTN to
+#: 0.1 %): its Hessians come from the machine's BLAS, whose AVX-512 kernels sum in another
+#: order than the AVX2 ones, and a few of its round-to-nearest decisions flip with them
+#: (measured: 32.93 and 32.37 for the same code on two machines).
+GPTQ_RTOL = 0.05
 
 
 def config(weights: str, algorithm: str) -> QuantConfig:
@@ -98,7 +104,8 @@ def main(argv=None):
     for new in measure(QUICK):
         old = next(r for r in stored["rows"]
                    if (r["weights"], r["algorithm"]) == (new["weights"], new["algorithm"]))
-        if abs(new["perplexity"] - old["perplexity"]) > 1e-3 * old["perplexity"]:
+        rtol = GPTQ_RTOL if new["algorithm"].startswith("GPTQ") else 1e-3
+        if abs(new["perplexity"] - old["perplexity"]) > rtol * old["perplexity"]:
             raise SystemExit(f"stored perplexity of {new['weights']} {new['algorithm']} is "
                              f"{old['perplexity']}, measured {new['perplexity']} now: rerun "
                              "with --full")
