@@ -24,3 +24,60 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _git(*args) -> str | None:
+    """The output of a git command run in this folder, or None without git."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", *args], cwd=OUTPUT.parent, capture_output=True,
+                             text=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def run_metadata(**fields) -> dict:
+    """What a stored measurement records about its run: ``fields`` first, then the fpsim
+    version and commit, the uncommitted changes under ``fpsim/``, the UTC date and the
+    thread settings."""
+    import datetime
+    import os
+
+    import fpsim
+
+    dirty = _git("status", "--porcelain", "--", ":(top)fpsim")
+    return {
+        **fields,
+        "fpsim_version": fpsim.__version__, "fpsim_commit": _git("rev-parse", "HEAD"),
+        "fpsim_uncommitted": dirty.splitlines() if dirty else [],
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "threads": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS",
+                                                    "NUMBA_NUM_THREADS")},
+    }
+
+
+def write_json(path: pathlib.Path, obj) -> None:
+    """Write ``obj`` as indented JSON (numpy scalars as Python numbers)."""
+    import json
+
+    import numpy as np
+
+    def scalar(x):
+        if isinstance(x, np.generic):
+            return x.item()
+        raise TypeError(f"not JSON: {type(x).__name__}")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, default=scalar) + "\n")
+
+
+def stored_source(stored: dict, checked: str) -> str:
+    """The line that says where a stored run came from: its command, commit and date, and
+    ``checked`` (what was measured again now)."""
+    commit = (stored.get("fpsim_commit") or "unknown")[:10]
+    if stored.get("fpsim_uncommitted"):
+        commit += " with uncommitted changes"
+    return (f"Measured by `{stored['command']}` (fpsim {commit}, {stored['date'][:10]}); "
+            f"{checked}")

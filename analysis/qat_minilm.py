@@ -44,22 +44,19 @@ again (about half a minute) -- and shows the stored table and curves.  Needs
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-import fpsim
 from fpsim.models.bert import MiniLM
 from fpsim.qat import train
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _common import markdown_table, output_path  # noqa: E402
+from _common import (markdown_table, output_path, run_metadata, stored_source,  # noqa: E402
+                     write_json)
 
 HERE = pathlib.Path(__file__).resolve().parent
 STORED = HERE / "data" / "qat_minilm.json"
@@ -71,20 +68,6 @@ EVAL_EVERY = 25
 TARGET = 0.99  # the target mean cosine
 COMMAND = "python analysis/qat_minilm.py --full"
 
-
-def _git(*args) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True,
-                             check=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def _jsonable(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    raise TypeError(f"not JSON: {type(x).__name__}")
 
 
 def run(preset: str) -> dict:
@@ -113,20 +96,10 @@ def run(preset: str) -> dict:
 
 
 def measure_full() -> dict:
-    dirty = _git("status", "--porcelain", "--", ":(top)fpsim")
-    stored = {
-        "model": "minilm", "command": COMMAND,
-        "fpsim_version": fpsim.__version__, "fpsim_commit": _git("rev-parse", "HEAD"),
-        "fpsim_uncommitted": dirty.splitlines() if dirty else [],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "threads": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS",
-                                                    "NUMBA_NUM_THREADS")},
-        "eval_every": EVAL_EVERY, "rows": [],
-    }
+    stored = run_metadata(model="minilm", command=COMMAND, eval_every=EVAL_EVERY, rows=[])
     for preset in PRESETS:
         stored["rows"].append(run(preset))
-        STORED.parent.mkdir(exist_ok=True)
-        STORED.write_text(json.dumps(stored, indent=1, default=_jsonable) + "\n")
+        write_json(STORED, stored)
     return stored
 
 
@@ -220,12 +193,8 @@ def main(argv=None):
         return
     stored = json.loads(STORED.read_text())
     check(stored)
-    commit = (stored.get("fpsim_commit") or "unknown")[:10]
-    if stored.get("fpsim_uncommitted"):
-        commit += " with uncommitted changes"
-    report(stored, f"Measured by `{COMMAND}` (fpsim {commit}, {stored['date'][:10]}); the "
-                   "'before' cosines and the first step's loss, measured again now, agree.")
-
+    report(stored, stored_source(stored, "the 'before' cosines and the first step's loss, "
+                                         "measured again now, agree."))
 
 if __name__ == "__main__":
     main()

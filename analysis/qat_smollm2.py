@@ -47,17 +47,13 @@ draws), measured again (about half a minute) -- and shows the stored table and c
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-import fpsim
 from fpsim.models.llama import SmolLM2
 from fpsim.qat import train
 from fpsim.qat.backward import kl_logits_loss
@@ -66,7 +62,8 @@ from fpsim.qat.llama_grad import forward, llama_data, model_with, params_of, qua
 from fpsim.rounding import seed_of
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _common import markdown_table, output_path  # noqa: E402
+from _common import (markdown_table, output_path, run_metadata, stored_source,  # noqa: E402
+                     write_json)
 
 HERE = pathlib.Path(__file__).resolve().parent
 STORED = HERE / "data" / "qat_smollm2.json"
@@ -84,20 +81,6 @@ COMMAND = "python analysis/qat_smollm2.py --full"
 CLI = (f"fpsim qat --model smollm2 --preset {PRESET} --steps {STEPS} "
        f"--time-limit {TIME_LIMIT:.0f}")
 
-
-def _git(*args) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True,
-                             check=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def _jsonable(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    raise TypeError(f"not JSON: {type(x).__name__}")
 
 
 def run() -> dict:
@@ -133,18 +116,9 @@ def run() -> dict:
 
 
 def measure_full() -> dict:
-    dirty = _git("status", "--porcelain", "--", ":(top)fpsim")
-    stored = {
-        "model": "smollm2", "command": COMMAND,
-        "fpsim_version": fpsim.__version__, "fpsim_commit": _git("rev-parse", "HEAD"),
-        "fpsim_uncommitted": dirty.splitlines() if dirty else [],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "threads": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS",
-                                                    "NUMBA_NUM_THREADS")},
-        "eval_every": EVAL_EVERY, "rows": [run()],
-    }
-    STORED.parent.mkdir(exist_ok=True)
-    STORED.write_text(json.dumps(stored, indent=1, default=_jsonable) + "\n")
+    stored = run_metadata(model="smollm2", command=COMMAND, eval_every=EVAL_EVERY,
+                          rows=[run()])
+    write_json(STORED, stored)
     return stored
 
 
@@ -269,13 +243,8 @@ def main(argv=None):
         return
     stored = json.loads(STORED.read_text())
     check(stored)
-    commit = (stored.get("fpsim_commit") or "unknown")[:10]
-    if stored.get("fpsim_uncommitted"):
-        commit += " with uncommitted changes"
-    report(stored, f"Measured by `{COMMAND}` (fpsim {commit}, {stored['date'][:10]}); the "
-                   "'before' and FP32 perplexities and the first step's loss, measured "
-                   "again now, agree.")
-
+    report(stored, stored_source(stored, "the 'before' and FP32 perplexities and the first "
+                                         "step's loss, measured again now, agree."))
 
 if __name__ == "__main__":
     main()
