@@ -391,7 +391,7 @@ def cmd_qat(args) -> int:
                 batch_size=args.batch_size, rng=args.seed, ste=args.ste, lsq=args.lsq,
                 progress=not args.quiet, time_limit=args.time_limit,
                 hidden_weight=args.hidden_weight, augment=args.augment,
-                small_lr=args.small_lr)
+                small_lr=args.small_lr, rotation=args.rotation)
     print(res.summary())
     if args.plot:
         res.plot().savefig(args.plot, dpi=120)
@@ -527,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 10)")
     s.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="stop training after this many seconds")
+    s.add_argument("--rotation", choices=("online_hadamard",), default=None,
+                   help="rotate every quantized linear's operands by a random Hadamard "
+                        "matrix (Q(x R) @ Q(R^T W); fpsim.models.rotation)")
     s.add_argument("--seed", type=_seed_arg, default=0, help="seed (default 0)")
     s.add_argument("--plot", metavar="FILE", help="save the loss curve (.png, .pdf, .svg)")
     s.add_argument("--save", metavar="FILE", help="save the trained weights (.npz)")

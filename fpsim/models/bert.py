@@ -269,6 +269,12 @@ class MiniLM:
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.ctx = ctx
+        if ctx.config is not None and ctx.config.rotation == "hadamard":
+            raise ValueError("rotation='hadamard' (QuaRot) folds a rotation into a pre-norm "
+                             "Llama's residual stream; BERT is post-LayerNorm (the LayerNorm "
+                             "output is both the next linear's input and the residual), so "
+                             "nothing folds: use rotation='online_hadamard' (a Hadamard at "
+                             "every quantized linear's input)")
         self.pad_id = tokenizer.token_to_id("[PAD]") or 0
         if ctx.config is not None and ctx.config.weight_algorithm is not None:
             from .ptq import calibrate
@@ -318,6 +324,19 @@ class MiniLM:
         tokenizer.no_padding()
         ctx = QuantContext(quant, n_layers=cfg.n_layers, trace=trace, sites=SITES)
         return cls(emb, layers, cfg, tokenizer, ctx)
+
+    def with_quant(self, quant=None, *, trace: bool = False) -> MiniLM:
+        """The same model (shared weights and tokenizer) under another quantization.
+
+        Examples
+        --------
+        >>> m = MiniLM.load()                               # after `python -m fpsim fetch minilm`
+        >>> m.with_quant("int8").ctx.config.name
+        'int8'
+        """
+        ctx = QuantContext(quant, n_layers=self.cfg.n_layers, trace=trace, sites=SITES)
+        return type(self)(self.emb, self.layers, self.cfg, self.tokenizer, ctx,
+                          weights_source=self.weights_source)
 
     # ---- text -> ids ---------------------------------------------------------------------
     def tokenize(self, texts) -> list[list[int]]:

@@ -218,10 +218,12 @@ class QuantConfig:
     name : str
         Preset name, for reports.
     description : str
-    rotation : None or "hadamard"
-        QuaRot: a seeded random Hadamard rotation of a Llama's residual stream folded into
-        its weights (RMSNorm scales absorbed), plus the online Hadamard before ``down``
-        (:mod:`fpsim.models.rotation`); the FP32 model's outputs do not change.
+    rotation : None, "hadamard" or "online_hadamard"
+        ``"hadamard"``, QuaRot: a seeded random Hadamard rotation of a Llama's residual
+        stream folded into its weights (RMSNorm scales absorbed), plus the online Hadamard
+        before ``down``; the FP32 model's outputs do not change.  ``"online_hadamard"``, any
+        model: every quantized linear computes ``Q(x R) @ Q(R^T W) + b`` with a fixed random
+        Hadamard ``R`` of its input width (:mod:`fpsim.models.rotation`).
     weight_algorithm : None, "gptq" or "awq"
         How the linears' weights are rounded to their recipe: None rounds each to nearest;
         ``"gptq"`` (options ``act_order``, ``damp``) and ``"awq"`` (options ``n_grid``,
@@ -269,9 +271,11 @@ class QuantConfig:
                 raise TypeError(f"{fname} must be {what}, got {getattr(self, fname)!r}")
         if not isinstance(self.portable, (bool, np.bool_)):
             raise TypeError(f"portable must be True or False, got {self.portable!r}")
-        if self.rotation not in (None, "hadamard"):
-            raise ValueError(f"rotation must be None or 'hadamard' (QuaRot's random Hadamard "
-                             f"rotation of a Llama's residual stream), got {self.rotation!r}")
+        if self.rotation not in (None, "hadamard", "online_hadamard"):
+            raise ValueError(f"rotation must be None, 'hadamard' (QuaRot's random Hadamard "
+                             f"rotation of a Llama's residual stream) or 'online_hadamard' "
+                             f"(a random Hadamard at every quantized linear's input), got "
+                             f"{self.rotation!r}")
         if self.weight_algorithm not in WEIGHT_ALGORITHMS:
             raise ValueError(f"weight_algorithm must be None, 'gptq' or 'awq', got "
                              f"{self.weight_algorithm!r}")

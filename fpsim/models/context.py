@@ -123,6 +123,8 @@ class QuantContext:
         self.weight_specs: dict = {}
         self._weights: dict[tuple[str, int | None, int], np.ndarray] = {}
         self._delayed: dict = {}
+        #: (site, layer, id(w)) -> (w, R^T w) under rotation="online_hadamard"
+        self._rotated_weights: dict = {}
         #: (site, layer) -> (QuantizedTensor, input factors or None, dequantized weight) of
         #: the weights a weight algorithm (GPTQ, AWQ) computed; they outlive :meth:`reseed`
         self.installed: dict = {}
@@ -288,6 +290,10 @@ class QuantContext:
         for per-channel / block specs), the activation along its last axis.
         """
         mode = "fake_quant" if self.config is None else self.config.linear_mode
+        if (self.config is not None and self.config.rotation == "online_hadamard"
+                and (self.spec(site, layer) is not None
+                     or self.spec(f"{site}.input", layer) is not None)):
+            x, w = self._rotated(site, layer, x, w)
         if (self.config is not None and self.config.weight_algorithm is not None
                 and self.spec(site, layer) is not None):
             if (site, layer) not in self.installed:
@@ -317,6 +323,23 @@ class QuantContext:
         if b is not None:
             y = y + b
         return y
+
+    def _rotated(self, site, layer, x, w):
+        """``(x R, R^T w)`` for ``rotation="online_hadamard"`` (``R^T w`` cached per weight
+        array, so that the quantized weight is cached too)."""
+        from .rotation import rotate_online
+
+        n = np.shape(x)[-1]
+        try:
+            xr = rotate_online(np.asarray(x, np.float32))
+        except ValueError as e:
+            raise ValueError(f"rotation='online_hadamard': linear {site!r} (layer {layer}) "
+                             f"has input width {n}: {e}") from None
+        key = (site, layer, id(w))
+        if key not in self._rotated_weights or self._rotated_weights[key][0] is not w:
+            wr = rotate_online(np.asarray(w, np.float32).T).T  # R^T w = (w^T R)^T
+            self._rotated_weights[key] = (w, _in_order_of(w, wr))
+        return xr, self._rotated_weights[key][1]
 
     @staticmethod
     def weight_spec(spec):

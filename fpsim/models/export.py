@@ -59,8 +59,8 @@ def _check_exportable(model) -> None:
     if cfg.linear_mode != "fake_quant":
         problems.append(f"linear_mode={cfg.linear_mode!r}")
     if cfg.rotation is not None:
-        problems.append("rotation='hadamard' needs an online Hadamard transform llama.cpp's "
-                        "Llama graph does not run")
+        problems.append(f"rotation={cfg.rotation!r} needs an online Hadamard transform "
+                        "llama.cpp's graphs do not run")
     if cfg.weight_algorithm == "awq":
         problems.append("weight_algorithm='awq' (its per-linear input factors would have to be "
                         "folded into the operations before the linears)")

@@ -689,7 +689,8 @@ class Llama:
         self.tokenizer = tokenizer if tokenizer is not None else bpe_tokenizer(tokenizer_spec)
         self.ctx = QuantContext(quant, n_layers=hparams.n_layer, trace=trace, sites=SITES)
         rotation = None if self.ctx.config is None else self.ctx.config.rotation
-        self.weights = weights if rotation is None else _rotated(weights, self.ctx.seed)
+        self.weights = (_rotated(weights, self.ctx.seed) if rotation == "hadamard"
+                        else weights)  # "online_hadamard": in the QuantContext
         if self.ctx.config is not None and self.ctx.config.weight_algorithm is not None:
             from .ptq import calibrate
 

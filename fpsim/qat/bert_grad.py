@@ -68,8 +68,7 @@ def quantizer(quant, cfg, **kw) -> QATQuantizer:
 
 # ---- pieces --------------------------------------------------------------------------
 def _linear(qz, site, i, x, w, b):  # [N, I], [I, O], [O] -> [N, O], cache
-    xq, x_back = qz.act(f"{site}.input", i, x)  # [N, I]
-    wq, w_back = qz.weight(site, i, w)  # [I, O]
+    xq, wq, x_back, w_back = qz.linear(site, i, x, w)  # [N, I], [I, O]
     y = xq @ wq  # [N, O]
     y = y + b  # [N, O]
     return y, (xq, wq, x_back, w_back)

@@ -419,7 +419,8 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
           time_limit: float | None = None, warmup: int = 10, eval_every: int = 0,
           seq_len: int = 128, held_out_tokens: int = 1024,
           hidden_weight: float | None = None, augment: float | None = None,
-          small_lr: float | None = None, max_words: int = 20) -> QATResult:
+          small_lr: float | None = None, max_words: int = 20,
+          rotation: str | None = None) -> QATResult:
     """Distil a quantized student from the FP32 model (quantization-aware training).
 
     Parameters
@@ -473,6 +474,12 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
         as a multiple of ``lr`` (default 10: they adapt fast and generalise well).
     max_words : int
         MiniLM: the longest synthetic text, in words.
+    rotation : {None, "online_hadamard"}
+        Set the config's rotation: ``"online_hadamard"`` trains (and evaluates) every
+        quantized linear as ``Q(x R) @ Q(R^T W)`` with a fixed random Hadamard ``R``
+        (:mod:`fpsim.models.rotation`); the trained weights stay in the original basis, so
+        :meth:`QATResult.quantized_model` runs them under the same config.  None keeps the
+        preset's own rotation.
 
     Returns
     -------
@@ -486,6 +493,16 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     config = qat_config(preset)  # refuse a bad preset before loading the model
+    if rotation is not None:
+        if rotation != "online_hadamard":
+            raise ValueError(f"rotation must be None or 'online_hadamard' (QAT does not train "
+                             f"QuaRot's folded rotation), got {rotation!r}")
+        if not config.sites and not config.layers:
+            raise ValueError(f"rotation='online_hadamard' needs a quantized preset (FP32 "
+                             f"linears are not rotated), and {config.name!r} quantizes "
+                             f"nothing")
+        config = dataclasses.replace(config, rotation=rotation,
+                                     name=f"{config.name}+online_hadamard")
     name, base = _load(model)
     if name == "minilm":  # the defaults measured best (docs/qat.md)
         lr = 2e-4 if lr is None else lr
@@ -497,7 +514,8 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
             raise ValueError(f"augment must be in [0, 1], got {augment!r}")
     settings = dict(steps=int(steps), lr=lr, batch_size=batch_size, rng=seed_of(rng), ste=ste,
                     lsq=lsq, clip=clip, time_limit=time_limit, hidden_weight=hidden_weight,
-                    augment=augment, small_lr=small_lr)
+                    augment=augment, small_lr=small_lr,
+                    rotation=None if config is None else config.rotation)
     if name == "minilm":
         out = _train_minilm(base, config, steps=int(steps), lr=lr, batch_size=batch_size,
                             rng=rng, ste=ste, lsq=lsq, progress=progress, clip=clip,

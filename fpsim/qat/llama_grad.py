@@ -72,8 +72,7 @@ def quantizer(quant, hp, **kw) -> QATQuantizer:
 
 # ---- pieces --------------------------------------------------------------------------
 def _linear(qz, site, i, x, w):  # [..., I], [I, O] -> [..., O], cache
-    xq, x_back = qz.act(f"{site}.input", i, x)  # [..., I]
-    wq, w_back = qz.weight(site, i, w)  # [I, O]
+    xq, wq, x_back, w_back = qz.linear(site, i, x, w)  # [..., I], [I, O]
     return xq @ wq, (xq, wq, x_back, w_back)  # [..., O]
 
 

@@ -30,8 +30,9 @@ class QATQuantizer:
     ----------
     config : QuantConfig, preset name or None
         Only ``linear_mode="fake_quant"`` configs without accumulators, weight algorithms
-        (GPTQ/AWQ), delayed scaling or rotations (their numerics are not differentiable
-        fake quantizers).
+        (GPTQ/AWQ), delayed scaling or QuaRot's folded rotation (their numerics are not
+        differentiable fake quantizers); ``rotation="online_hadamard"`` is differentiated
+        (:meth:`linear`).
     n_layers : int
     sites : tuple of str
         The model's sites (``fpsim.models.bert.SITES``, ``fpsim.models.llama.SITES``).
@@ -75,8 +76,8 @@ class QATQuantizer:
                 bad.append(f"weight_algorithm={cfg.weight_algorithm!r}")
             if cfg.delayed is not None:
                 bad.append("delayed scaling")
-            if getattr(cfg, "rotation", None) is not None:
-                bad.append("rotation")
+            if cfg.rotation == "hadamard":
+                bad.append("rotation='hadamard' (QuaRot folded into the weights)")
             if bad:
                 raise ValueError(f"QAT differentiates fake-quantized linears only; config "
                                  f"{cfg.name or ''!r} has {', '.join(bad)}")
@@ -114,6 +115,39 @@ class QATQuantizer:
         xq = xq.astype(x.dtype, copy=False)
         ste = self.ste
         return xq, lambda dy: ste_backward(dy, inside, ste=ste)
+
+    def linear(self, site: str, layer, x, w):
+        """``(xq, wq, x_back, w_back)``: the operands of linear ``site`` as the model
+        multiplies them (``xq @ wq``), and the maps from their gradients to those of ``x``
+        and ``w``.  Under ``rotation="online_hadamard"`` they are ``Q(x R)`` and
+        ``Q(R^T w)`` (:func:`~fpsim.models.rotation.rotate_online`, as the QuantContext does)
+        and the maps rotate the gradients back: ``dx = back(dxq) R^T``, ``dw = R back(dwq)``.
+
+        Examples
+        --------
+        >>> from fpsim.models import QuantConfig
+        >>> from fpsim.models.bert import SITES
+        >>> qz = QATQuantizer(QuantConfig(sites={"q": "int8_channel"},
+        ...                   rotation="online_hadamard"), n_layers=1, sites=SITES)
+        >>> x, w = np.ones((2, 8), np.float32), np.eye(8, dtype=np.float32)
+        >>> xq, wq, x_back, w_back = qz.linear("q", 0, x, w)
+        >>> bool(np.allclose(xq @ wq, x @ w, atol=0.05)), x_back(np.ones((2, 8))).shape
+        (True, (2, 8))
+        """
+        cfg = self.ctx.config
+        rotate = cfg is not None and cfg.rotation == "online_hadamard" and (
+            self.spec(site, layer) is not None or self.spec(f"{site}.input", layer) is not None)
+        if rotate:
+            from ..models.rotation import rotate_online
+
+            x = rotate_online(x)
+            w = rotate_online(w.T).T
+        xq, x_back = self.act(f"{site}.input", layer, x)
+        wq, w_back = self.weight(site, layer, w)
+        if not rotate:
+            return xq, wq, x_back, w_back
+        return (xq, wq, lambda dy: rotate_online(x_back(dy), inverse=True),
+                lambda dy: rotate_online(w_back(dy).T, inverse=True).T)
 
     def weight(self, site: str, layer, w, *, linear: bool = True):
         """``(wq, back)``: the linear weight ``w`` (in, out) fake-quantized at ``site``, and

@@ -66,15 +66,17 @@ def test_what_a_gguf_cannot_hold_is_refused(smollm2, tmp_path, quant, match):
 
 
 def test_a_rotated_model_is_refused():
-    """QuaRot's online Hadamard before ``down`` is not in llama.cpp's graph."""
+    """QuaRot's online Hadamard before ``down``, and one before every linear, are not in
+    llama.cpp's graphs."""
     from types import SimpleNamespace
 
     from fpsim.models import QuantContext
     from fpsim.models.export import _check_exportable
 
-    ctx = QuantContext(QuantConfig(sites={"q": "ggml_q4_0"}, rotation="hadamard"))
-    with pytest.raises(ValueError, match="online Hadamard"):
-        _check_exportable(SimpleNamespace(hparams=None, ctx=ctx))
+    for rotation in ("hadamard", "online_hadamard"):
+        ctx = QuantContext(QuantConfig(sites={"q": "ggml_q4_0"}, rotation=rotation))
+        with pytest.raises(ValueError, match=f"rotation='{rotation}' needs an online Hadamard"):
+            _check_exportable(SimpleNamespace(hparams=None, ctx=ctx))
 
 
 def test_export_refuses_a_missing_folder_and_another_model(smollm2, tmp_path):

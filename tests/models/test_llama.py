@@ -771,7 +771,7 @@ def test_rotated_tiny_llama_computes_the_same_function(tiny):
 
 
 def test_rotation_config_checks_and_round_trips(tmp_path):
-    with pytest.raises(ValueError, match="rotation must be None or 'hadamard'"):
+    with pytest.raises(ValueError, match="rotation must be None, 'hadamard'"):
         QuantConfig(rotation="quarot")
     cfg = QuantConfig(sites={"down": "int4_block32"}, rotation="hadamard")
     for ext in ("json", "toml"):

@@ -4,6 +4,7 @@ torch autograd (one encoder layer) and the straight-through estimator's definiti
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import numpy as np
@@ -119,6 +120,44 @@ def test_ste_gradient_is_the_gradient_at_the_quantized_weights():
         np.testing.assert_allclose(g_q[k], g_ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+def test_online_rotation_gradient_is_the_gradient_at_the_rotated_quantized_weights():
+    """rotation="online_hadamard", weights quantized, plain STE: the linear is
+    ``(x R) Q(R^T w) = x (R Q(R^T w))``, and since ``R`` is orthogonal d loss / d w is the
+    FP32 gradient with every weight replaced by ``R Q(R^T w)``."""
+    import fpsim
+    from fpsim.models.rotation import online_rotation
+
+    params = tiny_params(CFG, dtype=np.float32)
+    spec = QuantSpec(format="int4", granularity="channel")
+    config = QuantConfig(sites={s: spec for s in ("q", "k", "v", "o", "ffn_in", "ffn_out")},
+                         rotation="online_hadamard")
+    qz = QATQuantizer(config, n_layers=CFG.n_layers, sites=bg.SITES, ste="plain")
+    dy = np.random.default_rng(1).standard_normal((3, CFG.d_model)).astype(np.float32)
+    pooled, cache = bg.forward(params, IDS, LENGTHS, CFG, qz)
+    g_q = bg.backward(dy, cache, params, CFG)
+    wspec = QuantSpec(format="int4", granularity="channel", axis=0)
+
+    def effective(w):
+        r = online_rotation(w.shape[0]).astype(np.float64)
+        wq = fpsim.fake_quantize((r.T @ w.astype(np.float64)).astype(np.float32), wspec)
+        return (r @ wq).astype(np.float32)
+
+    pq = {k: (effective(v) if k.split(".")[-1] in ("wq", "wk", "wv", "wo", "w_in", "w_out")
+              else v) for k, v in params.items()}
+    fp32 = QATQuantizer(None, n_layers=CFG.n_layers, sites=bg.SITES)
+    ref_pooled, cache = bg.forward(pq, IDS, LENGTHS, CFG, fp32)
+    np.testing.assert_allclose(pooled, ref_pooled, rtol=1e-4, atol=1e-5)
+    g_ref = bg.backward(dy, cache, pq, CFG)
+    for k in g_ref:
+        np.testing.assert_allclose(g_q[k], g_ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    # the rotation matters: without it the gradients differ
+    plain = QATQuantizer(dataclasses.replace(config, rotation=None), n_layers=CFG.n_layers,
+                         sites=bg.SITES, ste="plain")
+    _, cache = bg.forward(params, IDS, LENGTHS, CFG, plain)
+    assert not np.allclose(bg.backward(dy, cache, params, CFG)["layers.0.wq"],
+                           g_q["layers.0.wq"], rtol=1e-4, atol=1e-5)
+
+
 def test_clipped_ste_zeros_saturated_weights():
     params = tiny_params(CFG, dtype=np.float32)
     params["layers.0.wq"][0, 0] = 50.0  # far outside a static range
@@ -141,7 +180,15 @@ def minilm(model_files):
 TEXTS = ["A cat sits on the mat.", "Prices rose sharply.", "Hi"]
 
 
-@pytest.mark.parametrize("preset", [None, "mxfp4", "int8"])
+ONLINE_W4A8 = QuantConfig(sites={**{s: QuantSpec(format="int4", granularity="channel")
+                                    for s in ("q", "k", "v", "o", "ffn_in", "ffn_out")},
+                                 **{f"{s}.input": "int8_token"
+                                    for s in ("q", "k", "v", "o", "ffn_in", "ffn_out")}},
+                          rotation="online_hadamard", name="w4a8_online_hadamard")
+
+
+@pytest.mark.parametrize("preset", [None, "mxfp4", "int8", ONLINE_W4A8],
+                         ids=["fp32", "mxfp4", "int8", "w4a8_online_hadamard"])
 def test_forward_equals_the_library(minilm, preset):
     from fpsim.models.layers import l2_normalize
 

@@ -132,7 +132,27 @@ def test_train_minilm_lsq_learns_scales(tiny_minilm):
         res.quantized_model()
 
 
+def test_train_minilm_with_an_online_rotation(tiny_minilm):
+    """rotation="online_hadamard" trains under Q(x R) @ Q(R^T W); the trained weights, run by
+    the library under the same config, give the reported metric."""
+    res = tr.train(tiny_minilm, "w4a8", steps=2, batch_size=4, rng=0, progress=False,
+                   lr=1e-3, rotation="online_hadamard")
+    assert res.config.rotation == "online_hadamard" and res.settings["rotation"] == \
+        "online_hadamard"
+    plain = tr.train(tiny_minilm, "w4a8", steps=0, batch_size=4, rng=0, progress=False)
+    assert res.before["mean_cosine"] != plain.before["mean_cosine"]
+    from fpsim.qat.distill import _embed_metrics, minilm_data
+
+    test = minilm_data(rng=0)[1]
+    e_q = res.quantized_model().embed(test)
+    assert res.quantized_model().ctx.config.rotation == "online_hadamard"
+    assert _embed_metrics(e_q, tiny_minilm.embed(test))["mean_cosine"] == pytest.approx(
+        res.after["mean_cosine"], abs=1e-5)
+
+
 @pytest.mark.parametrize("kw, match", [
+    (dict(rotation="hadamard"), "rotation must be None or 'online_hadamard'"),
+    (dict(preset="fp32", rotation="online_hadamard"), "needs a quantized preset"),
     (dict(model="bert"), "model must be"),
     (dict(steps=-1), "steps"),
     (dict(preset="llm_int8"), "fake-quantized linears only"),
@@ -172,6 +192,10 @@ def test_cli_qat(monkeypatch, tmp_path, capsys):
     assert main(["qat", "--model", "minilm", "--preset", "mxfp4", "--steps", "2", "--quiet",
                  "--plot", str(png), "--save", str(tmp_path / "w.npz")]) == 0
     assert seen["model"] == "minilm" and seen["steps"] == 2 and seen["progress"] is False
+    assert seen["rotation"] is None
+    assert main(["qat", "--preset", "w4a8", "--steps", "1", "--quiet",
+                 "--rotation", "online_hadamard"]) == 0
+    assert seen["rotation"] == "online_hadamard"
     assert png.exists() and (tmp_path / "w.npz").exists()
     assert "2 steps" in capsys.readouterr().out
 

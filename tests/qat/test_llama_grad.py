@@ -121,7 +121,12 @@ def test_forward_equals_the_library_model():
     model = Llama.__new__(Llama)  # no tokenizer needed for logits
     from fpsim.models.context import QuantContext
 
-    for preset in (None, "mxfp4", "int8"):
+    from fpsim.models.config import QuantConfig
+    from fpsim.models.presets import preset as library_preset
+
+    online = QuantConfig(sites=dict(library_preset("int8").sites), rotation="online_hadamard",
+                         portable=True)
+    for preset in (None, "mxfp4", "int8", online):
         model.hparams, model.weights = HP, weights
         model.ctx = QuantContext(preset, n_layers=2, sites=lg.SITES)
         ref = model.logits(IDS)
