@@ -2,12 +2,16 @@
 
 :func:`fpsim.qat.train` distils a fake-quantized student of all-MiniLM-L6-v2 from the FP32
 model (the teacher), in NumPy, with straight-through gradients through every quantizer
-(``ste="clipped"``) and Adam on float32 master weights.  Two configs, 300 steps each, seed
-0, the library's defaults for MiniLM (:doc:`/qat`):
+(``ste="clipped"``) and Adam on float32 master weights.  Four configs, 300 steps each,
+seed 0, the library's defaults for MiniLM (:doc:`/qat`):
 
 * ``mxfp4``: every linear's weights and inputs in OCP MXFP4 (E2M1 in blocks of 32, E8M0
   scales), "W4A4"; ``w4a8``: INT4 weights with one scale per output channel and INT8
   activations with one scale per token, on every linear;
+* each also with ``rotation="online_hadamard"``: every linear computes
+  ``Q(x R) @ Q(R^T W) + b`` with a fixed random Hadamard matrix ``R`` of its input width
+  (the same function in exact arithmetic; outlier channels spread over all channels), in
+  training and in the evaluated model alike;
 * loss: the mean cosine distance between the student's and the teacher's sentence
   embeddings (mean-pooled last hidden states) plus 3 times the hidden-state loss (every
   layer's output against the teacher's: mean squared error over the teacher's mean
@@ -33,11 +37,12 @@ not reached**: the table shows what 300 steps reach.  :doc:`/qat` discusses what
 each config (the outlier channels of the 4-bit activations for ``mxfp4``; the INT4
 per-channel weights for ``w4a8``) and what else was tried.
 
-Run ``python analysis/qat_minilm.py --full`` to train both configs (about 20 minutes on
-one core; it writes analysis/data/qat_minilm.json, with the fpsim commit and the date).
-Without ``--full`` the script checks the stored run against fpsim as it is now -- the
-"before" cosines of both configs and the loss of their first training step, measured
-again (about half a minute) -- and shows the stored table and curves.  Needs
+Run ``python analysis/qat_minilm.py --full --jobs 2`` to train the four configs (about 25
+minutes on two cores, each config on one; it writes analysis/data/qat_minilm.json, with the
+fpsim commit and the date).  Without ``--full`` the script checks the stored run against
+fpsim as it is now -- the "before" cosines of every config and the loss of their first
+training step, measured again (about a minute) -- and shows the stored table and curves.
+Needs
 ``python -m fpsim fetch minilm``.
 """
 
@@ -62,23 +67,34 @@ HERE = pathlib.Path(__file__).resolve().parent
 STORED = HERE / "data" / "qat_minilm.json"
 PRESETS = {"mxfp4": "MXFP4 weights and activations (W4A4)",
            "w4a8": "INT4 per-channel weights, INT8 per-token activations"}
+#: the trained configs: (preset, rotation)
+CONFIGS = [("mxfp4", None), ("w4a8", None), ("mxfp4", "online_hadamard"),
+           ("w4a8", "online_hadamard")]
 STEPS = 300
 SEED = 0
 EVAL_EVERY = 25
 TARGET = 0.99  # the issue's target mean cosine
-COMMAND = "python analysis/qat_minilm.py --full"
+COMMAND = "python analysis/qat_minilm.py --full --jobs 2"
 
 
+def label(preset: str, rotation: str | None) -> str:
+    return preset if rotation is None else f"{preset} + {rotation}"
 
-def run(preset: str) -> dict:
-    """Train ``preset`` for STEPS steps; the row stored in the JSON."""
+
+def run(config) -> dict:
+    """Train ``(preset, rotation)`` for STEPS steps; the row stored in the JSON."""
+    preset, rotation = config
     t0 = time.perf_counter()
     res = train("minilm", preset, steps=STEPS, rng=SEED, eval_every=EVAL_EVERY,
-                progress=False)
+                progress=False, rotation=rotation)
     wall = time.perf_counter() - t0
+    rot_call = "" if rotation is None else f', rotation="{rotation}"'
+    rot_cli = "" if rotation is None else f" --rotation {rotation}"
     row = {
-        "preset": preset, "quantization": PRESETS[preset], "steps": len(res.losses),
-        "seed": SEED,
+        "preset": preset, "rotation": rotation, "label": label(preset, rotation),
+        "quantization": PRESETS[preset] + ("" if rotation is None else
+                                           ", a random Hadamard at every linear's input"),
+        "steps": len(res.losses), "seed": SEED,
         "before": {k: float(v) for k, v in res.before.items()},
         "after": {k: float(v) for k, v in res.after.items() if k != "history"},
         "history": [[int(s), float(c)] for s, c in res.after.get("history", [])],
@@ -86,20 +102,31 @@ def run(preset: str) -> dict:
         "settings": res.settings,
         "losses": [float(v) for v in res.losses],
         "call": f'fpsim.qat.train("minilm", "{preset}", steps={STEPS}, rng={SEED}, '
-                f"eval_every={EVAL_EVERY})",
-        "cli": f"fpsim qat --model minilm --preset {preset} --steps {STEPS} --seed {SEED}",
+                f"eval_every={EVAL_EVERY}{rot_call})",
+        "cli": f"fpsim qat --model minilm --preset {preset} --steps {STEPS} --seed {SEED}"
+               + rot_cli,
     }
-    print(f"{preset}: mean cosine {row['before']['mean_cosine']:.4f} -> "
+    print(f"{row['label']}: mean cosine {row['before']['mean_cosine']:.4f} -> "
           f"{row['after']['mean_cosine']:.4f} (min {row['after']['min_cosine']:.4f}), "
           f"training {res.seconds:.0f} s, wall {wall:.0f} s", flush=True)
     return row
 
 
-def measure_full() -> dict:
-    stored = run_metadata(model="minilm", command=COMMAND, eval_every=EVAL_EVERY, rows=[])
-    for preset in PRESETS:
-        stored["rows"].append(run(preset))
-        write_json(STORED, stored)
+def measure_full(jobs: int = 1) -> dict:
+    """Train every config (``jobs`` at a time, each in its own process) and store them."""
+    stored = run_metadata(model="minilm", command=COMMAND, eval_every=EVAL_EVERY, jobs=jobs,
+                          rows=[])
+    if jobs == 1:
+        rows = [run(c) for c in CONFIGS]
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+            rows = list(pool.map(run, CONFIGS))
+    stored["rows"] = rows
+    write_json(STORED, stored)
     return stored
 
 
@@ -107,23 +134,24 @@ def check(stored: dict) -> None:
     """Measure the 'before' metrics and the first step's loss again; stop if they moved."""
     model = MiniLM.load()
     for row in stored["rows"]:
-        res = train(model, row["preset"], steps=1, rng=row["seed"], progress=False)
+        res = train(model, row["preset"], steps=1, rng=row["seed"], progress=False,
+                    rotation=row.get("rotation"))
         now = {"before mean cosine": (res.before["mean_cosine"], row["before"]["mean_cosine"]),
                "before min cosine": (res.before["min_cosine"], row["before"]["min_cosine"]),
                "first-step loss": (float(res.losses[0]), row["losses"][0])}
         for what, (new, old) in now.items():
             tol = 1e-4 * abs(old) if what == "first-step loss" else 1e-5
             if not abs(new - old) <= tol:
-                raise SystemExit(f"{row['preset']}: the stored {what} is {old}, measured {new} "
+                raise SystemExit(f"{row['label']}: the stored {what} is {old}, measured {new} "
                                  f"now: rerun `{COMMAND}`")
-        print(f"{row['preset']}: before {res.before['mean_cosine']:.6f} (stored "
+        print(f"{row['label']}: before {res.before['mean_cosine']:.6f} (stored "
               f"{row['before']['mean_cosine']:.6f}), first-step loss {res.losses[0]:.6f} "
               f"(stored {row['losses'][0]:.6f})", flush=True)
 
 
 def report(stored: dict, source: str) -> None:
     rows = stored["rows"]
-    table = [[f"{r['preset']}: {r['quantization']}", r["steps"],
+    table = [[f"{r['label']}: {r['quantization']}", r["steps"],
               f"{r['before']['mean_cosine']:.4f}", f"{r['after']['mean_cosine']:.4f}",
               f"{r['after']['mean_cosine'] - r['before']['mean_cosine']:+.4f}",
               f"{r['after']['min_cosine']:.4f}", f"{r['training_s']:.0f}",
@@ -146,20 +174,22 @@ def plot(rows, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_cos) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
-    for r, color in zip(rows, ("tab:blue", "tab:orange")):
-        label = f"{r['preset']} ({r['quantization']})"
+    colors = {"mxfp4": "tab:blue", "w4a8": "tab:orange"}
+    for r in rows:
+        color, ls = colors[r["preset"]], "-" if r.get("rotation") is None else "--"
+        name = r["label"]
         loss = np.asarray(r["losses"])
         steps = np.arange(1, loss.size + 1)
         window = min(15, loss.size)
         ax_loss.plot(steps, loss, color=color, alpha=0.3, lw=0.8)
         mean = np.convolve(loss, np.ones(window) / window, mode="valid")
-        ax_loss.plot(steps[window - 1:], mean, color=color, lw=2,
-                     label=f"{r['preset']}, running mean of {window} steps")
+        ax_loss.plot(steps[window - 1:], mean, color=color, lw=2, ls=ls,
+                     label=f"{name}, running mean of {window} steps")
         points = [(0, r["before"]["mean_cosine"])] + [tuple(h) for h in r["history"]]
         if points[-1][0] != r["steps"]:
             points.append((r["steps"], r["after"]["mean_cosine"]))
         x, y = zip(*points)
-        ax_cos.plot(x, y, color=color, marker="o", ms=4, label=label)
+        ax_cos.plot(x, y, color=color, ls=ls, marker="o", ms=4, label=name)
         ax_cos.annotate(f"{y[-1]:.4f}", (x[-1], y[-1]), xytext=(-8, -14),
                         textcoords="offset points", ha="right", color=color, fontsize=9)
         ax_cos.annotate(f"{y[0]:.4f}", (x[0], y[0]), xytext=(6, -4),
@@ -184,17 +214,23 @@ def plot(rows, path) -> None:
 def main(argv=None):
     # a literal description: the gallery runs the script without its docstring
     p = argparse.ArgumentParser(description="Quantization-aware training of MiniLM "
-                                            "(mxfp4 and w4a8, 300 steps)")
+                                            "(mxfp4 and w4a8, with and without an online "
+                                            "Hadamard rotation, 300 steps)")
     p.add_argument("--full", action="store_true",
-                   help="train both configs (about 20 minutes on one core) and store them")
+                   help="train the four configs (about 40 minutes on one core) and store "
+                        "them")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="with --full: configs trained at once, one process (and one thread) "
+                        "each")
     args = p.parse_args(argv)
     if args.full:
-        report(measure_full(), "Measured now.")
+        report(measure_full(max(1, args.jobs)), "Measured now.")
         return
     stored = json.loads(STORED.read_text())
     check(stored)
     report(stored, stored_source(stored, "the 'before' cosines and the first step's loss, "
                                          "measured again now, agree."))
+
 
 if __name__ == "__main__":
     main()
