@@ -511,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset name (e.g. mxfp4, nvfp4, int8) or w4a8, w4, w4g32")
     s.add_argument("--steps", type=_positive_int, default=200, help="Adam steps (default 200)")
     s.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default 2e-4 minilm, 5e-6 smollm2)")
+                   help="peak learning rate (default 2e-4 minilm, 2e-5 smollm2)")
     s.add_argument("--batch-size", type=_positive_int, default=None,
                    help="texts (minilm, default 48) or windows (smollm2, default 4) per step")
     s.add_argument("--ste", choices=("clipped", "plain"), default="clipped",

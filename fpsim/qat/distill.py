@@ -434,7 +434,7 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
     steps : int
         Adam steps.
     lr : float, optional
-        Peak learning rate (default 2e-4 for MiniLM, 5e-6 for Llama); warmed up over
+        Peak learning rate (default 2e-4 for MiniLM, 2e-5 for Llama); warmed up over
         ``warmup`` steps, then cosine-decayed to a tenth.
     batch_size : int, optional
         Texts (MiniLM, default 48) or windows of ``seq_len`` tokens (Llama, default 4)
@@ -526,7 +526,7 @@ def train(model, preset, *, steps: int = 200, lr: float | None = None, batch_siz
     else:
         from .llama_grad import train_llama
 
-        out = train_llama(base, config, steps=int(steps), lr=5e-6 if lr is None else lr,
+        out = train_llama(base, config, steps=int(steps), lr=2e-5 if lr is None else lr,
                           batch_size=batch_size or 4, rng=rng, ste=ste, lsq=lsq,
                           progress=progress, clip=clip, time_limit=time_limit, warmup=warmup,
                           seq_len=seq_len, eval_every=eval_every,
