@@ -546,6 +546,8 @@ QAT_PRESETS = {
     "w4a8": "INT4 per-channel weights, INT8 per-token activations (every linear but lm_head)",
     "w4": "INT4 per-channel weights, FP32 activations (every linear but lm_head)",
     "w4g32": "INT4 weights in groups of 32 along the input (int4_block32), FP32 activations",
+    "w4g32a8": "INT4 weights in groups of 32 along the input (int4_block32), INT8 per-token "
+               "activations",
 }
 
 
@@ -564,10 +566,10 @@ def qat_config(preset):
 
     if isinstance(preset, str) and preset.lower() in QAT_PRESETS:
         key = preset.lower()
-        w = (QuantSpec(**_INT4_CHANNEL, name="int4_channel") if key != "w4g32"
-             else "int4_block32")
+        w = ("int4_block32" if key.startswith("w4g32")
+             else QuantSpec(**_INT4_CHANNEL, name="int4_channel"))
         sites = {s: w for s in _BERT_LINEARS + _LLAMA_LINEARS}
-        if key == "w4a8":
+        if key.endswith("a8"):
             sites.update({f"{s}.input": "int8_token" for s in _BERT_LINEARS + _LLAMA_LINEARS})
         return QuantConfig(name=key, portable=True, sites=sites,
                            description=QAT_PRESETS[key])

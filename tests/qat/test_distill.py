@@ -75,6 +75,11 @@ def test_qat_configs():
     assert cfg.spec_for("up.input", 3).granularity == "token"
     assert cfg.spec_for("lm_head", None) is None
     assert tr.qat_config("w4").spec_for("q.input", 0) is None
+    g = tr.qat_config("w4g32a8")  # INT4 in groups of 32 along the input, INT8 per token
+    assert g.spec_for("ffn_in", 0).name == "int4_block32"
+    assert g.spec_for("ffn_in", 0).block_size == 32
+    assert g.spec_for("down.input", 2).name == "int8_token"
+    assert g.spec_for("lm_head", None) is None and g.name == "w4g32a8"
     assert tr.qat_config("mxfp4").name == "mxfp4"
     with pytest.raises(ValueError, match="unknown preset"):
         tr.qat_config("mxfp5")
