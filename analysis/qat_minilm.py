@@ -2,12 +2,13 @@
 
 :func:`fpsim.qat.train` distils a fake-quantized student of all-MiniLM-L6-v2 from the FP32
 model (the teacher), in NumPy, with straight-through gradients through every quantizer
-(``ste="clipped"``) and Adam on float32 master weights.  Four configs, 300 steps each,
+(``ste="clipped"``) and Adam on float32 master weights.  Six configs, 300 steps each,
 seed 0, the library's defaults for MiniLM (:doc:`/qat`):
 
 * ``mxfp4``: every linear's weights and inputs in OCP MXFP4 (E2M1 in blocks of 32, E8M0
   scales), "W4A4"; ``w4a8``: INT4 weights with one scale per output channel and INT8
-  activations with one scale per token, on every linear;
+  activations with one scale per token, on every linear; ``w4g32a8``: the same with INT4
+  weights in groups of 32 along the input (``int4_block32``, a float32 scale each);
 * each also with ``rotation="online_hadamard"``: every linear computes
   ``Q(x R) @ Q(R^T W) + b`` with a fixed random Hadamard matrix ``R`` of its input width
   (the same function in exact arithmetic; outlier channels spread over all channels), in
@@ -37,8 +38,8 @@ not reached**: the table shows what 300 steps reach.  :doc:`/qat` discusses what
 each config (the outlier channels of the 4-bit activations for ``mxfp4``; the INT4
 per-channel weights for ``w4a8``) and what else was tried.
 
-Run ``python analysis/qat_minilm.py --full --jobs 2`` to train the four configs (about 25
-minutes on two cores, each config on one; it writes analysis/data/qat_minilm.json, with the
+Run ``python analysis/qat_minilm.py --full --jobs 2`` to train the six configs (about 40
+minutes on two cores, each config on one; ``--only CONFIG ...`` trains some of them again; it writes analysis/data/qat_minilm.json, with the
 fpsim commit and the date).  Without ``--full`` the script checks the stored run against
 fpsim as it is now -- the "before" cosines of every config and the loss of their first
 training step, measured again (about a minute) -- and shows the stored table and curves.
@@ -66,10 +67,10 @@ from _common import (markdown_table, output_path, run_metadata, stored_source,  
 HERE = pathlib.Path(__file__).resolve().parent
 STORED = HERE / "data" / "qat_minilm.json"
 PRESETS = {"mxfp4": "MXFP4 weights and activations (W4A4)",
-           "w4a8": "INT4 per-channel weights, INT8 per-token activations"}
+           "w4a8": "INT4 per-channel weights, INT8 per-token activations",
+           "w4g32a8": "INT4 weights in groups of 32, INT8 per-token activations"}
 #: the trained configs: (preset, rotation)
-CONFIGS = [("mxfp4", None), ("w4a8", None), ("mxfp4", "online_hadamard"),
-           ("w4a8", "online_hadamard")]
+CONFIGS = [(p, r) for r in (None, "online_hadamard") for p in PRESETS]
 STEPS = 300
 SEED = 0
 EVAL_EVERY = 25
@@ -94,7 +95,7 @@ def run(config) -> dict:
         "preset": preset, "rotation": rotation, "label": label(preset, rotation),
         "quantization": PRESETS[preset] + ("" if rotation is None else
                                            ", a random Hadamard at every linear's input"),
-        "steps": len(res.losses), "seed": SEED,
+        "steps": len(res.losses), "seed": SEED, "run": run_metadata(),
         "before": {k: float(v) for k, v in res.before.items()},
         "after": {k: float(v) for k, v in res.after.items() if k != "history"},
         "history": [[int(s), float(c)] for s, c in res.after.get("history", [])],
@@ -112,22 +113,46 @@ def run(config) -> dict:
     return row
 
 
-def measure_full(jobs: int = 1) -> dict:
-    """Train every config (``jobs`` at a time, each in its own process) and store them."""
-    stored = run_metadata(model="minilm", command=COMMAND, eval_every=EVAL_EVERY, jobs=jobs,
-                          rows=[])
+def measure_full(jobs: int = 1, only=None) -> dict:
+    """Train every config (``jobs`` at a time, each in its own process) and store them;
+    ``only``: train just these labels and put their rows into the stored run."""
+    configs = [c for c in CONFIGS if only is None or label(*c) in only]
+    if only is not None:
+        unknown = sorted(set(only) - {label(*c) for c in CONFIGS})
+        if unknown:
+            raise SystemExit(f"--only: unknown config(s) {unknown}; configs: "
+                             + ", ".join(repr(label(*c)) for c in CONFIGS))
+        stored = json.loads(STORED.read_text())
+    else:
+        stored = run_metadata(model="minilm", command=COMMAND, eval_every=EVAL_EVERY,
+                              jobs=jobs, rows=[])
     if jobs == 1:
-        rows = [run(c) for c in CONFIGS]
+        rows = [run(c) for c in configs]
     else:
         import concurrent.futures
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-            rows = list(pool.map(run, CONFIGS))
-    stored["rows"] = rows
+            rows = list(pool.map(run, configs))
+    by_label = {r["label"]: r for r in stored["rows"]}
+    by_label.update({r["label"]: r for r in rows})
+    stored["rows"] = [by_label[label(*c)] for c in CONFIGS if label(*c) in by_label]
     write_json(STORED, stored)
     return stored
+
+
+def later_rows(stored: dict) -> str:
+    """The rows trained by a later ``--only`` run than the stored file's, with their commit."""
+    out = []
+    for r in stored["rows"]:
+        run_ = r.get("run")
+        if run_ and run_.get("fpsim_commit") != stored.get("fpsim_commit"):
+            commit = (run_.get("fpsim_commit") or "unknown")[:10]
+            if run_.get("fpsim_uncommitted"):
+                commit += " with uncommitted changes"
+            out.append(f"{r['label']} (fpsim {commit}, {run_['date'][:10]})")
+    return (" Trained later with `--only`: " + ", ".join(out) + ".") if out else ""
 
 
 def check(stored: dict) -> None:
@@ -174,7 +199,7 @@ def plot(rows, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_cos) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
-    colors = {"mxfp4": "tab:blue", "w4a8": "tab:orange"}
+    colors = {"mxfp4": "tab:blue", "w4a8": "tab:orange", "w4g32a8": "tab:green"}
     for r in rows:
         color, ls = colors[r["preset"]], "-" if r.get("rotation") is None else "--"
         name = r["label"]
@@ -217,19 +242,22 @@ def main(argv=None):
                                             "(mxfp4 and w4a8, with and without an online "
                                             "Hadamard rotation, 300 steps)")
     p.add_argument("--full", action="store_true",
-                   help="train the four configs (about 40 minutes on one core) and store "
-                        "them")
+                   help="train the six configs (about an hour on one core) and store them")
     p.add_argument("--jobs", type=int, default=1,
                    help="with --full: configs trained at once, one process (and one thread) "
                         "each")
+    p.add_argument("--only", nargs="+", metavar="CONFIG",
+                   help="with --full: train just these configs (e.g. 'w4g32a8 + "
+                        "online_hadamard') and replace their rows in the stored run")
     args = p.parse_args(argv)
     if args.full:
-        report(measure_full(max(1, args.jobs)), "Measured now.")
+        report(measure_full(max(1, args.jobs), args.only),
+               "Measured now." if args.only is None else "Partly measured now.")
         return
     stored = json.loads(STORED.read_text())
     check(stored)
     report(stored, stored_source(stored, "the 'before' cosines and the first step's loss, "
-                                         "measured again now, agree."))
+                                         "measured again now, agree.") + later_rows(stored))
 
 
 if __name__ == "__main__":
