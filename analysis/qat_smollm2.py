@@ -15,7 +15,7 @@ of training (the command ``fpsim qat --model smollm2 --preset w4 --steps 40 --ti
   the batch: 4 windows of 128 consecutive tokens of fpsim's public-domain prose, drawn with
   the seed;
 * data: the prose tokenized; its last 1,024 tokens are held out and never trained on;
-* Adam at a peak learning rate of 5e-6, 10 warm-up steps, cosine decay to a tenth over the
+* Adam at a peak learning rate of 2e-5, 10 warm-up steps, cosine decay to a tenth over the
   40 steps, gradient-norm clipping at 1;
 * metric: the perplexity of the 1,024 held-out tokens, for the student before training
   (plain round-to-nearest INT4 weights), every 10 steps and after training, and for FP32
@@ -71,7 +71,7 @@ PRESET = "w4"
 QUANTIZATION = "INT4 per-channel weights on every linear but the LM head, FP32 activations"
 STEPS = 40
 TIME_LIMIT = 840.0  # seconds of training
-LR = 5e-6  # the library's default peak learning rate for a Llama
+LR = 2e-5  # the library's default peak learning rate for a Llama
 BATCH = 4  # the library's default: windows of SEQ_LEN tokens per step
 SEQ_LEN = 128
 HELD_OUT = 1024  # the last tokens of the prose
