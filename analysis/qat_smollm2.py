@@ -29,12 +29,10 @@ depend on the machine: the stored run used one thread (``OPENBLAS_NUM_THREADS=1
 NUMBA_NUM_THREADS=1``) on a 2-core machine.
 
 **What it reaches**: the stored run takes the held-out perplexity from 76.39 (INT4
-round-to-nearest) to 61.64 in 40 steps (524 s of training, within the 840 s limit), against
-38.14 for FP32: 39 % of the gap recovered, far from FP32.  The held-out perplexity was
-still falling at the end (62.11 at step 30), slowly; the loss of a step depends mostly on
-its batch.  An earlier run with a higher learning rate (2e-5, 2 windows per step) reached
-55.34 (:doc:`/qat`, "Earlier runs"); this run keeps the library's defaults.  The perplexity is
-measured on 1,024 tokens of one text.
+round-to-nearest) to 55.10 in 40 steps (456 s of training, within the 840 s limit), against
+38.14 for FP32: 56 % of the gap recovered.  With the earlier default learning rate (5e-6)
+the same run reached 61.64 (39 %).  The perplexity is measured on 1,024 tokens of one
+text.
 
 Run ``python analysis/qat_smollm2.py --full`` to train (about 10 minutes on one core; it
 writes analysis/data/qat_smollm2.json, with the fpsim commit and the date).  Without
