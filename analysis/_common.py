@@ -81,3 +81,27 @@ def stored_source(stored: dict, checked: str) -> str:
         commit += " with uncommitted changes"
     return (f"Measured by `{stored['command']}` (fpsim {commit}, {stored['date'][:10]}); "
             f"{checked}")
+
+
+def two_panel_figure():
+    """``(plt, fig, (left, right))``: a 12 x 4.8 inch figure of two axes side by side, drawn
+    with the Agg backend (matplotlib imported here, only by the scripts that plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    return plt, fig, axes
+
+
+def save_two_panel_figure(plt, fig, axes, path, title: str, legend_locs, *,
+                          grid_which: str = "major") -> None:
+    """Grid and legend on both axes of :func:`two_panel_figure`, the title, then save
+    ``path`` at 110 dpi and close the figure."""
+    for ax, loc in zip(axes, legend_locs):
+        ax.grid(alpha=0.3, which=grid_which)
+        ax.legend(fontsize=9, loc=loc)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -65,7 +65,7 @@ from fpsim.qat import train
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _common import (markdown_table, output_path, run_metadata, stored_source,  # noqa: E402
-                     write_json)
+                     save_two_panel_figure, two_panel_figure, write_json)
 
 HERE = pathlib.Path(__file__).resolve().parent
 STORED = HERE / "data" / "qat_minilm.json"
@@ -196,12 +196,7 @@ def report(stored: dict, source: str) -> None:
 
 
 def plot(rows, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_cos) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    plt, fig, (ax_loss, ax_cos) = two_panel_figure()
     colors = {"mxfp4": "tab:blue", "w4a8": "tab:orange", "w4g32a8": "tab:green"}
     for r in rows:
         color, ls = colors[r["preset"]], "-" if r.get("rotation") is None else "--"
@@ -230,13 +225,10 @@ def plot(rows, path) -> None:
     ax_cos.set_xlabel("training step")
     ax_cos.set_ylabel("mean cosine to FP32, 80 held-out sentences")
     ax_cos.set_title(f"Held-out mean cosine (every {EVAL_EVERY} steps)")
-    for ax in (ax_loss, ax_cos):
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=9, loc="lower right" if ax is ax_cos else "upper right")
-    fig.suptitle("Quantization-aware training of MiniLM (all-MiniLM-L6-v2) by distillation "
-                 "from FP32")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_two_panel_figure(plt, fig, (ax_loss, ax_cos), path,
+                          "Quantization-aware training of MiniLM (all-MiniLM-L6-v2) by "
+                          "distillation from FP32", ("upper right", "lower right"),
+                          grid_which="both")
 
 
 def main(argv=None):

@@ -61,7 +61,7 @@ from fpsim.rounding import seed_of
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from _common import (markdown_table, output_path, run_metadata, stored_source,  # noqa: E402
-                     write_json)
+                     save_two_panel_figure, two_panel_figure, write_json)
 
 HERE = pathlib.Path(__file__).resolve().parent
 STORED = HERE / "data" / "qat_smollm2.json"
@@ -187,12 +187,7 @@ def report(stored: dict, source: str) -> None:
 
 
 def plot(r, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    plt, fig, (ax_loss, ax_ppl) = two_panel_figure()
     loss = np.asarray(r["losses"])
     steps = np.arange(1, loss.size + 1)
     ax_loss.plot(steps, loss, color="tab:blue", marker="o", ms=3, lw=1,
@@ -220,13 +215,9 @@ def plot(r, path) -> None:
     ax_ppl.set_xlabel("training step")
     ax_ppl.set_ylabel(f"perplexity, {r['held_out_tokens']} held-out tokens")
     ax_ppl.set_title(f"Held-out perplexity (every {EVAL_EVERY} steps)")
-    for ax in (ax_loss, ax_ppl):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=9, loc="upper right" if ax is ax_loss else "lower left")
-    fig.suptitle("Quantization-aware training of SmolLM2-135M by distillation from FP32: "
-                 "INT4 per-channel weights")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_two_panel_figure(plt, fig, (ax_loss, ax_ppl), path,
+                          "Quantization-aware training of SmolLM2-135M by distillation from "
+                          "FP32: INT4 per-channel weights", ("upper right", "lower left"))
 
 
 def main(argv=None):
