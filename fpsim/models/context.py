@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._kernels import stats as _stats
+from .._kernels import use_parallel
 from ..quant import fake_quantize
 from ..rounding import child_seed, seed_of
 from .config import ACT_SITES, SITES, instruction_of
@@ -19,8 +21,30 @@ from .presets import preset
 
 __all__ = ["QuantContext", "SiteStats"]
 
-#: Elements per step of the traced statistics (float64 temporaries of a few MB).
-_STATS_CHUNK = 1 << 18
+#: Elements per row of the traced statistics of a tensor without blocks (the unit of work
+#: of a thread; a row's sums come out the same on any number of threads).
+_STATS_CHUNK = 1 << 16
+
+
+def _error_stats(x, q, limit, n: int, k: int, st: "SiteStats") -> None:
+    """Add the signal, noise, largest magnitude, saturated and underflowed counts of ``x``
+    (quantized: ``q``) to ``st``, in one pass (:mod:`fpsim._kernels.stats`): rows of ``n``
+    elements, blocks of ``k`` with one ``limit`` each."""
+    x = np.ascontiguousarray(x).reshape(-1)
+    q = np.ascontiguousarray(q, dtype=x.dtype).reshape(-1)
+    rows = -(-x.size // n) if x.size else 0
+    if rows == 0:
+        return
+    fsum = np.zeros((rows, 3))
+    isum = np.zeros((rows, 2), np.int64)
+    kernel = _stats.error_stats_parallel if use_parallel(x.size) else _stats.error_stats_serial
+    kernel(x, q, np.ascontiguousarray(limit, dtype=np.float64).reshape(-1), int(n), int(k),
+           -(-int(n) // int(k)), fsum, isum)
+    st.signal += float(fsum[:, 0].sum())
+    st.noise += float(fsum[:, 1].sum())
+    st.amax = max(st.amax, float(fsum[:, 2].max()))
+    st.saturated += int(isum[:, 0].sum())
+    st.underflow += int(isum[:, 1].sum())
 
 
 @dataclass
@@ -184,38 +208,21 @@ class QuantContext:
             top = None
         else:
             xq = fake_quantize(x, spec, rng=self.draw(site, layer, operand))
-            fq = np.isfinite(xq)
-            top = float(np.max(np.abs(xq[fq]))) if fq.any() else 0.0
-            rows, rows_q = x.reshape(1, -1), xq.reshape(1, -1)
+            top = max(float(xq.max()), -float(xq.min())) if xq.size else 0.0
+            if not np.isfinite(top):  # Inf or NaN in the quantized tensor: the finite top
+                fq = np.isfinite(xq)
+                top = float(np.max(np.abs(xq[fq]))) if fq.any() else 0.0
+            rows, rows_q = x, xq
             limit = None
         st = self.trace.setdefault((site, layer), SiteStats())
         st.calls += 1
         st.elements += x.size
-        # bounded float64 temporaries: whole rows (MX: their blocks' limits beside them) or
-        # column spans of one row
-        cols = max(rows.shape[1], 1) if limit is not None else _STATS_CHUNK
-        step = max(1, _STATS_CHUNK // max(rows.shape[1], 1))
-        for r0 in range(0, rows.shape[0], step):
-            for c0 in range(0, rows.shape[1], cols):
-                x64 = rows[r0:r0 + step, c0:c0 + cols].astype(np.float64)
-                q64 = rows_q[r0:r0 + step, c0:c0 + cols].astype(np.float64)
-                with np.errstate(invalid="ignore"):  # NaN is never beyond the range
-                    if limit is None:  # Inf is beyond the finite top
-                        st.saturated += int(np.count_nonzero(np.abs(x64) > top))
-                    else:
-                        lim = np.repeat(limit[r0:r0 + step], k, axis=1)[:, :x64.shape[1]]
-                        st.saturated += int(np.count_nonzero(np.abs(x64) > lim))
-                if np.isfinite(x64).all():  # the usual case: no copies
-                    xf, qf = x64.ravel(), q64.ravel()
-                else:
-                    fin = np.isfinite(x64)
-                    xf, qf = x64[fin], q64[fin]
-                if xf.size:
-                    st.amax = max(st.amax, float(xf.max()), -float(xf.min()))
-                d = qf - xf
-                st.signal += float(np.dot(xf, xf))
-                st.noise += float(np.dot(d, d))
-                st.underflow += int(np.count_nonzero((x64 != 0) & (q64 == 0)))
+        if limit is None:  # rows of _STATS_CHUNK elements, one limit (the top) each
+            n = k = _STATS_CHUNK
+            limit = np.full(-(-x.size // n), top)
+        else:
+            n = rows.shape[1]
+        _error_stats(rows, rows_q, limit, n, k, st)
         return xq
 
     def quantize(self, site: str, layer: int | None, x: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from .accumulate import (
     AccumulationReport,
     AccumulatorFormat,
     AccumulatorOverflowWarning,
+    int_matmul,
     qdot,
     qmatmul,
 )
@@ -50,7 +51,7 @@ from .spec import (
 
 __all__ = [
     "ACCUMULATORS", "AccumulationReport", "AccumulatorFormat", "AccumulatorOverflowWarning",
-    "qdot", "qmatmul", "calibrate", "clip_value", "DelayedScaling", "LLMInt8Details",
+    "int_matmul", "qdot", "qmatmul", "calibrate", "clip_value", "DelayedScaling", "LLMInt8Details",
     "llm_int8_fake_quantize", "llm_int8_matmul", "smooth", "smoothing_factors",
     "smoothquant_matmul", "QuantizedTensor", "fake_quantize", "hadamard_signs", "quantize_tensor",
     "CALIBRATIONS",

@@ -120,6 +120,7 @@ __all__ = [
     "AccumulationReport",
     "AccumulatorFormat",
     "AccumulatorOverflowWarning",
+    "int_matmul",
     "qdot",
     "qmatmul",
 ]
@@ -474,6 +475,78 @@ def _run_int(a, b):
         k = kern.matmul_int_parallel if _parallel(M, N, K) else kern.matmul_int_serial
         k(a, b, out, overflow)
     return out, overflow
+
+
+#: float32 represents every integer up to 2**24: a float32 GEMM of integers whose partial
+#: sums stay below it is exact, whatever order BLAS sums in
+_F32_EXACT = 2 ** 24
+
+
+def _int_bound(x: np.ndarray) -> int:
+    if x.dtype == np.int8:
+        return 128
+    if x.dtype == np.uint8:
+        return 255
+    return int(max(abs(x.min()), abs(x.max()))) if x.size else 0
+
+
+def int_matmul(a, b) -> np.ndarray:
+    """The exact matrix product of two integer-valued 2-D arrays, as float64.
+
+    Int8 codes (or integer-valued floats) multiplied as an int32 GEMM does, without its
+    wrap-around: ``a @ b`` computed by float32 BLAS over spans of the reduction axis short
+    enough that every partial sum is an integer below 2**24 in magnitude (so each span's
+    GEMM is exact in any summation order: 1024 terms for int8 x int8), the spans' results
+    added in float64 (exact below 2**53); operands whose products reach 2**24 take one
+    float64 GEMM.  Twice as fast as a float64 GEMM for int8 codes, and the same numbers.
+
+    Parameters
+    ----------
+    a : array_like, shape (M, K)
+    b : array_like, shape (K, N)
+        Integer-valued (integer dtypes, or floats holding integers) with magnitudes below
+        2**24 and ``K * max|a| * max|b| < 2**53``.
+
+    Returns
+    -------
+    ndarray of float64, shape (M, N)
+
+    Raises
+    ------
+    ValueError
+        Operands that are not 2-D with matching K, or magnitudes beyond those bounds.
+
+    Examples
+    --------
+    >>> a = np.full((1, 3000), 127, np.int8)
+    >>> b = np.full((3000, 1), -128, np.int8)
+    >>> int_matmul(a, b).tolist()                    # beyond float32's 2**24, still exact
+    [[-48768000.0]]
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"int_matmul takes (M, K) and (K, N) arrays, got shapes {a.shape} "
+                         f"and {b.shape}")
+    m, k = a.shape
+    n = b.shape[1]
+    am, bm = _int_bound(a), _int_bound(b)
+    if am == 0 or bm == 0 or k == 0:
+        return np.zeros((m, n))
+    if am >= _F32_EXACT or bm >= _F32_EXACT or k * am * bm >= 2 ** 53:
+        raise ValueError(f"int_matmul: operands up to {am} and {bm} over K = {k} can leave "
+                         "float64's exact integers (2**53)")
+    if am * bm >= _F32_EXACT:  # a single product can leave float32's integers
+        return a.astype(np.float64) @ b.astype(np.float64)
+    span = _F32_EXACT // (am * bm)
+    out = None
+    for k0 in range(0, k, span):
+        part = a[:, k0:k0 + span].astype(np.float32) @ b[k0:k0 + span].astype(np.float32)
+        if out is None:
+            out = part.astype(np.float64)
+        else:
+            out += part
+    return out
 
 
 # ---- public API ------------------------------------------------------------------

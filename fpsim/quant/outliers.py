@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._cast import quantize
+from .accumulate import int_matmul
 from ..formats import FloatFormat, get_format
 from ..rounding import child_seed, seed_of
 from .recipes import fake_quantize, quantize_tensor
@@ -145,15 +146,6 @@ def _vectorwise_int8(x2: np.ndarray, w: np.ndarray):
     qx = quantize_tensor(x2, "int8_token", axis=-1)
     qw = quantize_tensor(w, "int8_channel", axis=0)
     return qx.codes, qx.scales.reshape(t), qw.codes, qw.scales.reshape(n)
-
-
-def _int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact integer matmul of int8 codes, as int64.
-
-    Each partial sum is an integer below 2**53 in magnitude (127**2 * k for
-    k < 5e11), so float64 BLAS computes it without rounding.
-    """
-    return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
 
 
 # ---- LLM.int8() -------------------------------------------------------------------
@@ -285,7 +277,7 @@ def llm_int8_matmul(x, w, *, threshold=6.0, outlier_fmt=np.float16, w_layout="in
     mask = _outlier_columns(x2, threshold)  # [k]
     keep = ~mask
     cx, sx, cw, sw = _vectorwise_int8(x2[:, keep], w[keep, :])  # [t, r], [t], [r, n], [n]
-    acc_int = _int_matmul(cx, cw)  # [t, n]
+    acc_int = int_matmul(cx, cw)  # [t, n], exact integers in float64
     int8_part = acc_int * (sx.astype(np.float64)[:, None] * sw.astype(np.float64)[None, :])
     if mask.any():
         with np.errstate(over="ignore", invalid="ignore"):  # fp16 overflow gives +-Inf
@@ -303,7 +295,7 @@ def llm_int8_matmul(x, w, *, threshold=6.0, outlier_fmt=np.float16, w_layout="in
         outlier_columns=cols,
         outlier_fraction=cols.size / k if k else 0.0,
         x_scales=sx.reshape(lead), w_scales=sw,
-        int_accumulator=acc_int.reshape(*lead, n),
+        int_accumulator=acc_int.astype(np.int64).reshape(*lead, n),
         int8_part=int8_part.reshape(*lead, n),
         outlier_part=outlier_part.reshape(*lead, n),
     )
@@ -538,7 +530,8 @@ def smoothquant_matmul(x, w, *, alpha=0.5, x_spec="int8_token", w_spec="int8_cha
     Returns
     -------
     y : ndarray of float32, shape (..., out_features)
-        The dequantized operands multiplied in float64, rounded once.
+        The dequantized operands multiplied in float32 (BLAS), as every fake-quantized
+        linear of :mod:`fpsim.models` is.
 
     Raises
     ------
@@ -568,4 +561,4 @@ def smoothquant_matmul(x, w, *, alpha=0.5, x_spec="int8_token", w_spec="int8_cha
     qx = fake_quantize(x_s, _spec_along(x_spec, -1), rng=rx)
     qw = fake_quantize(w_s, _spec_along(w_spec, 0), rng=rw)
     with np.errstate(over="ignore", invalid="ignore"):
-        return (qx.astype(np.float64) @ qw.astype(np.float64)).astype(np.float32)
+        return qx.astype(np.float32, copy=False) @ qw.astype(np.float32, copy=False)

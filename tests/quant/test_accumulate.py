@@ -14,6 +14,7 @@ from fpsim.quant.accumulate import (
     AccumulatorFormat,
     AccumulatorOverflowWarning,
     _resolve_accumulator,
+    int_matmul,
     qdot,
     qmatmul,
 )
@@ -421,3 +422,30 @@ def test_aligned_truncation_is_the_tensorcore_approximation_by_its_name():
                     promote_every=promote),
             qmatmul(a, b, accumulator="tensorcore", accumulator_bits=bits,
                     promote_every=promote))
+
+
+# ---- int_matmul: exact integer GEMM on float32 BLAS ------------------------------
+@pytest.mark.parametrize("k", [1, 7, 1024, 1025, 3000])
+@pytest.mark.parametrize("dtype", [np.int8, np.float32])
+def test_int_matmul_equals_int64_matmul(k, dtype):
+    rng = np.random.default_rng(k)
+    a = rng.integers(-128, 128, size=(5, k))
+    b = rng.integers(-128, 128, size=(k, 3))
+    a[0] = -128  # the extreme partial sums: k * 2**14 passes 2**24 beyond 1024 terms
+    b[:, 0] = -128
+    got = int_matmul(a.astype(dtype), b.astype(dtype))
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, (a @ b).astype(np.float64))  # numpy int64: exact
+
+
+def test_int_matmul_wider_integers_and_edges():
+    rng = np.random.default_rng(1)
+    a = rng.integers(-70000, 70000, size=(4, 300))  # partial sums far beyond 2**24
+    b = rng.integers(-300, 300, size=(300, 2))
+    np.testing.assert_array_equal(int_matmul(a, b), (a @ b).astype(np.float64))
+    assert int_matmul(np.zeros((2, 0)), np.zeros((0, 3))).tolist() == [[0.0] * 3] * 2
+    assert int_matmul(np.zeros((0, 4), np.int8), np.ones((4, 2), np.int8)).shape == (0, 2)
+    with pytest.raises(ValueError, match=r"\(M, K\) and \(K, N\)"):
+        int_matmul(np.ones((2, 3)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="2\\*\\*53"):
+        int_matmul(np.full((1, 2), 2.0 ** 25), np.ones((2, 1)))
