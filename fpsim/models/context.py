@@ -26,10 +26,14 @@ __all__ = ["QuantContext", "SiteStats"]
 _STATS_CHUNK = 1 << 16
 
 
-def _error_stats(x, q, limit, n: int, k: int, st: "SiteStats") -> None:
+def _error_stats(x, q, limit, n: int, k: int, st: "SiteStats", *,
+                 any_order: bool = False) -> None:
     """Add the signal, noise, largest magnitude, saturated and underflowed counts of ``x``
     (quantized: ``q``) to ``st``, in one pass (:mod:`fpsim._kernels.stats`): rows of ``n``
-    elements, blocks of ``k`` with one ``limit`` each."""
+    elements, blocks of ``k`` with one ``limit`` each (``any_order``: one limit for all,
+    so the elements may be taken in their memory order)."""
+    if any_order and x.ndim > 1 and x.flags.f_contiguous and not x.flags.c_contiguous:
+        x, q = x.T, q.T  # no blocks: any element order will do, take x's memory order
     x = np.ascontiguousarray(x).reshape(-1)
     q = np.ascontiguousarray(q, dtype=x.dtype).reshape(-1)
     rows = -(-x.size // n) if x.size else 0
@@ -222,7 +226,7 @@ class QuantContext:
             limit = np.full(-(-x.size // n), top)
         else:
             n = rows.shape[1]
-        _error_stats(rows, rows_q, limit, n, k, st)
+        _error_stats(rows, rows_q, limit, n, k, st, any_order=top is not None)
         return xq
 
     def quantize(self, site: str, layer: int | None, x: np.ndarray) -> np.ndarray:

@@ -591,6 +591,15 @@ def fake_quantize(x, spec, *, rng=None, format=KEEP, rounding=KEEP, saturate=KEE
         return v.astype(dtype, copy=False)
     if spec.is_mx:
         raise ValueError("static amax is not supported for MX block scales (they are per block)")
+    if (spec.granularity == "tensor" and spec.rounding != "stochastic" and x.ndim >= 2
+            and x.flags.f_contiguous and not x.flags.c_contiguous):
+        # one scale for every element, each rounded alone: work in x's memory order
+        # (a transposed weight is its C-ordered transpose), not on a C-ordered copy
+        return _values(x.T, spec, rng).T
+    return _values(x, spec, rng)
+
+
+def _values(x: np.ndarray, spec: QuantSpec, rng) -> np.ndarray:
     fast = _fast_fake_quantize(x, spec, rng)
     if fast is not None:
         return fast
