@@ -81,6 +81,10 @@ def _presets() -> None:  # the standard presets' linears (what fpsim report runs
         ctx = QuantContext(name)
         ctx.linear("up", 0, x, w)
         ctx.linear("up", 0, np.tile(x, (4, 1)), w)
+    for name in ("int8", "mxfp4"):  # the traced statistics of fpsim eval and report
+        ctx = QuantContext(name, trace=True)
+        ctx.linear("up", 0, x, w)
+        ctx.linear("up", 0, np.tile(x, (4, 1)), w)
 
 
 def _other_dtypes() -> None:  # float16 and float64 inputs take other loops

@@ -54,13 +54,6 @@ CALIBRATIONS = ("max", "percentile", "mse", "kl")
 SCALE_RULES = ("amax",) + _blocks.SCALE_RULES
 
 
-GRANULARITIES = ("tensor", "channel", "token", "block")
-CALIBRATIONS = ("max", "percentile", "mse", "kl")
-#: "amax": scale = clip / element max (any scale format); the power-of-two
-#: rules of :mod:`fpsim.quant.blocks` give E8M0 scales.
-SCALE_RULES = ("amax",) + _blocks.SCALE_RULES
-
-
 def check_format(v, name):
     try:
         return get_format(v)
