@@ -145,6 +145,23 @@ def fake_quant_rows(x, out, table, fmax, per_row):
 
 
 @pjit
+def fake_quant_tensor_parallel(x, out, table, fmax):
+    """fake_quant_rows(..., per_row=False) over both cores: one scale from the largest
+    finite magnitude of all rows, then the rows quantized independently."""
+    rows = x.shape[0]
+    maxima = np.zeros(rows, dtype=np.float32)
+    for r in prange(rows):
+        maxima[r] = _row_amax(x, r)
+    amax = np.float32(0.0)
+    for r in range(rows):
+        amax = max(amax, maxima[r])
+    scale = _amax_scale(amax, fmax)
+    for r in prange(rows):
+        buf = np.empty(x.shape[1], dtype=np.float32)
+        _fake_quant_row(x, out, buf, r, scale, table)
+
+
+@pjit
 def fake_quant_rows_parallel(x, out, table, fmax):
     """Per-row version of fake_quant_rows over both cores."""
     rows = x.shape[0]

@@ -415,8 +415,9 @@ def _is_slow(cfg) -> bool:
 
 
 #: a preset's cost in FP32 passes (its pass, the weights' quantization, the traced probe and
-#: the metrics), measured on 2 cores; presets on a matrix instruction or with GPTQ/AWQ cost more
-_PRESET_COST = 2.7
+#: the metrics), measured on 2 cores (SmolLM2: 7.6 s a preset after a 5.5 s FP32 pass;
+#: MiniLM: 2.6 s after 2 s); presets on a matrix instruction or with GPTQ/AWQ cost more
+_PRESET_COST = 1.4
 
 
 def _estimate(t_ref: float, names, model: str, enabled: bool) -> None:

@@ -626,14 +626,19 @@ def _fast_fake_quantize(x: np.ndarray, spec: QuantSpec, rng):
         per_row = True
     else:
         return None
-    x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1]) if per_row else \
-        np.ascontiguousarray(x).reshape(1, -1)
+    # per tensor, any rows will do (one scale for all): the last axis, or one row
+    x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    parallel = use_parallel(x2.size) and x2.shape[0] > 1
+    if not per_row and not parallel:
+        x2 = x2.reshape(1, -1)
     out = np.empty_like(x2)
     table = dispatch.hi16_table(spec.format, dispatch.mode_for(spec.format, spec.rounding), spec.saturate,
                         np.dtype(np.float32))
     fmax = float(spec.format.max)
-    if per_row and use_parallel(x2.size) and x2.shape[0] > 1:
+    if parallel and per_row:
         klut.fake_quant_rows_parallel(x2, out, table, fmax)
+    elif parallel:
+        klut.fake_quant_tensor_parallel(x2, out, table, fmax)
     else:
         klut.fake_quant_rows(x2, out, table, fmax, per_row)
     if not (isinstance(spec.format, FloatFormat) and spec.format.has_nan):

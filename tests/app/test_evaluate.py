@@ -117,8 +117,8 @@ def test_evaluate_says_how_long_it_will_take(model_files, capsys):
     err = capsys.readouterr().err
     assert "minilm's FP32 pass took" in err and "1 preset(s), about" in err
     ev._estimate(100.0, ["int8", "int4_g128_gptq", "fp8_hopper"], "smollm2", True)
-    err = capsys.readouterr().err  # 100 s x 2.7 x 3 presets
-    assert "3 preset(s), about 14 min; 2 of them (int4_g128_gptq, fp8_hopper) emulate" in err
+    err = capsys.readouterr().err  # 100 s x 1.4 x 3 presets
+    assert "3 preset(s), about 7 min; 2 of them (int4_g128_gptq, fp8_hopper) emulate" in err
 
 
 @pytest.mark.slow

@@ -250,7 +250,8 @@ def test_fused_fake_quantize_equals_general_path(recipe_name, monkeypatch):
     monkeypatch.setattr(recipes_mod, "_fast_fake_quantize", lambda *a: None)
     slow = fpsim.fake_quantize(x, recipe_name)
     np.testing.assert_array_equal(fast, slow)
-    big = data((300, 256), seed=10)  # the parallel per-row kernel
+    big = data((300, 256), seed=10)  # the parallel kernels (per row, per tensor)
+    big[17, 3], big[250, 9], big[299, 255] = np.nan, -np.inf, 1e4
     slow_big = fpsim.fake_quantize(big, recipe_name)
     monkeypatch.undo()
     np.testing.assert_array_equal(fpsim.fake_quantize(big, recipe_name), slow_big)
