@@ -503,13 +503,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "qat", help="quantization-aware training: distil a quantized model from FP32",
-        description="Train a quantized student (a preset or QAT's w4a8/w4/w4g32/w4g32a8) "
+        description="Train a quantized student (a preset or QAT's w4a8/w4/w4g32/w4g32a8/mxfp4_weight_only) "
                     "from the FP32 model on fpsim's shipped text with Adam and "
                     "straight-through gradients (fpsim.qat.train); print the held-out "
                     "metric before and after.")
     s.add_argument("--model", default="minilm", type=_model_arg, help="minilm or smollm2")
     s.add_argument("--preset", required=True, metavar="P",
-                   help="preset name (e.g. mxfp4, nvfp4, int8) or w4a8, w4, w4g32, w4g32a8")
+                   help="preset name (e.g. mxfp4, nvfp4, int8) or w4a8, w4, w4g32, w4g32a8, mxfp4_weight_only")
     s.add_argument("--steps", type=_positive_int, default=200, help="Adam steps (default 200)")
     s.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default 2e-4 minilm, 2e-5 smollm2)")

@@ -548,6 +548,8 @@ QAT_PRESETS = {
     "w4g32": "INT4 weights in groups of 32 along the input (int4_block32), FP32 activations",
     "w4g32a8": "INT4 weights in groups of 32 along the input (int4_block32), INT8 per-token "
                "activations",
+    "mxfp4_weight_only": "MXFP4 weights (E2M1, E8M0 scale per 32 inputs), FP32 activations "
+                         "(every linear but lm_head): how far the weights alone limit mxfp4",
 }
 
 
@@ -566,7 +568,8 @@ def qat_config(preset):
 
     if isinstance(preset, str) and preset.lower() in QAT_PRESETS:
         key = preset.lower()
-        w = ("int4_block32" if key.startswith("w4g32")
+        w = ("mxfp4_e2m1" if key == "mxfp4_weight_only"
+             else "int4_block32" if key.startswith("w4g32")
              else QuantSpec(**_INT4_CHANNEL, name="int4_channel"))
         sites = {s: w for s in _BERT_LINEARS + _LLAMA_LINEARS}
         if key.endswith("a8"):

@@ -81,6 +81,12 @@ def test_qat_configs():
     assert g.spec_for("down.input", 2).name == "int8_token"
     assert g.spec_for("lm_head", None) is None and g.name == "w4g32a8"
     assert tr.qat_config("mxfp4").name == "mxfp4"
+    mw = tr.qat_config("mxfp4_weight_only")  # the mxfp4 preset's weights, FP32 activations
+    full = tr.qat_config("mxfp4")
+    for site in ("q", "ffn_out", "down"):
+        assert mw.spec_for(site, 1) == full.spec_for(site, 1)
+        assert mw.spec_for(f"{site}.input", 1) is None
+    assert mw.spec_for("lm_head", None) is None
     with pytest.raises(ValueError, match="unknown preset"):
         tr.qat_config("mxfp5")
 
