@@ -45,7 +45,7 @@ def torch_dynamic_int8_linear(x: np.ndarray, w: np.ndarray,
     s_x = np.float32((hi - lo) / 127.0) if hi > lo else np.float32(1.0)
     zp = int(np.clip(-np.rint(lo / ((hi - lo) / 127.0)), 0, 127)) if hi > lo else 0
     xq = np.clip(np.rint(_fma32(x2, np.float32(1.0) / s_x, np.float32(zp))), 0, 127)
-    acc = int_matmul(xq - np.float32(zp), wq)  # exact, as int32 (|acc| < 2**31 here)
+    acc = int_matmul(xq - np.float32(zp), wq)  # exact, as int32 is while it does not wrap
     bias = np.float32(0.0) if b is None else np.asarray(b, dtype=np.float32)
     y = _fma32(acc.astype(np.float32), np.float32(s_x * s_w), bias)
     return y.reshape(*x.shape[:-1], w.shape[-1])
