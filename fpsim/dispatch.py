@@ -98,6 +98,35 @@ def hi16_ok(fmt) -> bool:
     return fmt.max_int <= 127 and fmt.min_int >= -128
 
 
+#: ``ap`` of a format the fused fake-quantization loops round by table only.
+NO_ARITH = (-1, 0.0, 0.0, 0.0, 0)
+
+
+@functools.lru_cache(maxsize=None)
+def arith_params(fmt, mode: int) -> tuple:
+    """The ``ap`` tuple with which :mod:`fpsim._kernels.lut`'s fused loops round a
+    float32 to ``fmt`` by arithmetic, or :data:`NO_ARITH` (table only).
+
+    The arithmetic covers nearest-even to signed float formats with zero and
+    subnormals inside float32's range (mantissa 1 to 6: the table is the fallback),
+    and to signed integer formats of at most 8 bits.
+    """
+    if mode != cast.NEAREST_EVEN or not hi16_ok(fmt):
+        return NO_ARITH
+    if isinstance(fmt, FloatFormat):
+        m = fmt.mantissa_bits
+        # (no mantissa: the last kept bit is the exponent's, whose parity differs
+        # from the format's when its bias is even, as P3109's precision-1 formats)
+        if not (fmt.signed and fmt.has_zero and fmt.subnormals and fmt.ties == "even"
+                and m >= 1 and fmt.emin >= -126 and fmt.emax <= 100):
+            return NO_ARITH
+        return (23 - m, 2.0 ** fmt.emin, 1.5 * 2.0 ** (fmt.emin - m + 23), float(fmt.max),
+                int(fmt.has_negative_zero))
+    if not fmt.signed or not -100 <= fmt.scale_exp <= 100:
+        return NO_ARITH
+    return (0, np.inf, 1.5 * 2.0 ** (fmt.scale_exp + 23), float(fmt.max), 0)
+
+
 def sr_ok(fmt) -> bool:
     """The stochastic table path also needs float32 subnormal inputs to stay below
     the format's normal range (not so for float8_e8m0fnu, emin = -127)."""

@@ -11,9 +11,21 @@ Stochastic rounding stacks the codes below (for exact and inexact low
 halves) and above, and compares the 32-bit fraction with the element's
 random bits; it serves the formats that the faster 32-bit block kernels of
 :mod:`fpsim._kernels.stochastic` do not take (the unsigned ones).
+
+The fused fake-quantization loops (``fake_quant_*``) round the common formats
+(signed floats with zero and subnormals, signed integers; nearest-even) by
+arithmetic instead, which vectorises: the ``ap`` tuple of
+``fpsim.dispatch.arith_params``.  The arithmetic is exact only where the result
+is finite and at most ``fmax`` in magnitude; a row holding any other element
+(NaN, Inf, an overflow, the asymmetric minimum of an integer format) is redone
+through the table, which stays the reference (``tests/test_kernels_lut.py``
+checks the two agree on every float32 bit pattern class).
 """
 
+import numba
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 
 from ._util import inline, jit, pjit, prange
 from .scalar import stochastic_bits, stochastic_pair
@@ -23,6 +35,42 @@ _S32 = np.uint64(32)
 
 _LOW = 0xFFFF
 _SECOND = 1 << 16
+_MAG = np.int32(0x7FFFFFFF)
+_INF_BITS = np.int32(0x7F800000)
+
+
+# ---- bit casts of a float32 ------------------------------------------------------
+if numba.config.DISABLE_JIT:  # plain Python: numpy scalar views
+
+    def f32_bits(x):
+        """The bit pattern of float32 ``x`` as a signed 32-bit int."""
+        return np.float32(x).view(np.int32)
+
+    def bits_f32(b):
+        """The float32 whose bit pattern is the 32-bit int ``b``."""
+        return np.int32(b).view(np.float32)
+
+else:
+
+    @intrinsic
+    def f32_bits(typingctx, x):
+        """The bit pattern of float32 ``x`` as an int32 (an LLVM bitcast)."""
+        sig = types.int32(types.float32)
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(types.int32))
+
+        return sig, codegen
+
+    @intrinsic
+    def bits_f32(typingctx, b):
+        """The float32 whose bit pattern is the int32 ``b`` (an LLVM bitcast)."""
+        sig = types.float32(types.int32)
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+        return sig, codegen
 
 
 @jit
@@ -89,12 +137,13 @@ def sr_hi16_parallel(xb, out, table, shift_tab, seed):
 
 @inline
 def _row_amax(x, r):
-    m = np.float32(0.0)
+    """The largest finite magnitude of row r (0 if none): NaN and Inf never set a scale.
+    A maximum of the magnitude bits (ordered as the values), which vectorises."""
+    m = np.int32(0)
     for j in range(x.shape[1]):
-        a = abs(x[r, j])
-        if a > m and a < np.inf:  # NaN and Inf never set a scale
-            m = a
-    return m
+        a = f32_bits(x[r, j]) & _MAG
+        m = max(m, a if a < _INF_BITS else np.int32(0))
+    return bits_f32(m)
 
 
 @inline
@@ -109,23 +158,90 @@ def _amax_scale(amax, fmax):
     return s
 
 
+# indices of the ``ap`` tuple (fpsim.dispatch.arith_params)
+(
+    AP_SHIFT,  # 23 - mantissa bits: float32 fraction bits dropped (0 for integers); -1: no arithmetic
+    AP_TINY,  # 2**emin (Inf for integers): below it a fixed quantum
+    AP_MAGIC,  # 1.5 * 2**(23 + log2 quantum): (|y| + magic) - magic rounds to that quantum
+    AP_MAX,  # largest finite magnitude: beyond it (or NaN) the table decides
+    AP_NEGZERO,  # 1 if the format has -0
+) = range(5)
+
 @inline
-def _fake_quant_row(x, out, buf, r, scale, table):
+def _arith_row(x, out, r, scale, ap):
+    """out[r] = fake quantization of x[r] / scale by arithmetic (nearest-even);
+    False if some element is beyond the format's finite range or NaN (then
+    out[r] is not final).  Branch-free, so the loop vectorises."""
+    shift = np.int32(ap[AP_SHIFT])
+    unit = np.int32(1) << shift
+    half = (unit >> np.int32(1)) - np.int32(1)
+    keep = ~(unit - np.int32(1))
+    tiny = np.float32(ap[AP_TINY])
+    magic = np.float32(ap[AP_MAGIC])
+    fmax = np.float32(ap[AP_MAX])
+    negzero = ap[AP_NEGZERO] != 0
+    ok = True
+    for j in range(x.shape[1]):
+        y = x[r, j] / scale
+        ay = abs(y)
+        # nearest-even on the magnitude bits (a carry moves into the exponent); NaN
+        # and Inf are held at Inf's bits, so nothing wraps
+        a = min(f32_bits(ay), _INF_BITS)
+        v = bits_f32((a + half + ((a >> shift) & np.int32(1))) & keep)
+        if ay < tiny:  # below the normal range: a fixed quantum
+            v = (ay + magic) - magic
+        ok &= v <= fmax
+        v = np.float32(np.copysign(v, y))
+        if not negzero:
+            v = v + np.float32(0.0)  # -0 -> +0
+        out[r, j] = v * scale
+    return ok
+
+
+@inline
+def _table_row(x, out, buf, r, scale, table):
     n = x.shape[1]
     for j in range(n):
         buf[j] = x[r, j] / scale
     bits = buf.view(np.uint32)
     for j in range(n):
         b = np.int64(bits[j])
-        out[r, j] = table[(b >> 16) + (_SECOND if (b & _LOW) != 0 else 0)] * scale
+        v = table[(b >> 16) + (_SECOND if (b & _LOW) != 0 else 0)]
+        if buf[j] != buf[j] and v == v:
+            v = np.float32(np.nan)  # NaN stays NaN in formats without one
+        out[r, j] = v * scale
+
+
+@inline
+def _fake_quant_row(x, out, buf, r, scale, table, ap):
+    """out[r] = table-exact fake quantization of x[r] / scale (NaN stays NaN, also in
+    formats without one); True if the table had to do it (the arithmetic does not
+    apply or met a special)."""
+    if ap[AP_SHIFT] >= 0 and _arith_row(x, out, r, scale, ap):
+        return False
+    _table_row(x, out, buf, r, scale, table)
+    return True
 
 
 @jit
-def fake_quant_rows(x, out, table, fmax, per_row):
+def fake_quant_scaled(x, out, scale, table, ap):
+    """out = fake quantization of the 2-D float32 ``x`` with one given ``scale``
+    (float32); returns how many rows the table did.  The kernels below, with
+    the scale fixed (and the test of the arithmetic against the table)."""
+    buf = np.empty(x.shape[1], dtype=np.float32)
+    redone = 0
+    for r in range(x.shape[0]):
+        redone += _fake_quant_row(x, out, buf, r, scale, table, ap)
+    return redone
+
+
+@jit
+def fake_quant_rows(x, out, table, fmax, per_row, ap):
     """Fused amax-scaled fake quantization of float32 rows (or the whole 2-D array).
 
     scale = float32(amax / fmax) (1 where amax is 0), elements ``x / scale`` rounded
-    through ``table`` (float32 values on the hi16 index), times scale.  Mirrors
+    through ``table`` (float32 values on the hi16 index) or, where it gives the
+    same values, by the arithmetic of ``ap``; times scale.  Mirrors
     ``fpsim.quant.fake_quantize`` for symmetric max-calibrated amax scaling.
     """
     rows = x.shape[0]
@@ -134,18 +250,18 @@ def fake_quant_rows(x, out, table, fmax, per_row):
         for r in range(rows):
             amax = _row_amax(x, r)
             scale = _amax_scale(amax, fmax)
-            _fake_quant_row(x, out, buf, r, scale, table)
+            _fake_quant_row(x, out, buf, r, scale, table, ap)
     else:
         amax = np.float32(0.0)
         for r in range(rows):
             amax = max(amax, _row_amax(x, r))
         scale = _amax_scale(amax, fmax)
         for r in range(rows):
-            _fake_quant_row(x, out, buf, r, scale, table)
+            _fake_quant_row(x, out, buf, r, scale, table, ap)
 
 
 @pjit
-def fake_quant_tensor_parallel(x, out, table, fmax):
+def fake_quant_tensor_parallel(x, out, table, fmax, ap):
     """fake_quant_rows(..., per_row=False) over both cores: one scale from the largest
     finite magnitude of all rows, then the rows quantized independently."""
     rows = x.shape[0]
@@ -158,15 +274,15 @@ def fake_quant_tensor_parallel(x, out, table, fmax):
     scale = _amax_scale(amax, fmax)
     for r in prange(rows):
         buf = np.empty(x.shape[1], dtype=np.float32)
-        _fake_quant_row(x, out, buf, r, scale, table)
+        _fake_quant_row(x, out, buf, r, scale, table, ap)
 
 
 @pjit
-def fake_quant_rows_parallel(x, out, table, fmax):
+def fake_quant_rows_parallel(x, out, table, fmax, ap):
     """Per-row version of fake_quant_rows over both cores."""
     rows = x.shape[0]
     for r in prange(rows):
         buf = np.empty(x.shape[1], dtype=np.float32)
         amax = _row_amax(x, r)
         scale = _amax_scale(amax, fmax)
-        _fake_quant_row(x, out, buf, r, scale, table)
+        _fake_quant_row(x, out, buf, r, scale, table, ap)

@@ -632,21 +632,17 @@ def _fast_fake_quantize(x: np.ndarray, spec: QuantSpec, rng):
     if not per_row and not parallel:
         x2 = x2.reshape(1, -1)
     out = np.empty_like(x2)
-    table = dispatch.hi16_table(spec.format, dispatch.mode_for(spec.format, spec.rounding), spec.saturate,
-                        np.dtype(np.float32))
+    mode = dispatch.mode_for(spec.format, spec.rounding)
+    table = dispatch.hi16_table(spec.format, mode, spec.saturate, np.dtype(np.float32))
+    ap = dispatch.arith_params(spec.format, mode)
     fmax = float(spec.format.max)
     if parallel and per_row:
-        klut.fake_quant_rows_parallel(x2, out, table, fmax)
+        klut.fake_quant_rows_parallel(x2, out, table, fmax, ap)
     elif parallel:
-        klut.fake_quant_tensor_parallel(x2, out, table, fmax)
+        klut.fake_quant_tensor_parallel(x2, out, table, fmax, ap)
     else:
-        klut.fake_quant_rows(x2, out, table, fmax, per_row)
-    if not (isinstance(spec.format, FloatFormat) and spec.format.has_nan):
-        for rs in _blocks.row_chunks(x2.shape[0], x2.shape[1]):
-            nan = np.isnan(x2[rs])
-            if nan.any():
-                out[rs][nan] = np.nan  # NaN stays NaN
-    return out.reshape(x.shape)
+        klut.fake_quant_rows(x2, out, table, fmax, per_row, ap)
+    return out.reshape(x.shape)  # (the kernels keep NaN a NaN in formats without one)
 
 
 # ---- dask arrays ----------------------------------------------------------------------

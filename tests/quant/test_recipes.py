@@ -240,7 +240,8 @@ def test_empty_vectors_per_token():
 
 
 @pytest.mark.parametrize("recipe_name", ["int8", "int8_token", "int8_channel", "e4m3fn",
-                                         "float8_e5m2", "int4", "p3109_p3"])
+                                         "float8_e5m2", "int4", "p3109_p3",
+                                         "float4_e2m1fn", "float8_e4m3fnuz"])
 def test_fused_fake_quantize_equals_general_path(recipe_name, monkeypatch):
     x = data((33, 70), seed=9, dist="t")
     x[3, 4] = np.nan
