@@ -42,6 +42,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from ._util import inline, jit, pjit, prange
+from .bits import bits_f64, f64_bits
 from .scalar import encode_float
 
 FLOAT32, FAST, CODEC = range(3)
@@ -62,16 +63,8 @@ _INT32_MIN = -(1 << 31)
 _INT32_MAX = (1 << 31) - 1
 
 
-# ---- bit casts of a float64 --------------------------------------------------
-if numba.config.DISABLE_JIT:  # plain Python: numpy scalar views
-
-    def f64_bits(x):
-        """The bit pattern of float64 ``x`` as a signed int."""
-        return int(np.float64(x).view(np.int64))
-
-    def bits_f64(b):
-        """The float64 whose bit pattern is the signed int ``b``."""
-        return float(np.int64(b).view(np.float64))
+# ---- fused multiply-add in float32 ---------------------------------------------
+if numba.config.DISABLE_JIT:  # plain Python
 
     def fma32(x, y, z):
         """float32 x * y + z with one rounding (the product is exact in float64)."""
@@ -80,32 +73,12 @@ if numba.config.DISABLE_JIT:  # plain Python: numpy scalar views
 else:
 
     @intrinsic
-    def f64_bits(typingctx, x):
-        """The bit pattern of float64 ``x`` as an int64 (an LLVM bitcast)."""
-        sig = types.int64(types.float64)
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(types.int64))
-
-        return sig, codegen
-
-    @intrinsic
     def fma32(typingctx, x, y, z):
         """float32 x * y + z with one rounding (llvm.fma.f32)."""
         sig = types.float32(types.float32, types.float32, types.float32)
 
         def codegen(context, builder, signature, args):
             return builder.fma(*args)
-
-        return sig, codegen
-
-    @intrinsic
-    def bits_f64(typingctx, b):
-        """The float64 whose bit pattern is the int64 ``b`` (an LLVM bitcast)."""
-        sig = types.float64(types.int64)
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(types.float64))
 
         return sig, codegen
 

@@ -22,12 +22,12 @@ through the table, which stays the reference (``tests/test_kernels_lut.py``
 checks the two agree on every float32 bit pattern class).
 """
 
-import numba
+import math
+
 import numpy as np
-from numba import types
-from numba.extending import intrinsic
 
 from ._util import inline, jit, pjit, prange
+from .bits import bits_f32, f32_bits
 from .scalar import stochastic_bits, stochastic_pair
 
 _LOW32 = np.uint64(0xFFFFFFFF)
@@ -37,40 +37,6 @@ _LOW = 0xFFFF
 _SECOND = 1 << 16
 _MAG = np.int32(0x7FFFFFFF)
 _INF_BITS = np.int32(0x7F800000)
-
-
-# ---- bit casts of a float32 ------------------------------------------------------
-if numba.config.DISABLE_JIT:  # plain Python: numpy scalar views
-
-    def f32_bits(x):
-        """The bit pattern of float32 ``x`` as a signed 32-bit int."""
-        return np.float32(x).view(np.int32)
-
-    def bits_f32(b):
-        """The float32 whose bit pattern is the 32-bit int ``b``."""
-        return np.int32(b).view(np.float32)
-
-else:
-
-    @intrinsic
-    def f32_bits(typingctx, x):
-        """The bit pattern of float32 ``x`` as an int32 (an LLVM bitcast)."""
-        sig = types.int32(types.float32)
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(types.int32))
-
-        return sig, codegen
-
-    @intrinsic
-    def bits_f32(typingctx, b):
-        """The float32 whose bit pattern is the int32 ``b`` (an LLVM bitcast)."""
-        sig = types.float32(types.int32)
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(types.float32))
-
-        return sig, codegen
 
 
 @jit
@@ -207,7 +173,7 @@ def _table_row(x, out, buf, r, scale, table):
     for j in range(n):
         b = np.int64(bits[j])
         v = table[(b >> 16) + (_SECOND if (b & _LOW) != 0 else 0)]
-        if buf[j] != buf[j] and v == v:
+        if math.isnan(buf[j]) and not math.isnan(v):
             v = np.float32(np.nan)  # NaN stays NaN in formats without one
         out[r, j] = v * scale
 

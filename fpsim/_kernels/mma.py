@@ -32,7 +32,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._util import inline, jit, pjit, prange
-from .accumulate import bits_f64, f64_bits, fma32
+from .accumulate import fma32
+from .bits import bits_f64, f64_bits
 
 #: exponent MMA-Sim gives a zero operand
 ZERO_EXP = -126
