@@ -132,6 +132,9 @@ def _amax_scale(amax, fmax):
     AP_MAX,  # largest finite magnitude: beyond it (or NaN) the table decides
     AP_NEGZERO,  # 1 if the format has -0
 ) = range(5)
+# (integers take the fixed quantum everywhere, AP_TINY being Inf: the bit path, which
+# shift 0 would get wrong, only meets their NaN and Inf, and those go to the table)
+
 
 @inline
 def _arith_row(x, out, r, scale, ap):
