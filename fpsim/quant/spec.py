@@ -218,6 +218,11 @@ class QuantSpec:
                 )
         if not self.symmetric and not isinstance(self.format, IntFormat):
             raise ValueError("symmetric=False (zero points) needs an integer format")
+        if self.symmetric and self.format.max <= 0:
+            raise ValueError(
+                f"format {self.format.name} has no positive value (max {self.format.max:g}), "
+                "so a symmetric recipe cannot scale amax onto it; use symmetric=False (an "
+                "affine range with a zero point)")
         if not self.symmetric and self.calibration not in ("max", "percentile"):
             raise ValueError(f"calibration={self.calibration!r} is not available with "
                              "symmetric=False; asymmetric recipes take 'max' or 'percentile'")
@@ -497,7 +502,7 @@ def recipe(name: str, *,
     """The QuantSpec of a named recipe, with keyword overrides of its fields (the keyword
     arguments of :class:`QuantSpec`; ``KEEP``, the default, keeps the recipe's value).
 
-    Any float format name (``"e4m3fn"``, ``"float8_e5m2"``...) is per-tensor
+    Any format name (``"e4m3fn"``, ``"float8_e5m2"``, ``"int4"``...) is per-tensor
     amax scaling into that format; :data:`RECIPES` lists the others.
 
     Examples
@@ -514,17 +519,27 @@ def recipe(name: str, *,
     if not isinstance(name, str):
         raise TypeError(f"spec must be a QuantSpec or a recipe name, got {type(name).__name__}")
     key = name.strip().lower()
-    try:
-        base = _named(key)
-    except ValueError:
-        if key in RECIPES:
-            raise
-        allowed = sorted(RECIPES) + ["<any format name>"]
-        close = difflib.get_close_matches(key, list(RECIPES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"unknown recipe {name!r}{hint} Recipes: {', '.join(allowed)}") from None
+    if key not in RECIPES:
+        fmt = _format_named(key)
+        if fmt is None:
+            allowed = sorted(RECIPES) + ["<any format name>"]
+            close = difflib.get_close_matches(key, list(RECIPES), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"unknown recipe {name!r}{hint} Recipes: {', '.join(allowed)}")
+        if overrides:  # (the defaults alone may not make a valid spec: int1 needs symmetric=False)
+            return QuantSpec(**{"format": fmt, "name": key, **overrides})
+    base = _named(key)
     return dataclasses.replace(base, **overrides) if overrides else base
+
+
+@functools.lru_cache(maxsize=256)
+def _format_named(key: str):
+    """The format a name stands for, or None (looked up once per name)."""
+    try:
+        return get_format(key)
+    except ValueError:
+        return None
 
 
 @functools.lru_cache(maxsize=None)

@@ -138,6 +138,20 @@ def test_invalid_arguments(call, exc, words):
         call()
 
 
+@pytest.mark.parametrize("call", [
+    lambda: fpsim.fake_quantize(X2, "int1"),  # the fused kernel (it divided by max = 0)
+    lambda: fpsim.fake_quantize(X2, "int1", calibration="mse"),  # the general path (NaN)
+    lambda: fpsim.quantize_tensor(X2, "int1"),
+    lambda: fpsim.recipe("int1"),
+])
+def test_a_symmetric_recipe_needs_a_positive_max(call):
+    # int1 holds -1 and 0: symmetric scaling maps amax onto max = 0, which no scale does
+    with pytest.raises(ValueError, match="int1.*symmetric=False"):
+        call()
+    # the affine form works: [-1, 0] spans the range
+    np.testing.assert_array_equal(fpsim.fake_quantize(X2 - 0.5, "int1", symmetric=False), X2 - 0.5)
+
+
 def test_margin_in_range_works():
     ds = fpsim.DelayedScaling("e4m3fn", margin=np.int64(3), history_len=np.int64(2))
     ds(np.array([448.0], np.float32))
