@@ -29,28 +29,24 @@ if numba.config.DISABLE_JIT:  # plain Python: numpy scalar views
 
 else:
 
-    def _cast(value, to):
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(to))
+    def _bitcast(name, value, to, doc):
+        """An intrinsic named ``name``: the bits of a ``value`` read as a ``to``."""
 
-        return to(value), codegen
+        def typer(typingctx, x):
+            def codegen(context, builder, signature, args):
+                return builder.bitcast(args[0], context.get_value_type(to))
 
-    @intrinsic
-    def f64_bits(typingctx, x):
-        """The bit pattern of float64 ``x`` as an int64 (an LLVM bitcast)."""
-        return _cast(types.float64, types.int64)
+            return to(value), codegen
 
-    @intrinsic
-    def bits_f64(typingctx, b):
-        """The float64 whose bit pattern is the int64 ``b`` (an LLVM bitcast)."""
-        return _cast(types.int64, types.float64)
+        typer.__name__ = typer.__qualname__ = name
+        typer.__doc__ = doc
+        return intrinsic(typer)
 
-    @intrinsic
-    def f32_bits(typingctx, x):
-        """The bit pattern of float32 ``x`` as an int32 (an LLVM bitcast)."""
-        return _cast(types.float32, types.int32)
-
-    @intrinsic
-    def bits_f32(typingctx, b):
-        """The float32 whose bit pattern is the int32 ``b`` (an LLVM bitcast)."""
-        return _cast(types.int32, types.float32)
+    f64_bits = _bitcast("f64_bits", types.float64, types.int64,
+                        "The bit pattern of float64 ``x`` as an int64 (an LLVM bitcast).")
+    bits_f64 = _bitcast("bits_f64", types.int64, types.float64,
+                        "The float64 whose bit pattern is the int64 ``b`` (an LLVM bitcast).")
+    f32_bits = _bitcast("f32_bits", types.float32, types.int32,
+                        "The bit pattern of float32 ``x`` as an int32 (an LLVM bitcast).")
+    bits_f32 = _bitcast("bits_f32", types.int32, types.float32,
+                        "The float32 whose bit pattern is the int32 ``b`` (an LLVM bitcast).")
